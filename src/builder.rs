@@ -1,0 +1,287 @@
+//! [`Builder`]: choosing cores, ring size, scheduling interval and backend, with every bad
+//! input reported by [`Builder::build`] as a clear error, never a panic.
+//!
+//! This module owns configuration and its validation, and the once-per-process backend probe.
+//! It must never start a thread: [`Runtime::run`](crate::Runtime::run) does that.
+
+use std::future::Future;
+use std::io;
+use std::sync::OnceLock;
+
+use crate::driver::uring::build_ring;
+use crate::driver::{Backend, DriverConfig, RingSetupError};
+use crate::runtime::{self, CoreError, CoreId, Runtime};
+use crate::sys;
+
+/// Default submission queue size of each core's ring.
+pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+/// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
+pub const MAX_RING_ENTRIES: u32 = 32768;
+/// Default number of task polls between two non-blocking checks of the driver: a prime, so
+/// the check does not fall into step with periodic task patterns (tokio's figure).
+pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
+
+#[derive(Clone, Debug)]
+enum CoreSelection {
+    All,
+    Count(usize),
+    Ids(Vec<usize>),
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = coreio::Builder::new()
+///     .cores(1)
+///     .ring_entries(256)
+///     .thread_name_prefix("echo")
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.cores().len(), 1);
+///
+/// // Bad input is an error, not a panic.
+/// assert!(coreio::Builder::new().cores(0).build().is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    cores: CoreSelection,
+    ring_entries: u32,
+    event_interval: u32,
+    thread_name: String,
+    backend: Backend,
+}
+
+/// Per-core settings resolved by [`Builder::build`].
+#[derive(Clone, Debug)]
+pub(crate) struct CoreConfig {
+    pub(crate) driver: DriverConfig,
+    pub(crate) event_interval: u32,
+    pub(crate) thread_name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Every core the process may run on, default ring size and event interval, backend
+    /// [`Backend::Auto`].
+    pub fn new() -> Builder {
+        Builder {
+            cores: CoreSelection::All,
+            ring_entries: DEFAULT_RING_ENTRIES,
+            event_interval: DEFAULT_EVENT_INTERVAL,
+            thread_name: "coreio".into(),
+            backend: Backend::Auto,
+        }
+    }
+
+    /// Runs on the first `count` CPUs of the process's affinity mask.
+    pub fn cores(mut self, count: usize) -> Builder {
+        self.cores = CoreSelection::Count(count);
+        self
+    }
+
+    /// Runs on exactly these CPU ids (as `taskset -c` numbers them).
+    pub fn core_ids(mut self, ids: impl IntoIterator<Item = usize>) -> Builder {
+        self.cores = CoreSelection::Ids(ids.into_iter().collect());
+        self
+    }
+
+    /// Submission queue entries of each core's ring (1 to 32768; the completion queue gets
+    /// twice as many).
+    pub fn ring_entries(mut self, entries: u32) -> Builder {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Task polls between two non-blocking checks of the I/O driver (default 61).
+    pub fn event_interval(mut self, polls: u32) -> Builder {
+        self.event_interval = polls;
+        self
+    }
+
+    /// Prefix of the core threads' names; the CPU id is appended (`coreio-3`).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Builder {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// The I/O backend; the environment variable `COREIO_BACKEND` (`auto`, `uring`, `epoll`)
+    /// overrides it.
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.backend = backend;
+        self
+    }
+
+    /// Validates the settings and picks the backend.
+    ///
+    /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
+    /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
+    /// entries or event interval out of range; an unknown `COREIO_BACKEND`; io_uring forced but
+    /// unavailable (the [`RingSetupError`] names the cause and the remedy).
+    pub fn build(self) -> io::Result<Runtime> {
+        let cores = self.select_cores()?;
+        let config = self.core_config()?;
+        Ok(Runtime { cores, config })
+    }
+
+    /// Runs `future` on the calling thread as a one-core runtime with these settings (the
+    /// core selection is ignored and the thread is not pinned). A panic in `future` propagates.
+    pub fn block_on<F: Future + 'static>(self, future: F) -> io::Result<F::Output>
+    where
+        F::Output: 'static,
+    {
+        let config = self.core_config()?;
+        // SAFETY: `sched_getcpu` has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let core = CoreId(usize::try_from(cpu).unwrap_or(0));
+        match runtime::run_core(core, &config, || future) {
+            Ok(output) => Ok(output),
+            Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
+            Err(CoreError::Io { error, .. }) => Err(error),
+        }
+    }
+
+    fn core_config(&self) -> io::Result<CoreConfig> {
+        if self.ring_entries == 0 || self.ring_entries > MAX_RING_ENTRIES {
+            return Err(invalid(format!(
+                "ring_entries must be between 1 and {MAX_RING_ENTRIES}, got {}",
+                self.ring_entries
+            )));
+        }
+        if self.event_interval == 0 {
+            return Err(invalid("event_interval must be at least 1".into()));
+        }
+        let requested = Backend::from_env()?.unwrap_or(self.backend);
+        let backend = resolve_backend(requested, self.ring_entries)?;
+        Ok(CoreConfig {
+            driver: DriverConfig {
+                backend,
+                ring_entries: self.ring_entries,
+            },
+            event_interval: self.event_interval,
+            thread_name: self.thread_name.clone(),
+        })
+    }
+
+    fn select_cores(&self) -> io::Result<Vec<CoreId>> {
+        let allowed = sys::allowed_cpus()?;
+        let ids = match &self.cores {
+            CoreSelection::All => allowed,
+            CoreSelection::Count(0) => {
+                return Err(invalid("a runtime needs at least one core, got 0".into()));
+            }
+            CoreSelection::Count(count) => {
+                if *count > allowed.len() {
+                    return Err(invalid(format!(
+                        "asked for {count} cores but this process may only run on {} ({allowed:?})",
+                        allowed.len()
+                    )));
+                }
+                allowed[..*count].to_vec()
+            }
+            CoreSelection::Ids(ids) => {
+                if ids.is_empty() {
+                    return Err(invalid(
+                        "a runtime needs at least one core id, got none".into(),
+                    ));
+                }
+                let online = online_cpus();
+                for (i, id) in ids.iter().enumerate() {
+                    if ids[..i].contains(id) {
+                        return Err(invalid(format!("core id {id} is listed twice")));
+                    }
+                    if !online.contains(id) {
+                        return Err(invalid(format!(
+                            "core id {id} does not exist on this machine (CPUs: {online:?})"
+                        )));
+                    }
+                    if !allowed.contains(id) {
+                        return Err(invalid(format!(
+                            "core id {id} is outside this process's CPU affinity mask \
+                             ({allowed:?}); check taskset or the container's cpuset"
+                        )));
+                    }
+                }
+                ids.clone()
+            }
+        };
+        Ok(ids.into_iter().map(CoreId).collect())
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// CPU ids the machine has online, from sysfs; falls back to `0..nprocs`.
+fn online_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|list| parse_cpu_list(list.trim()))
+        .unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (0..n).collect()
+        })
+}
+
+/// Parses a kernel CPU list such as `0-3,8,10-11`.
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((lo, hi)) => cpus.extend(lo.parse::<usize>().ok()?..=hi.parse::<usize>().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// Turns `Auto` into a concrete backend, probing io_uring once per process.
+fn resolve_backend(requested: Backend, ring_entries: u32) -> io::Result<Backend> {
+    match requested {
+        Backend::Epoll => Ok(Backend::Epoll),
+        Backend::IoUring => match probe_uring(ring_entries) {
+            Ok(()) => Ok(Backend::IoUring),
+            Err(err) => Err(err.into()),
+        },
+        Backend::Auto => {
+            // Only a definite answer is remembered: a resource failure (EMFILE, say) may pass.
+            static AUTO: OnceLock<Backend> = OnceLock::new();
+            if let Some(backend) = AUTO.get() {
+                return Ok(*backend);
+            }
+            let backend = match probe_uring(ring_entries) {
+                Ok(()) => Backend::IoUring,
+                Err(err) if err.is_unavailable() => {
+                    log::warn!("coreio: io_uring unavailable, using epoll: {err}");
+                    Backend::Epoll
+                }
+                Err(err) => return Err(err.into()),
+            };
+            Ok(*AUTO.get_or_init(|| backend))
+        }
+    }
+}
+
+fn probe_uring(ring_entries: u32) -> Result<(), RingSetupError> {
+    build_ring(ring_entries).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn parses_kernel_cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! The per-core context: what "the current core" means to code running on it.
+//!
+//! Every core thread builds one [`CoreContext`] — its executor, its I/O driver and its timers —
+//! and installs it in a thread-local for as long as the core runs. Free functions such as
+//! [`spawn`](crate::spawn) or [`sleep`](crate::time::sleep) and every I/O operation find their
+//! core through [`with`]. This module owns that thread-local and nothing else; it must never
+//! hand a context to another thread.
+
+use std::cell::Cell;
+use std::ptr;
+
+use crate::driver::Driver;
+use crate::executor::LocalExecutor;
+use crate::runtime::CoreId;
+use crate::time::Timers;
+
+/// Everything one core owns. Lives on the core's thread, never shared with another.
+pub(crate) struct CoreContext {
+    pub(crate) core: CoreId,
+    pub(crate) executor: LocalExecutor,
+    pub(crate) driver: Driver,
+    pub(crate) timers: Timers,
+}
+
+thread_local! {
+    static CURRENT: Cell<*const CoreContext> = const { Cell::new(ptr::null()) };
+}
+
+/// Installs `ctx` as this thread's current core while `f` runs; the previous value (normally
+/// none) is restored afterwards, also when `f` unwinds.
+pub(crate) fn enter<R>(ctx: &CoreContext, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const CoreContext);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|current| current.set(self.0));
+        }
+    }
+    let previous = CURRENT.with(|current| current.replace(ctx));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Runs `f` with the current core's context, or returns `None` outside a coreio core.
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&CoreContext) -> R) -> Option<R> {
+    let ptr = CURRENT.try_with(|current| current.get()).ok()?;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `enter` stores a pointer to a context that outlives the `enter` call, and clears
+    // it (restores the previous value) before returning, so a non-null pointer read on this
+    // thread always points to a live context. The context is only ever accessed through shared
+    // references; its mutable parts use `Cell`/`RefCell`.
+    Some(f(unsafe { &*ptr }))
+}
+
+/// Like [`with`], for callers that cannot work without a runtime.
+///
+/// # Panics
+///
+/// Outside a coreio core, with a message naming `what` was attempted.
+#[inline]
+#[track_caller]
+pub(crate) fn expect<R>(what: &str, f: impl FnOnce(&CoreContext) -> R) -> R {
+    match with(f) {
+        Some(r) => r,
+        None => panic!(
+            "{what} must be called from inside a coreio runtime (Runtime::run or coreio::block_on)"
+        ),
+    }
+}
+
+/// An error for I/O attempted outside a runtime.
+pub(crate) fn no_runtime() -> std::io::Error {
+    std::io::Error::other("no coreio runtime on this thread: use Runtime::run or coreio::block_on")
+}

@@ -1,0 +1,187 @@
+//! The epoll backend: readiness, for systems where io_uring cannot be used.
+//!
+//! Each socket is registered once, edge-triggered, for both directions, when it is wrapped in
+//! a [`SharedFd`](super::SharedFd); it is never re-armed per operation. An operation first tries
+//! its syscall; only on `EAGAIN` does it leave its waker on the socket's [`Source`] for the
+//! direction it needs, and the next edge wakes it to try again. Because the core is one thread,
+//! no edge can slip between the failed attempt and the waker being stored: the kernel queues it
+//! and `epoll_wait` reports it on the next park.
+//!
+//! One waker per direction is kept. When a second task waits on the same socket and direction,
+//! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
+//! ever dropped, at the cost of a spurious poll in that rare case.
+//!
+//! This module owns the epoll instance and the per-fd wakers. It must never block outside
+//! `park`, and never retry a syscall itself: operations do that.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+
+use super::{Direction, Operation};
+use crate::sys::{self, syscall};
+
+/// epoll `data` of the executor's wake eventfd; socket tokens are slab keys, far below it.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// How many events one `epoll_wait` returns at most; more are reported on the next call.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// The wakers waiting on one registered fd.
+#[derive(Default)]
+struct Source {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+pub(crate) struct EpollDriver {
+    epoll: OwnedFd,
+    wake_fd: RawFd,
+    inner: RefCell<Inner>,
+}
+
+struct Inner {
+    sources: Slab<Source>,
+    events: Vec<libc::epoll_event>,
+}
+
+impl EpollDriver {
+    pub(crate) fn new(wake_fd: RawFd) -> io::Result<EpollDriver> {
+        let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: `epoll_create1` just returned this descriptor and nothing else owns it.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: WAKE_TOKEN,
+        };
+        syscall!(epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake_fd,
+            &mut event
+        ))?;
+        Ok(EpollDriver {
+            epoll,
+            wake_fd,
+            inner: RefCell::new(Inner {
+                sources: Slab::with_capacity(1024),
+                events: Vec::with_capacity(EVENTS_PER_WAIT),
+            }),
+        })
+    }
+
+    /// Registers `fd` for both directions, edge-triggered; returns its token.
+    pub(crate) fn register(&self, fd: RawFd) -> io::Result<usize> {
+        let token = self.inner.borrow_mut().sources.insert(Source::default());
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: token as u64,
+        };
+        if let Err(err) = syscall!(epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            &mut event
+        )) {
+            self.inner.borrow_mut().sources.remove(token);
+            return Err(err);
+        }
+        Ok(token)
+    }
+
+    /// Forgets a token whose fd is being closed (closing removes it from the interest list).
+    pub(crate) fn deregister(&self, token: usize) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            inner.sources.try_remove(token);
+        }
+    }
+
+    /// Runs `op`'s syscall; on `EAGAIN` leaves the waker for its direction and returns Pending.
+    pub(crate) fn attempt<T: Operation>(
+        &self,
+        op: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<u32>> {
+        match op.epoll_attempt() {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let (fd, direction) = op.epoll_source();
+                let Some(token) = fd.epoll_token() else {
+                    unreachable!("on the epoll backend every SharedFd is registered");
+                };
+                self.wait_for(token, direction, cx.waker());
+                Poll::Pending
+            }
+            result => Poll::Ready(result),
+        }
+    }
+
+    fn wait_for(&self, token: usize, direction: Direction, waker: &Waker) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(source) = inner.sources.get_mut(token) else {
+            unreachable!("a live SharedFd keeps its token registered");
+        };
+        let slot = match direction {
+            Direction::Read => &mut source.reader,
+            Direction::Write => &mut source.writer,
+        };
+        match slot {
+            Some(current) if current.will_wake(waker) => {}
+            _ => {
+                if let Some(previous) = slot.replace(waker.clone()) {
+                    // Another task was waiting here: let it retry rather than lose its wake.
+                    previous.wake();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        let timeout_ms = match timeout {
+            None => -1,
+            // Round up, so a sub-millisecond deadline sleeps 1 ms instead of spinning at 0.
+            Some(timeout) => timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+        };
+        let capacity = inner.events.capacity() as i32;
+        let ready = match syscall!(epoll_wait(
+            self.epoll.as_raw_fd(),
+            inner.events.as_mut_ptr(),
+            capacity,
+            timeout_ms
+        )) {
+            Ok(n) => n as usize,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => 0,
+            Err(err) => return Err(err),
+        };
+        // SAFETY: `epoll_wait` initialised the first `ready` entries, `ready <= capacity`.
+        unsafe { inner.events.set_len(ready) };
+        let Inner { sources, events } = &mut *inner;
+        for event in events.drain(..) {
+            let token = event.u64;
+            if token == WAKE_TOKEN {
+                sys::eventfd_drain(self.wake_fd);
+                continue;
+            }
+            let Some(source) = sources.get_mut(token as usize) else {
+                continue;
+            };
+            let flags = event.events as i32;
+            let failed = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
+            if failed || flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
+                if let Some(waker) = source.reader.take() {
+                    waker.wake();
+                }
+            }
+            if failed || flags & libc::EPOLLOUT != 0 {
+                if let Some(waker) = source.writer.take() {
+                    waker.wake();
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! [`SharedFd`]: a socket descriptor shared by its owner and its in-flight operations.
+//!
+//! A `TcpStream` and every operation it has in flight each hold a clone; the descriptor is
+//! closed when the last clone goes, i.e. after the stream is dropped *and* the kernel has
+//! completed every operation on it. On the epoll backend the fd is registered with the core's
+//! epoll instance once, when it is wrapped, and deregistered when it is closed. This module owns
+//! that close-after-last-use rule; it must never close an fd an operation may still use.
+
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::{fmt, io};
+
+use super::Driver;
+use crate::context;
+use crate::sys;
+
+/// A reference-counted, core-local descriptor.
+#[derive(Clone)]
+pub(crate) struct SharedFd {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    fd: RawFd,
+    /// The epoll driver's token for this fd, on the epoll backend.
+    epoll_token: Option<usize>,
+}
+
+impl SharedFd {
+    /// Takes ownership of `fd` on the current core, registering it with the epoll backend if
+    /// that is what the core runs.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<SharedFd> {
+        let raw = fd.into_raw_fd();
+        let registered = context::with(|ctx| match &ctx.driver {
+            Driver::Epoll(driver) => driver.register(raw).map(Some),
+            Driver::IoUring(_) => Ok(None),
+        });
+        let epoll_token = match registered {
+            Some(Ok(token)) => token,
+            Some(Err(err)) => {
+                sys::close(raw);
+                return Err(err);
+            }
+            None => {
+                sys::close(raw);
+                return Err(context::no_runtime());
+            }
+        };
+        Ok(SharedFd {
+            inner: Rc::new(Inner {
+                fd: raw,
+                epoll_token,
+            }),
+        })
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.inner.fd
+    }
+
+    /// The epoll token, on the epoll backend.
+    pub(crate) fn epoll_token(&self) -> Option<usize> {
+        self.inner.epoll_token
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(token) = self.epoll_token {
+            context::with(|ctx| {
+                if let Driver::Epoll(driver) = &ctx.driver {
+                    driver.deregister(token);
+                }
+            });
+        }
+        // Closing also removes the fd from the epoll interest list: coreio never dups it.
+        sys::close(self.fd);
+    }
+}
+
+impl AsFd for SharedFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while any clone of this `SharedFd` lives, and the
+        // borrow cannot outlive `self`.
+        unsafe { BorrowedFd::borrow_raw(self.inner.fd) }
+    }
+}
+
+impl fmt::Debug for SharedFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedFd").field(&self.inner.fd).finish()
+    }
+}

@@ -1,0 +1,124 @@
+//! The per-core I/O driver: one backend, chosen once when the core starts.
+//!
+//! [`Driver`] is a plain enum over the two backends, [`uring::UringDriver`] (one io_uring ring)
+//! and [`epoll::EpollDriver`] (one epoll instance); everything above it (ops, sockets, the core
+//! loop) calls through the enum, so the public API never changes with the backend. This module
+//! owns backend selection ([`Backend`]), parking the core thread until I/O, a timer deadline or a
+//! remote wake, and the [`Completion`] type every operation resolves to. It must never run user
+//! code: wakers are the only thing it calls, and they only queue tasks.
+//!
+//! Each operation is one struct implementing [`Operation`], with its io_uring form and its epoll
+//! form side by side (see `crate::net::ops`); [`Op`] is the future that drives it on whichever
+//! backend runs.
+
+pub(crate) mod epoll;
+mod fd;
+mod op;
+pub(crate) mod uring;
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+pub(crate) use fd::SharedFd;
+pub(crate) use op::{Direction, Op, Operation};
+pub use uring::{RingSetupCause, RingSetupError};
+
+/// Which I/O backend a core uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// io_uring where the kernel offers everything coreio needs, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring, or a build error saying why it cannot be used.
+    IoUring,
+    /// epoll, always available on Linux.
+    Epoll,
+}
+
+impl Backend {
+    /// Reads `COREIO_BACKEND` (`auto`, `uring`/`io_uring`, or `epoll`), which overrides the
+    /// builder's choice. An unknown value is an error naming the accepted ones.
+    pub(crate) fn from_env() -> io::Result<Option<Backend>> {
+        match std::env::var("COREIO_BACKEND") {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "COREIO_BACKEND is not valid UTF-8; use auto, uring or epoll",
+            )),
+            Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+                "" | "auto" => Ok(Some(Backend::Auto)),
+                "uring" | "io_uring" | "io-uring" => Ok(Some(Backend::IoUring)),
+                "epoll" => Ok(Some(Backend::Epoll)),
+                other => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("COREIO_BACKEND={other:?} is not a backend; use auto, uring or epoll"),
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Settings a core needs to build its driver.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    /// The resolved backend: never `Auto` here.
+    pub(crate) backend: Backend,
+    pub(crate) ring_entries: u32,
+}
+
+/// One core's driver.
+pub(crate) enum Driver {
+    IoUring(uring::UringDriver),
+    Epoll(epoll::EpollDriver),
+}
+
+impl Driver {
+    /// Builds the driver on the calling (core) thread; `wake_fd` is the executor's eventfd that
+    /// remote wakers write to.
+    pub(crate) fn new(config: &DriverConfig, wake_fd: RawFd) -> io::Result<Driver> {
+        match config.backend {
+            Backend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(wake_fd)?)),
+            Backend::IoUring | Backend::Auto => Ok(Driver::IoUring(uring::UringDriver::new(
+                config.ring_entries,
+                wake_fd,
+            )?)),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::IoUring(_) => Backend::IoUring,
+            Driver::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Submits queued work and waits for events: not at all with `Some(Duration::ZERO)`, at
+    /// most `timeout` otherwise, indefinitely with `None`. Wakes the tasks whose I/O finished.
+    pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Driver::IoUring(driver) => driver.park(timeout),
+            Driver::Epoll(driver) => driver.park(timeout),
+        }
+    }
+
+    /// Called once every task is gone: waits for the kernel to finish with every buffer it was
+    /// given, so none is freed while the kernel may still write to it.
+    pub(crate) fn shutdown(&self) {
+        match self {
+            Driver::IoUring(driver) => driver.shutdown(),
+            Driver::Epoll(_) => {}
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The io_uring backend: one ring per core, batched submissions, owned buffers.
+//!
+//! Operations push submission entries as they are first polled; nothing enters the kernel until
+//! the core loop calls [`UringDriver::park`], which submits the whole batch and reaps completions
+//! in one `io_uring_enter` (and sleeps in that same call, with the timer wheel's deadline as an
+//! `EXT_ARG` timeout, when the core has nothing else to do).
+//!
+//! Every submitted operation has a slab slot whose [`Lifecycle`] says who owns its data: the
+//! future while it is alive, the driver once the future is dropped (an orphan). An orphan's data
+//! — its buffer above all — is only released when the kernel posts the terminal completion, so
+//! the kernel never writes into freed memory. A cross-thread wake is a read kept armed on the
+//! executor's eventfd.
+//!
+//! This module owns the ring, the slab of operations and their lifecycle. It must never block
+//! anywhere but in `park`, never run user code beyond waking wakers, and never free an orphan's
+//! data before its completion.
+
+mod setup;
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{EnterFlags, IoUring, opcode, squeue, types};
+use slab::Slab;
+
+pub(crate) use setup::build_ring;
+pub use setup::{RingSetupCause, RingSetupError};
+
+use super::Operation;
+
+/// `user_data` of the read kept armed on the executor's wake eventfd.
+const WAKE_TOKEN: u64 = u64::MAX;
+/// `user_data` of cancellation requests, whose own completions carry no information we need.
+const CANCEL_TOKEN: u64 = u64::MAX - 1;
+
+/// How long shutdown waits for the kernel to finish cancelled operations before it gives up
+/// and leaks their buffers (never frees memory the kernel may still write).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Who owns an operation's data, and what the driver knows of its completion.
+enum Lifecycle {
+    /// Submitted; the future has not been polled since.
+    Submitted,
+    /// Submitted; the future waits with this waker.
+    Waiting(Waker),
+    /// The future was dropped. The driver owns the data until the terminal completion, when
+    /// `Orphan::complete` releases it.
+    Orphaned(Box<dyn Orphan>),
+    /// The kernel finished; the future has not collected the result yet.
+    Completed(i32),
+}
+
+/// An operation whose future is gone.
+trait Orphan {
+    fn complete(self: Box<Self>, result: i32);
+}
+
+impl<T: Operation> Orphan for T {
+    fn complete(self: Box<Self>, result: i32) {
+        (*self).orphan_completed(result);
+    }
+}
+
+/// One core's ring and its in-flight operations.
+pub(crate) struct UringDriver {
+    inner: RefCell<Inner>,
+}
+
+struct Inner {
+    ring: IoUring,
+    /// Index of the ring fd registered with `IORING_REGISTER_RING_FDS`, when the kernel allows.
+    registered_index: Option<u32>,
+    ops: Slab<Lifecycle>,
+    wake_fd: RawFd,
+    /// Where the eventfd read lands; boxed so its address is stable.
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+}
+
+impl UringDriver {
+    pub(crate) fn new(entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
+        let (ring, flags) = build_ring(entries)?;
+        log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
+        let registered_index = register_ring_fd(ring.as_raw_fd());
+        let capacity = ring.params().cq_entries() as usize;
+        Ok(UringDriver {
+            inner: RefCell::new(Inner {
+                ring,
+                registered_index,
+                ops: Slab::with_capacity(capacity),
+                wake_fd,
+                wake_buf: Box::new(0),
+                wake_armed: false,
+            }),
+        })
+    }
+
+    /// Queues an operation's entry; returns its key. Entering the kernel happens in `park`,
+    /// unless the submission queue is full, when the batch is flushed first.
+    pub(crate) fn submit(&self, entry: squeue::Entry) -> io::Result<usize> {
+        let mut inner = self.inner.borrow_mut();
+        let key = inner.ops.insert(Lifecycle::Submitted);
+        let entry = entry.user_data(key as u64);
+        if let Err(err) = inner.push(&entry) {
+            inner.ops.remove(key);
+            return Err(err);
+        }
+        Ok(key)
+    }
+
+    /// Collects an operation's result, or registers the waker to be woken with it.
+    pub(crate) fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<i32> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(lifecycle) = inner.ops.get_mut(key) else {
+            unreachable!("an in-flight Op's key stays in the slab until it collects its result");
+        };
+        match lifecycle {
+            Lifecycle::Completed(result) => {
+                let result = *result;
+                inner.ops.remove(key);
+                Poll::Ready(result)
+            }
+            Lifecycle::Waiting(waker) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Lifecycle::Submitted | Lifecycle::Waiting(_) => {
+                *lifecycle = Lifecycle::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
+            Lifecycle::Orphaned(_) => unreachable!("an orphan has no future to poll it"),
+        }
+    }
+
+    /// The future of operation `key` was dropped: take over its data and cancel it.
+    pub(crate) fn abandon<T: Operation>(&self, key: usize, data: T) {
+        let mut inner = self.inner.borrow_mut();
+        let finished = match inner.ops.get_mut(key) {
+            Some(Lifecycle::Completed(result)) => Some(*result),
+            Some(lifecycle) => {
+                *lifecycle = Lifecycle::Orphaned(Box::new(data));
+                let cancel = opcode::AsyncCancel::new(key as u64)
+                    .build()
+                    .user_data(CANCEL_TOKEN);
+                // A failed push (the ring cannot take entries at all) only loses the early
+                // cancel: the data stays owned by the slab until the operation completes.
+                let _ = inner.push(&cancel);
+                return;
+            }
+            None => unreachable!("an in-flight Op's key stays in the slab"),
+        };
+        if let Some(result) = finished {
+            inner.ops.remove(key);
+            drop(inner);
+            data.orphan_completed(result);
+        }
+    }
+
+    pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        inner.arm_wake_read()?;
+        inner.enter(timeout)?;
+        inner.reap();
+        Ok(())
+    }
+
+    /// Cancels everything still in flight and waits (bounded) for the terminal completions.
+    pub(crate) fn shutdown(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let keys: Vec<u64> = inner
+            .ops
+            .iter()
+            .filter(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
+            .map(|(key, _)| key as u64)
+            .collect();
+        for key in keys
+            .into_iter()
+            .chain(inner.wake_armed.then_some(WAKE_TOKEN))
+        {
+            let cancel = opcode::AsyncCancel::new(key)
+                .build()
+                .user_data(CANCEL_TOKEN);
+            let _ = inner.push(&cancel);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while inner.has_pending() && Instant::now() < deadline {
+            if let Err(err) = inner.enter(Some(Duration::from_millis(10))) {
+                log::error!("io_uring_enter failed during shutdown: {err}");
+                break;
+            }
+            inner.reap();
+        }
+        if inner.has_pending() {
+            log::error!(
+                "coreio: {} io_uring operations did not finish within {SHUTDOWN_GRACE:?} of \
+                 shutdown; leaking their buffers rather than freeing memory the kernel may write",
+                inner.ops.len()
+            );
+            for (_, lifecycle) in std::mem::take(&mut inner.ops) {
+                std::mem::forget(lifecycle);
+            }
+            if inner.wake_armed {
+                std::mem::forget(std::mem::replace(&mut inner.wake_buf, Box::new(0)));
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn has_pending(&self) -> bool {
+        self.wake_armed
+            || self
+                .ops
+                .iter()
+                .any(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
+    }
+
+    /// Pushes one entry, flushing the submission queue to the kernel while it is full.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the entries coreio pushes point only to memory that outlives the
+            // operation: operation data kept alive by the slab (see `Operation`'s contract), the
+            // boxed wake buffer (freed only after its completion), or nothing at all (cancels).
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            // Full: hand the batch to the kernel without waiting, then retry.
+            self.enter(Some(Duration::ZERO))?;
+            self.reap();
+        }
+    }
+
+    fn arm_wake_read(&mut self) -> io::Result<()> {
+        if self.wake_armed {
+            return Ok(());
+        }
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(WAKE_TOKEN);
+        self.push(&entry)?;
+        self.wake_armed = true;
+        Ok(())
+    }
+
+    /// One `io_uring_enter`: submits the queued batch and waits for at least one completion
+    /// unless `timeout` is zero. Interruptions and a busy completion queue are not errors: the
+    /// caller reaps what is there and the core loop comes back.
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        let mut flags = EnterFlags::GETEVENTS;
+        let (min_complete, timespec) = match timeout {
+            Some(Duration::ZERO) => (0, None),
+            Some(timeout) => (1, Some(Timespec::from(timeout))),
+            None => (1, None),
+        };
+        let args = timespec.as_ref().map(|ts| SubmitArgs::new().timespec(ts));
+        let (arg_ptr, arg_size) = match &args {
+            Some(args) => {
+                flags |= EnterFlags::EXT_ARG;
+                (
+                    (args as *const SubmitArgs).cast::<libc::c_void>(),
+                    std::mem::size_of::<SubmitArgs>(),
+                )
+            }
+            None => (std::ptr::null(), 0),
+        };
+        let fd = match self.registered_index {
+            Some(index) => {
+                flags |= EnterFlags::REGISTERED_RING;
+                index as libc::c_long
+            }
+            None => self.ring.as_raw_fd() as libc::c_long,
+        };
+        // SAFETY: `fd` is this ring (or its registered index, flagged as such); `arg_ptr` is
+        // null or points to `args`, a live `io_uring_getevents_arg` of `arg_size` bytes, flagged
+        // with EXT_ARG. The submitted entries' memory is covered by `push`'s contract.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                fd,
+                to_submit as libc::c_long,
+                min_complete as libc::c_long,
+                flags.bits() as libc::c_long,
+                arg_ptr,
+                arg_size,
+            )
+        };
+        if res >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // Timeout reached, interrupted by a signal, or the kernel needs the CQ drained
+            // before it takes more submissions: all mean "reap and come back".
+            Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => Ok(()),
+            _ => Err(err),
+        }
+    }
+
+    /// Dispatches every completion in the queue.
+    fn reap(&mut self) {
+        loop {
+            let mut drained = 0usize;
+            let capacity;
+            {
+                let mut cq = self.ring.completion();
+                capacity = cq.capacity();
+                // Waking only queues tasks, and an orphan's completion only closes or frees what
+                // it owned, so nothing here re-enters the driver.
+                for cqe in &mut cq {
+                    drained += 1;
+                    let user_data = cqe.user_data();
+                    let result = cqe.result();
+                    match user_data {
+                        WAKE_TOKEN => self.wake_armed = false,
+                        CANCEL_TOKEN => {}
+                        key => complete_op(&mut self.ops, key as usize, result),
+                    }
+                }
+            }
+            // A full queue may mean the kernel holds overflowed completions (FEAT_NODROP): a
+            // GETEVENTS enter flushes them, then reap again.
+            if drained < capacity && !self.ring.submission().cq_overflow() {
+                return;
+            }
+            if self.enter(Some(Duration::ZERO)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn complete_op(ops: &mut Slab<Lifecycle>, key: usize, result: i32) {
+    let Some(lifecycle) = ops.get_mut(key) else {
+        debug_assert!(false, "completion for unknown operation {key}");
+        return;
+    };
+    match std::mem::replace(lifecycle, Lifecycle::Completed(result)) {
+        Lifecycle::Submitted => {}
+        Lifecycle::Waiting(waker) => waker.wake(),
+        Lifecycle::Orphaned(orphan) => {
+            ops.remove(key);
+            orphan.complete(result);
+        }
+        Lifecycle::Completed(_) => debug_assert!(false, "operation {key} completed twice"),
+    }
+}
+
+/// Registers the ring fd so each enter skips the kernel's fd lookup (Linux 5.18+); `None` when
+/// the kernel does not support it, which only costs that lookup.
+fn register_ring_fd(ring_fd: RawFd) -> Option<u32> {
+    /// `struct io_uring_rsrc_update` from the kernel's uapi.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    const IORING_REGISTER_RING_FDS: libc::c_long = 20;
+    let mut update = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: ring_fd as u64,
+    };
+    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd as libc::c_long,
+            IORING_REGISTER_RING_FDS,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    (res == 1).then_some(update.offset)
+}

@@ -1,0 +1,294 @@
+//! Creating a ring: modern flags where the kernel has them, and errors that say what to do.
+//!
+//! [`build_ring`] asks for the fastest setup first (a single issuer with deferred task work, so
+//! completions are processed only when this core enters the kernel) and drops one flag at a time
+//! when an older kernel rejects it with `EINVAL`. It then checks the features and opcodes coreio
+//! relies on. Failures become a [`RingSetupError`] that names the cause and the remedy. This
+//! module owns ring creation and nothing after it.
+
+use std::fmt;
+use std::io;
+
+use io_uring::{IoUring, Probe, opcode};
+
+/// Why io_uring could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RingSetupCause {
+    /// The kernel has no io_uring (`ENOSYS`).
+    NotInKernel,
+    /// io_uring is blocked: a seccomp profile (Docker's and containerd's default ones) or
+    /// `kernel.io_uring_disabled` (`EPERM`).
+    Blocked,
+    /// Not enough lockable memory for the ring (`ENOMEM`, RLIMIT_MEMLOCK on kernels < 5.12).
+    MemoryLimit,
+    /// The kernel has io_uring but lacks a feature or opcode coreio needs.
+    Unsupported,
+    /// Any other failure, e.g. too many open files.
+    Other,
+}
+
+/// io_uring could not be set up; the message names the cause and the remedy.
+#[derive(Debug)]
+pub struct RingSetupError {
+    cause: RingSetupCause,
+    detail: String,
+    source: Option<io::Error>,
+}
+
+impl RingSetupError {
+    /// The class of failure.
+    pub fn cause(&self) -> RingSetupCause {
+        self.cause
+    }
+
+    /// Whether io_uring is unavailable on this system (as opposed to a resource failure): the
+    /// cases in which [`Backend::Auto`](crate::Backend::Auto) falls back to epoll.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self.cause,
+            RingSetupCause::NotInKernel | RingSetupCause::Blocked | RingSetupCause::Unsupported
+        )
+    }
+
+    fn new(cause: RingSetupCause, detail: String, source: Option<io::Error>) -> Self {
+        RingSetupError {
+            cause,
+            detail,
+            source,
+        }
+    }
+
+    fn from_setup_errno(err: io::Error, entries: u32) -> Self {
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) => Self::new(
+                RingSetupCause::NotInKernel,
+                "io_uring_setup failed with ENOSYS: this kernel was built without io_uring \
+                 (it needs Linux 5.11 or newer); use the epoll backend"
+                    .into(),
+                Some(err),
+            ),
+            Some(libc::EPERM) => Self::new(
+                RingSetupCause::Blocked,
+                "io_uring_setup failed with EPERM: blocked by a seccomp profile (e.g. Docker's \
+                 default) or by kernel.io_uring_disabled; allow io_uring or use the epoll backend"
+                    .into(),
+                Some(err),
+            ),
+            Some(libc::ENOMEM) => {
+                let needed = ring_bytes(entries);
+                let limit = memlock_limit()
+                    .map(|l| format!("{l} bytes"))
+                    .unwrap_or_else(|| "unknown".into());
+                Self::new(
+                    RingSetupCause::MemoryLimit,
+                    format!(
+                        "io_uring_setup failed with ENOMEM: a ring of {entries} entries needs about \
+                         {needed} bytes of locked memory and RLIMIT_MEMLOCK is {limit}; raise it \
+                         (ulimit -l), use fewer ring entries, or use the epoll backend"
+                    ),
+                    Some(err),
+                )
+            }
+            Some(libc::EOPNOTSUPP) => Self::new(
+                RingSetupCause::Unsupported,
+                "io_uring_setup failed with EOPNOTSUPP: this sandbox does not support io_uring; \
+                 use the epoll backend"
+                    .into(),
+                Some(err),
+            ),
+            _ => Self::new(
+                RingSetupCause::Other,
+                format!("io_uring_setup failed: {err}"),
+                Some(err),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for RingSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for RingSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<RingSetupError> for io::Error {
+    fn from(err: RingSetupError) -> io::Error {
+        let kind = match err.cause {
+            RingSetupCause::Blocked => io::ErrorKind::PermissionDenied,
+            RingSetupCause::NotInKernel | RingSetupCause::Unsupported => io::ErrorKind::Unsupported,
+            RingSetupCause::MemoryLimit => io::ErrorKind::OutOfMemory,
+            RingSetupCause::Other => err
+                .source
+                .as_ref()
+                .map(io::Error::kind)
+                .unwrap_or(io::ErrorKind::Other),
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// Approximate locked memory for a ring: SQEs, the SQ index array and CQEs (twice as many),
+/// each rounded up to pages.
+fn ring_bytes(entries: u32) -> u64 {
+    let page = 4096u64;
+    let round = |n: u64| n.div_ceil(page) * page;
+    let entries = u64::from(entries.next_power_of_two());
+    round(entries * 64) + round(entries * 4 + 64) + round(entries * 2 * 16 + 64)
+}
+
+fn memlock_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    let res = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    (res == 0).then_some(limit.rlim_cur)
+}
+
+/// The setup flags a ring ended up with, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RingFlags {
+    pub(crate) single_issuer: bool,
+    pub(crate) defer_taskrun: bool,
+    pub(crate) coop_taskrun: bool,
+    pub(crate) submit_all: bool,
+}
+
+/// Setups to try, fastest first; each drops one flag an older kernel may reject with EINVAL.
+const SETUP_LADDER: [RingFlags; 5] = [
+    // 6.1+: completions run only when this core enters the kernel; no IPIs.
+    RingFlags {
+        single_issuer: true,
+        defer_taskrun: true,
+        coop_taskrun: false,
+        submit_all: true,
+    },
+    // 6.0: single issuer without deferred task work.
+    RingFlags {
+        single_issuer: true,
+        defer_taskrun: false,
+        coop_taskrun: true,
+        submit_all: true,
+    },
+    // 5.19.
+    RingFlags {
+        single_issuer: false,
+        defer_taskrun: false,
+        coop_taskrun: true,
+        submit_all: true,
+    },
+    // 5.18.
+    RingFlags {
+        single_issuer: false,
+        defer_taskrun: false,
+        coop_taskrun: false,
+        submit_all: true,
+    },
+    RingFlags {
+        single_issuer: false,
+        defer_taskrun: false,
+        coop_taskrun: false,
+        submit_all: false,
+    },
+];
+
+/// The opcodes coreio submits; a kernel missing one is "unsupported".
+const REQUIRED_OPCODES: [(u8, &str); 6] = [
+    (opcode::Read::CODE, "READ"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Connect::CODE, "CONNECT"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+/// Creates a ring of `entries` submission entries (completion queue twice that).
+pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetupError> {
+    let mut last_err = None;
+    for flags in SETUP_LADDER {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(entries.saturating_mul(2));
+        if flags.single_issuer {
+            builder.setup_single_issuer();
+        }
+        if flags.defer_taskrun {
+            builder.setup_defer_taskrun();
+        }
+        if flags.coop_taskrun {
+            builder.setup_coop_taskrun();
+        }
+        if flags.submit_all {
+            builder.setup_submit_all();
+        }
+        match builder.build(entries) {
+            Ok(ring) => {
+                check_capabilities(&ring)?;
+                return Ok((ring, flags));
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => last_err = Some(err),
+            Err(err) => return Err(RingSetupError::from_setup_errno(err, entries)),
+        }
+    }
+    let err = last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
+    Err(RingSetupError::new(
+        RingSetupCause::Unsupported,
+        format!("io_uring_setup rejected every flag combination ({err}): the kernel is too old"),
+        Some(err),
+    ))
+}
+
+fn check_capabilities(ring: &IoUring) -> Result<(), RingSetupError> {
+    let params = ring.params();
+    if !params.is_feature_nodrop() {
+        return Err(RingSetupError::new(
+            RingSetupCause::Unsupported,
+            "the kernel's io_uring lacks IORING_FEAT_NODROP (Linux 5.5+), without which \
+             completions can be lost; use the epoll backend"
+                .into(),
+            None,
+        ));
+    }
+    if !params.is_feature_ext_arg() {
+        return Err(RingSetupError::new(
+            RingSetupCause::Unsupported,
+            "the kernel's io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11+), needed to sleep with \
+             a timeout; use the epoll backend"
+                .into(),
+            None,
+        ));
+    }
+    let mut probe = Probe::new();
+    if let Err(err) = ring.submitter().register_probe(&mut probe) {
+        return Err(RingSetupError::new(
+            RingSetupCause::Unsupported,
+            format!("IORING_REGISTER_PROBE failed ({err}): the kernel is older than 5.6"),
+            Some(err),
+        ));
+    }
+    let missing: Vec<&str> = REQUIRED_OPCODES
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(RingSetupError::new(
+            RingSetupCause::Unsupported,
+            format!(
+                "the kernel's io_uring lacks opcodes coreio needs: {}; use the epoll backend",
+                missing.join(", ")
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The per-core task executor.
+//!
+//! Each core runs one [`LocalExecutor`]: a FIFO run queue of [`async_task::Runnable`]s that only
+//! its own thread touches, plus an injector queue (lock-free, [`concurrent_queue`]) through
+//! which wakers fired on *other* threads hand tasks back. Tasks never leave their core, so their
+//! futures may be `!Send`.
+//!
+//! Sleeping and waking: before the core parks in its I/O driver it raises `sleeping` and checks
+//! the injector once more; a remote waker pushes into the injector and then, only if it is the
+//! one that lowers `sleeping`, writes the core's eventfd. So a sleeping core costs one eventfd
+//! write per sleep, however many remote wakes arrive, and an awake core costs none.
+//!
+//! This module owns the queues, the task registry used to cancel every task at shutdown, the
+//! cooperative budget, and [`spawn`]/[`yield_now`]. It must never poll a task on another thread,
+//! and never block: parking is the driver's job.
+
+mod join;
+mod task;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use async_task::Runnable;
+use concurrent_queue::ConcurrentQueue;
+use slab::Slab;
+
+pub use join::{JoinError, JoinHandle};
+pub(crate) use task::Payload;
+
+use crate::context;
+use crate::sys;
+
+/// How many operations a task may complete in one poll before it is made to yield.
+///
+/// An operation that completes without ever returning `Pending` (the epoll backend tries the
+/// syscall first) would otherwise let one busy connection starve the others and the timers.
+/// 128 is tokio's figure: high enough that the check costs nothing measurable, low enough that
+/// a task yields within microseconds.
+pub(crate) const TASK_BUDGET: u32 = 128;
+
+/// State a remote thread may touch: the injector, the sleep flag and the wake eventfd.
+pub(crate) struct Shared {
+    injector: ConcurrentQueue<Runnable>,
+    sleeping: AtomicBool,
+    wake_fd: OwnedFd,
+}
+
+impl Shared {
+    /// Queues a task woken on a thread that is not this executor's core.
+    fn schedule_remote(&self, runnable: Runnable) {
+        match self.injector.push(runnable) {
+            Ok(()) => {
+                if self.sleeping.swap(false, Ordering::SeqCst) {
+                    sys::eventfd_signal(self.wake_fd.as_raw_fd());
+                }
+            }
+            // The core has shut down. Every task was cancelled before the injector closed, and
+            // a cancelled task is never scheduled again, so this cannot happen; if it did,
+            // leaking the task is the only safe choice, because its `!Send` future must not be
+            // dropped on this thread.
+            Err(err) => std::mem::forget(err.into_inner()),
+        }
+    }
+}
+
+/// One core's executor. `!Send`: it lives and dies on its core's thread.
+pub(crate) struct LocalExecutor {
+    local: RefCell<VecDeque<Runnable>>,
+    shared: Arc<Shared>,
+    /// Wakers of every live task, so shutdown can reach tasks that sit idle in a driver.
+    registry: RefCell<Slab<Waker>>,
+    shutting_down: Cell<bool>,
+    /// Operations the running task may still complete before it must yield.
+    budget: Cell<u32>,
+}
+
+impl LocalExecutor {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(LocalExecutor {
+            local: RefCell::new(VecDeque::with_capacity(1024)),
+            shared: Arc::new(Shared {
+                injector: ConcurrentQueue::unbounded(),
+                sleeping: AtomicBool::new(false),
+                wake_fd: sys::eventfd()?,
+            }),
+            registry: RefCell::new(Slab::with_capacity(1024)),
+            shutting_down: Cell::new(false),
+            budget: Cell::new(TASK_BUDGET),
+        })
+    }
+
+    /// The eventfd a remote waker writes to; the driver keeps a read armed on it.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.shared.wake_fd.as_raw_fd()
+    }
+
+    fn schedule_local(&self, runnable: Runnable) {
+        self.local.borrow_mut().push_back(runnable);
+    }
+
+    /// Spawns `future` on this executor and queues its first poll.
+    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let key = self.registry.borrow_mut().insert(Waker::noop().clone());
+        let shared = Arc::clone(&self.shared);
+        let schedule = move |runnable: Runnable| {
+            let on_owner = context::with(|ctx| Arc::ptr_eq(&ctx.executor.shared, &shared));
+            if on_owner == Some(true) {
+                context::with(|ctx| ctx.executor.schedule_local(runnable));
+            } else {
+                shared.schedule_remote(runnable);
+            }
+        };
+        let (runnable, task) =
+            async_task::spawn_local(task::TaskFuture::new(future, key), schedule);
+        self.registry.borrow_mut()[key] = runnable.waker();
+        if self.shutting_down.get() {
+            // Nothing runs any more: cancel the task at once; its handle reports Cancelled.
+            drop(runnable);
+        } else {
+            runnable.schedule();
+        }
+        JoinHandle::new(task)
+    }
+
+    /// Forgets a finished or dropped task (called by the task's own wrapper).
+    pub(crate) fn unregister(&self, key: usize) {
+        if let Ok(mut registry) = self.registry.try_borrow_mut() {
+            registry.try_remove(key);
+        }
+    }
+
+    /// Takes the next task to poll: local tasks first, then tasks woken from other threads.
+    pub(crate) fn next_task(&self) -> Option<Runnable> {
+        if let Some(runnable) = self.local.borrow_mut().pop_front() {
+            return Some(runnable);
+        }
+        self.shared.injector.pop().ok()
+    }
+
+    /// Polls one task with a fresh budget.
+    pub(crate) fn run_task(&self, runnable: Runnable) {
+        self.budget.set(TASK_BUDGET);
+        runnable.run();
+    }
+
+    /// Whether a task is ready to poll now.
+    pub(crate) fn has_ready_tasks(&self) -> bool {
+        !self.local.borrow().is_empty() || !self.shared.injector.is_empty()
+    }
+
+    /// Announces that the core is about to park. Returns false (and stays awake) when a task
+    /// arrived meanwhile, in which case the core must not block.
+    pub(crate) fn prepare_to_sleep(&self) -> bool {
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        if self.has_ready_tasks() {
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Marks the core awake after parking.
+    pub(crate) fn woke_up(&self) {
+        self.shared.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Spends one unit of the running task's budget. Returns `Pending` (after waking the task
+    /// so it is polled again soon) once the budget is spent.
+    pub(crate) fn poll_budget(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let left = self.budget.get();
+        if left == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.budget.set(left - 1);
+        Poll::Ready(())
+    }
+
+    /// Cancels every task: each future is dropped on this thread, so the operations it had in
+    /// flight become orphans the driver finishes. Afterwards remote wakes are no-ops.
+    pub(crate) fn shutdown(&self) {
+        self.shutting_down.set(true);
+        loop {
+            let wakers = std::mem::take(&mut *self.registry.borrow_mut());
+            // Waking an idle task queues its runnable; dropping a runnable cancels its task.
+            for (_, waker) in wakers {
+                waker.wake();
+            }
+            while let Some(runnable) = self.next_task() {
+                drop(runnable);
+            }
+            if self.registry.borrow().is_empty() {
+                break;
+            }
+        }
+        self.shared.injector.close();
+    }
+}
+
+/// Spawns a task on the current core and returns a handle to await its output.
+///
+/// The future may be `!Send`: it runs on this core and never moves. Dropping the
+/// [`JoinHandle`] detaches the task; [`JoinHandle::abort`] cancels it. A panic inside the task is
+/// caught and reported through the handle, and the core keeps running.
+///
+/// ```
+/// let n = coreio::block_on(async {
+///     let handle = coreio::spawn(async { 40 + 2 });
+///     handle.await.unwrap()
+/// }).unwrap();
+/// assert_eq!(n, 42);
+/// ```
+///
+/// # Panics
+///
+/// When called outside a coreio runtime (there is no core to run the task on).
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    context::expect("coreio::spawn", |ctx| ctx.executor.spawn(future))
+}
+
+/// Yields once to the other tasks of this core, and to the I/O driver if the task was the only
+/// one ready.
+///
+/// ```
+/// coreio::block_on(async {
+///     coreio::yield_now().await;
+/// }).unwrap();
+/// ```
+pub async fn yield_now() {
+    YieldNow { yielded: false }.await
+}
+
+struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Spends one unit of the current task's cooperative budget; see [`TASK_BUDGET`].
+pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
+    context::with(|ctx| ctx.executor.poll_budget(cx)).unwrap_or(Poll::Ready(()))
+}

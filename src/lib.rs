@@ -1,0 +1,99 @@
+//! coreio: a thread-per-core async runtime for Linux servers.
+//!
+//! One pinned, single-threaded executor per CPU core. Each core owns its own io_uring ring (or,
+//! where io_uring is unavailable, its own epoll instance) and its own timer wheel. Tasks never
+//! migrate between cores, so they may be `!Send`; nothing is shared between cores unless you
+//! share it.
+//!
+//! # A first server
+//!
+//! [`Runtime::run`] runs one copy of your root future on every core. Each core binds the same
+//! address (listeners set `SO_REUSEPORT`) and the kernel spreads connections across cores:
+//!
+//! ```no_run
+//! use coreio::net::TcpListener;
+//!
+//! let rt = coreio::Builder::new().build()?;
+//! println!("{} cores on {}", rt.cores().len(), rt.backend());
+//! rt.run(|core| async move {
+//!     let listener = TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
+//!     loop {
+//!         let (stream, _peer) = listener.accept().await?;
+//!         coreio::spawn(async move {
+//!             let mut buf = Vec::with_capacity(4096);
+//!             loop {
+//!                 let (res, b) = stream.read(buf).await;
+//!                 match res {
+//!                     Ok(0) | Err(_) => return,
+//!                     Ok(_) => {}
+//!                 }
+//!                 let (res, b) = stream.write_all(b).await;
+//!                 if res.is_err() {
+//!                     return;
+//!                 }
+//!                 buf = b;
+//!             }
+//!         });
+//!     }
+//!     #[allow(unreachable_code)]
+//!     Ok::<(), std::io::Error>(())
+//! });
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Owned buffers
+//!
+//! I/O methods take their buffer by value and return it with the result, as
+//! `(io::Result<usize>, buf)`: with io_uring the kernel fills the buffer *after* the call that
+//! submitted the read returns, so it cannot be borrowed from the caller. If the future is
+//! dropped mid-operation, the runtime keeps the buffer alive until the kernel is done with it.
+//! See [`buf`] and `docs/architecture.md`.
+//!
+//! # Tasks and timers
+//!
+//! [`spawn`] starts a task on the current core; [`JoinHandle`] awaits, detaches or aborts it.
+//! [`time`] has [`sleep`](time::sleep), [`timeout`](time::timeout) and
+//! [`interval`](time::interval), with 1 ms resolution, never firing early.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let out = coreio::block_on(async {
+//!     let task = coreio::spawn(async {
+//!         coreio::time::sleep(Duration::from_millis(2)).await;
+//!         "done"
+//!     });
+//!     task.await.unwrap()
+//! }).unwrap();
+//! assert_eq!(out, "done");
+//! ```
+//!
+//! # Backends
+//!
+//! [`Backend::Auto`] (the default) uses io_uring when the kernel offers what coreio needs and
+//! epoll otherwise; `COREIO_BACKEND=epoll` (or `uring`) forces one. [`Runtime::backend`] and
+//! [`backend()`] say which one runs.
+//!
+//! # Errors and panics
+//!
+//! Conditions a caller can cause at run time — a bad builder setting, a ring that cannot be set
+//! up, a closed peer, descriptor exhaustion — are errors. Calling [`spawn`] or polling a timer
+//! outside a runtime is a programming error and panics with a message saying so.
+
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod buf;
+mod builder;
+mod context;
+mod driver;
+mod executor;
+pub mod net;
+mod runtime;
+mod sys;
+pub mod time;
+
+pub use builder::{Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES};
+pub use driver::{Backend, RingSetupCause, RingSetupError};
+pub use executor::{JoinError, JoinHandle, spawn, yield_now};
+pub use runtime::{CoreError, CoreId, Runtime, backend, block_on, current_core};

@@ -1,0 +1,34 @@
+//! Networking: TCP sockets driven by the current core's I/O driver.
+//!
+//! The per-core accept pattern: [`TcpListener::bind`] sets `SO_REUSEPORT`, so every core binds
+//! the same address with its own listener and the kernel spreads incoming connections across
+//! them; each connection then lives on the core that accepted it.
+//!
+//! ```no_run
+//! use coreio::net::TcpListener;
+//!
+//! let rt = coreio::Runtime::new().unwrap();
+//! rt.run(|_core| async {
+//!     let listener = TcpListener::bind("127.0.0.1:7000".parse().unwrap()).unwrap();
+//!     loop {
+//!         let (stream, _peer) = listener.accept().await.unwrap();
+//!         coreio::spawn(async move {
+//!             let mut buf = vec![0u8; 4096];
+//!             loop {
+//!                 let (res, b) = stream.read(buf).await;
+//!                 let Ok(n) = res else { break };
+//!                 if n == 0 { break }
+//!                 let (res, b) = stream.write_all(b).await;
+//!                 if res.is_err() { break }
+//!                 buf = b;
+//!                 buf.clear();
+//!             }
+//!         });
+//!     }
+//! });
+//! ```
+
+pub(crate) mod ops;
+mod tcp;
+
+pub use tcp::{TcpListener, TcpStream};

@@ -1,0 +1,156 @@
+//! [`TcpStream`]: a connected TCP socket owned by one core.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::buf::{IoBuf, IoBufMut, Slice};
+use crate::driver::{Op, SharedFd};
+use crate::net::ops::{Connect, Recv, Send};
+
+/// A connected TCP socket.
+///
+/// I/O takes buffers by value and gives them back with the result — `(io::Result<usize>, B)` —
+/// because with io_uring the kernel works on the buffer after the call returns. Methods take
+/// `&self`, so one task can read while another writes.
+///
+/// Dropping the stream closes the socket once every operation on it has finished: operations
+/// whose futures were dropped are cancelled first, and the peer then sees a FIN.
+pub struct TcpStream {
+    fd: SharedFd,
+}
+
+impl TcpStream {
+    /// Opens a connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        let stream = TcpStream::from_fd(OwnedFd::from(socket))?;
+        Op::new(Connect::new(stream.fd.clone(), addr))
+            .await
+            .result?;
+        Ok(stream)
+    }
+
+    /// Wraps a connected socket made elsewhere (it is switched to non-blocking mode).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::from_fd(OwnedFd::from(stream))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            fd: SharedFd::new(fd)?,
+        })
+    }
+
+    /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
+    /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        let completion = Op::new(Recv {
+            socket: self.fd.clone(),
+            buf,
+        })
+        .await;
+        let buf = completion.data.finish(&completion.result);
+        (completion.result.map(|n| n as usize), buf)
+    }
+
+    /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
+    /// closes first.
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
+        let total = buf.bytes_total();
+        let mut filled = 0;
+        let mut buf = buf;
+        while filled < total {
+            let (res, slice) = self.read(buf.slice(filled..)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::UnexpectedEof.into()), buf),
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return (Err(err), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes some of `buf`'s initialised bytes; returns how many.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let completion = Op::new(Send {
+            socket: self.fd.clone(),
+            buf,
+        })
+        .await;
+        (completion.result.map(|n| n as usize), completion.data.buf)
+    }
+
+    /// Writes all of `buf`'s initialised bytes. A closed peer is an error (`EPIPE` or
+    /// `ECONNRESET`), never a SIGPIPE.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let total = buf.bytes_init();
+        let mut written = 0;
+        let mut buf = buf;
+        while written < total {
+            let (res, slice): (_, Slice<B>) = self.write(buf.slice(written..total)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return (Err(err), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Shuts down the read side, the write side (the peer sees a FIN), or both. Immediate.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        SockRef::from(&self.fd).shutdown(how)
+    }
+
+    /// Enables or disables Nagle's algorithm (`TCP_NODELAY`).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        SockRef::from(&self.fd).set_tcp_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        SockRef::from(&self.fd).tcp_nodelay()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        socket_addr(SockRef::from(&self.fd).peer_addr()?)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        socket_addr(SockRef::from(&self.fd).local_addr()?)
+    }
+}
+
+fn socket_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
+    addr.as_socket()
+        .ok_or_else(|| io::Error::other("socket has a non-IP address"))
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.fd.raw())
+            .finish()
+    }
+}

@@ -1,0 +1,273 @@
+//! The runtime: one pinned thread per core, each running its own executor, driver and timers.
+//!
+//! [`Runtime::run`] starts one thread per selected CPU, pins it, builds that core's
+//! [`CoreContext`] and runs the user's root future on it; the core loop below alternates
+//! between polling ready tasks and parking in the I/O driver. [`block_on`] runs the same loop on
+//! the calling thread, for tests and small tools. This module owns thread start-up, the core loop
+//! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
+//! every buffer, then free the driver). It must never share a core's context with another thread.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::builder::{Builder, CoreConfig};
+use crate::context::{self, CoreContext};
+use crate::driver::{Backend, Driver};
+use crate::executor::{JoinError, LocalExecutor, Payload};
+use crate::sys;
+use crate::time::Timers;
+
+/// A CPU a core runs on, as the kernel numbers it (the id `taskset -c` takes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CoreId(pub usize);
+
+impl fmt::Display for CoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "core {}", self.0)
+    }
+}
+
+/// Why a core produced no output.
+pub enum CoreError {
+    /// The core's root future panicked; the other cores were not affected.
+    Panicked {
+        /// The core.
+        core: CoreId,
+        /// What `panic!` was given.
+        payload: Payload,
+    },
+    /// The core could not start (pinning, driver set-up) or its driver failed.
+    Io {
+        /// The core.
+        core: CoreId,
+        /// The cause.
+        error: io::Error,
+    },
+}
+
+impl CoreError {
+    /// The core that failed.
+    pub fn core(&self) -> CoreId {
+        match self {
+            CoreError::Panicked { core, .. } | CoreError::Io { core, .. } => *core,
+        }
+    }
+
+    /// The panic message, when the root future panicked with a string.
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            CoreError::Panicked { payload, .. } => payload
+                .downcast_ref::<&'static str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            CoreError::Io { .. } => None,
+        }
+    }
+}
+
+impl fmt::Debug for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::Panicked { core, .. } => match self.panic_message() {
+                Some(msg) => write!(f, "{core}: root future panicked: {msg}"),
+                None => write!(f, "{core}: root future panicked"),
+            },
+            CoreError::Io { core, error } => write!(f, "{core}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+/// A configured set of cores; see [`Builder`].
+#[derive(Debug)]
+pub struct Runtime {
+    pub(crate) cores: Vec<CoreId>,
+    pub(crate) config: CoreConfig,
+}
+
+impl Runtime {
+    /// A runtime on every core this process may run on, with default settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// The I/O backend every core uses.
+    pub fn backend(&self) -> Backend {
+        self.config.driver.backend
+    }
+
+    /// The cores `run` starts, in order.
+    pub fn cores(&self) -> &[CoreId] {
+        &self.cores
+    }
+
+    /// Runs `root(core)` on every core, each on its own pinned thread, and waits for all.
+    ///
+    /// Returns each core's output in the order of [`cores`](Runtime::cores). A core whose root
+    /// future panics, or that cannot start, gives a [`CoreError`]; the others are unaffected.
+    /// When a root future finishes, the tasks it spawned on that core are cancelled.
+    ///
+    /// ```
+    /// let rt = coreio::Builder::new().cores(1).build().unwrap();
+    /// let outputs = rt.run(|core| async move { core.0 * 10 });
+    /// assert_eq!(outputs.len(), 1);
+    /// assert!(outputs[0].is_ok());
+    /// ```
+    pub fn run<F, Fut, T>(&self, root: F) -> Vec<Result<T, CoreError>>
+    where
+        F: Fn(CoreId) -> Fut + Sync,
+        Fut: Future<Output = T> + 'static,
+        T: Send,
+    {
+        let root = &root;
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = self
+                .cores
+                .iter()
+                .map(|&core| {
+                    let config = &self.config;
+                    std::thread::Builder::new()
+                        .name(format!("{}-{}", config.thread_name, core.0))
+                        .spawn_scoped(scope, move || {
+                            sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
+                                core,
+                                error: io::Error::new(
+                                    error.kind(),
+                                    format!("cannot pin the thread to CPU {}: {error}", core.0),
+                                ),
+                            })?;
+                            run_core(core, config, || root(core))
+                        })
+                        .map_err(|error| CoreError::Io { core, error })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .zip(&self.cores)
+                .map(|(thread, &core)| match thread?.join() {
+                    Ok(result) => result,
+                    // `run_core` catches the root future's panics; this is a panic in coreio
+                    // itself, still reported per core rather than aborting.
+                    Err(payload) => Err(CoreError::Panicked { core, payload }),
+                })
+                .collect()
+        })
+    }
+}
+
+/// Runs `future` to completion on the calling thread, as a one-core runtime with default
+/// settings (the backend from `COREIO_BACKEND`, else the best available). The thread is not
+/// pinned. A panic in `future` propagates to the caller, as if the future were a function call.
+///
+/// ```
+/// let answer = coreio::block_on(async { 6 * 7 }).unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+pub fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output>
+where
+    F::Output: 'static,
+{
+    Builder::new().cores(1).block_on(future)
+}
+
+/// Builds a core on the calling thread and runs `root` on it until it finishes.
+pub(crate) fn run_core<Fut>(
+    core: CoreId,
+    config: &CoreConfig,
+    root: impl FnOnce() -> Fut,
+) -> Result<Fut::Output, CoreError>
+where
+    Fut: Future + 'static,
+{
+    let io_error = |error| CoreError::Io { core, error };
+    let executor = LocalExecutor::new().map_err(io_error)?;
+    let driver = Driver::new(&config.driver, executor.wake_fd()).map_err(io_error)?;
+    let ctx = CoreContext {
+        core,
+        executor,
+        driver,
+        timers: Timers::new(),
+    };
+    context::enter(&ctx, || {
+        let handle = ctx.executor.spawn(root());
+        let looped = core_loop(&ctx, config.event_interval, || handle.is_finished());
+        let output = if looped.is_ok() {
+            let waker = std::task::Waker::noop();
+            match pin!(handle).poll(&mut Context::from_waker(waker)) {
+                Poll::Ready(output) => Some(output),
+                Poll::Pending => unreachable!("the loop only ends early when the root finished"),
+            }
+        } else {
+            None
+        };
+        ctx.executor.shutdown();
+        ctx.driver.shutdown();
+        match (looped, output) {
+            (Err(error), _) => Err(CoreError::Io { core, error }),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Ok(()), Some(Err(JoinError::Panicked(payload)))) => {
+                Err(CoreError::Panicked { core, payload })
+            }
+            (Ok(()), Some(Err(JoinError::Cancelled)) | None) => Err(CoreError::Io {
+                core,
+                error: io::Error::other("the root future was cancelled"),
+            }),
+        }
+    })
+}
+
+/// The per-core loop: run up to `event_interval` ready tasks, fire due timers, then enter the
+/// driver — without blocking when tasks are ready, else until the next timer or an event.
+fn core_loop(
+    ctx: &CoreContext,
+    event_interval: u32,
+    mut finished: impl FnMut() -> bool,
+) -> io::Result<()> {
+    loop {
+        let mut polled = 0;
+        while polled < event_interval {
+            let Some(task) = ctx.executor.next_task() else {
+                break;
+            };
+            ctx.executor.run_task(task);
+            polled += 1;
+        }
+        if finished() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        ctx.timers.fire_due(now);
+        let timeout = if ctx.executor.has_ready_tasks() || !ctx.executor.prepare_to_sleep() {
+            Some(Duration::ZERO)
+        } else {
+            ctx.timers.time_to_next(now)
+        };
+        let parked = ctx.driver.park(timeout);
+        ctx.executor.woke_up();
+        parked?;
+        if timeout != Some(Duration::ZERO) {
+            ctx.timers.fire_due(Instant::now());
+        }
+    }
+}
+
+/// The core the calling task runs on, or `None` outside a coreio runtime.
+pub fn current_core() -> Option<CoreId> {
+    context::with(|ctx| ctx.core)
+}
+
+/// The backend of the core the calling task runs on, or `None` outside a coreio runtime.
+pub fn backend() -> Option<Backend> {
+    context::with(|ctx| ctx.driver.backend())
+}

@@ -1,0 +1,91 @@
+//! Thin wrappers over the Linux system calls coreio makes directly.
+//!
+//! This module owns the raw FFI boundary: the `syscall!` macro that turns a `-1` return into
+//! `io::Error::last_os_error()`, and the few helpers (eventfd, CPU affinity mask, resource
+//! limits) that more than one part of the runtime needs. It must never hold runtime state: every
+//! function here is a stateless call into the kernel.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Calls a libc function and converts a `-1` return value into the thread's `errno`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: every call site passes arguments that satisfy the libc function's contract;
+        // each one says why in its own comment.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Creates a non-blocking, close-on-exec eventfd used to wake a sleeping core.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+    // SAFETY: `eventfd` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd counter, which makes it readable and wakes whoever waits on it.
+pub(crate) fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: `one` is a valid 8-byte buffer for the duration of the call. EAGAIN (counter
+    // saturated) means the fd is already readable, which is all a wake needs, so the result is
+    // deliberately ignored.
+    let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd counter to zero; returns quietly when it is already zero.
+pub(crate) fn eventfd_drain(fd: RawFd) {
+    let mut value: u64 = 0;
+    // SAFETY: `value` is a valid, writable 8-byte buffer for the duration of the call.
+    let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+}
+
+/// The CPU ids the calling thread is allowed to run on (its `sched_getaffinity` mask).
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    syscall!(sched_getaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &mut set
+    ))?;
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` was filled by the kernel and `cpu` is below CPU_SETSIZE.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Pins the calling thread to one CPU.
+pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is beyond CPU_SETSIZE"),
+        ));
+    }
+    // SAFETY: `cpu` was checked against CPU_SETSIZE above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))?;
+    Ok(())
+}
+
+/// Closes a descriptor that the runtime owns, ignoring EINTR as Linux requires (the fd is gone
+/// whatever `close` returns).
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: callers pass a descriptor they own and never use again.
+    let _ = unsafe { libc::close(fd) };
+}

@@ -1,0 +1,347 @@
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`] and [`interval`].
+//!
+//! Each core owns one hierarchical timer wheel (see `wheel`) with a resolution of **1 ms**: a
+//! deadline is rounded *up* to the next millisecond tick, so a timer never fires before its
+//! deadline, and may fire up to about 1 ms after it (plus whatever the core is busy with). The
+//! core loop sleeps in its I/O driver until the wheel's next expiration. Cancelling a timer
+//! (dropping its future) is O(1). Deadlines far in the future (days, years) are fine.
+//!
+//! This module owns the per-core [`Timers`] and the timer futures. It must never read the clock
+//! more than once per poll, nor keep a waker registered for a dropped future.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! coreio::block_on(async {
+//!     let start = Instant::now();
+//!     coreio::time::sleep(Duration::from_millis(5)).await;
+//!     assert!(start.elapsed() >= Duration::from_millis(5));
+//!
+//!     let slow = coreio::time::sleep(Duration::from_secs(60));
+//!     let res = coreio::time::timeout(Duration::from_millis(1), slow).await;
+//!     assert!(res.is_err());
+//! }).unwrap();
+//! ```
+
+mod wheel;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::context;
+use wheel::{TimerKey, TimerWheel};
+
+/// Length of one wheel tick.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The furthest a deadline is taken to be (about 30 years); later ones are clamped to it, so
+/// `sleep(Duration::MAX)` sleeps "forever" instead of overflowing `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// One core's timers: the wheel and the instant its tick 0 stands for.
+pub(crate) struct Timers {
+    wheel: RefCell<TimerWheel<Waker>>,
+    origin: Instant,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Self {
+        Timers {
+            wheel: RefCell::new(TimerWheel::with_capacity(1024)),
+            origin: Instant::now(),
+        }
+    }
+
+    /// The first tick at or after `deadline` (rounded up: never early).
+    fn tick_at_or_after(&self, deadline: Instant) -> u64 {
+        let since = deadline.saturating_duration_since(self.origin);
+        let nanos = since.as_nanos().div_ceil(TICK.as_nanos());
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// The last tick at or before `now`.
+    fn tick_at_or_before(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin);
+        u64::try_from(since.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the core may sleep before the next timer is due; `None` when no timer is set.
+    pub(crate) fn time_to_next(&self, now: Instant) -> Option<Duration> {
+        let tick = self.wheel.borrow().next_expiration()?;
+        // One tick is one millisecond.
+        let at = self
+            .origin
+            .checked_add(Duration::from_millis(tick))
+            .unwrap_or(now + FAR_FUTURE);
+        Some(at.saturating_duration_since(now))
+    }
+
+    /// Wakes every timer whose deadline is at or before `now`.
+    pub(crate) fn fire_due(&self, now: Instant) {
+        let tick = self.tick_at_or_before(now);
+        let mut wheel = self.wheel.borrow_mut();
+        if wheel.next_expiration().is_some_and(|next| next <= tick) {
+            wheel.advance(tick, |_, waker| waker.wake());
+        }
+    }
+
+    /// Registers (or refreshes) the waker of a timer due at `deadline`.
+    fn register(&self, key: Option<TimerKey>, deadline: Instant, waker: &Waker) -> TimerKey {
+        let mut wheel = self.wheel.borrow_mut();
+        if let Some(key) = key {
+            if let Some(current) = wheel.get_mut(key) {
+                if !current.will_wake(waker) {
+                    current.clone_from(waker);
+                }
+                return key;
+            }
+        }
+        wheel.insert(self.tick_at_or_after(deadline), waker.clone())
+    }
+
+    fn cancel(&self, key: TimerKey) {
+        if let Ok(mut wheel) = self.wheel.try_borrow_mut() {
+            wheel.cancel(key);
+        }
+    }
+}
+
+fn deadline_after(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration.min(FAR_FUTURE))
+        .unwrap_or(now + FAR_FUTURE)
+}
+
+/// Waits until `duration` has elapsed.
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(deadline_after(duration))
+}
+
+/// Waits until `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        key: None,
+    }
+}
+
+/// Future returned by [`sleep`] and [`sleep_until`].
+///
+/// # Panics
+///
+/// Polling it outside a coreio runtime panics: there is no timer wheel to wake it.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    key: Option<TimerKey>,
+}
+
+impl Sleep {
+    /// The instant this sleep ends.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline; the sleep can be awaited again afterwards.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some(key) = self.key.take() {
+            context::with(|ctx| ctx.timers.cancel(key));
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    #[track_caller]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.cancel();
+            return Poll::Ready(());
+        }
+        let (key, deadline) = (self.key, self.deadline);
+        let key = context::expect("coreio::time::Sleep::poll", |ctx| {
+            ctx.timers.register(key, deadline, cx.waker())
+        });
+        self.key = Some(key);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// The error of a [`timeout`] whose deadline came first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(_: Elapsed) -> std::io::Error {
+        std::io::ErrorKind::TimedOut.into()
+    }
+}
+
+/// Runs `future` with a time limit: `Ok(output)` if it finishes first, `Err(Elapsed)` otherwise,
+/// in which case the future is dropped (cancelling whatever it had in flight).
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    timeout_at(deadline_after(duration), future)
+}
+
+/// Like [`timeout`], with an absolute deadline.
+pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep_until(deadline),
+    }
+}
+
+/// Future returned by [`timeout`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F> Timeout<F> {
+    /// Gives the inner future back.
+    pub fn into_inner(self) -> F {
+        self.future
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned (never moved out of a pinned `Timeout`);
+        // `sleep` is `Unpin` and not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this.future` is not moved.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(output) = future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What an [`Interval`] does when ticks were missed because the task ran late.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissedTickBehavior {
+    /// Fire the missed ticks back to back until caught up (keeps the average rate).
+    #[default]
+    Burst,
+    /// Restart the schedule from now: the next tick is one period after this one.
+    Delay,
+    /// Skip the missed ticks and keep to the original schedule's phase.
+    Skip,
+}
+
+/// Ticks every `period`, the first tick at once.
+///
+/// A zero period is raised to one timer tick (1 ms) rather than spinning.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// coreio::block_on(async {
+///     let mut ticks = coreio::time::interval(Duration::from_millis(2));
+///     let first = ticks.tick().await;
+///     let second = ticks.tick().await;
+///     assert!(second - first >= Duration::from_millis(2));
+/// }).unwrap();
+/// ```
+pub fn interval(period: Duration) -> Interval {
+    interval_at(Instant::now(), period)
+}
+
+/// Ticks every `period`, the first tick at `start`.
+pub fn interval_at(start: Instant, period: Duration) -> Interval {
+    Interval {
+        next: start,
+        period: period.max(TICK),
+        missed: MissedTickBehavior::default(),
+        sleep: sleep_until(start),
+    }
+}
+
+/// A periodic timer; see [`interval`].
+#[derive(Debug)]
+pub struct Interval {
+    next: Instant,
+    period: Duration,
+    missed: MissedTickBehavior,
+    sleep: Sleep,
+}
+
+impl Interval {
+    /// Waits for the next tick and returns the instant it was scheduled for.
+    pub async fn tick(&mut self) -> Instant {
+        (&mut self.sleep).await;
+        let scheduled = self.next;
+        let now = Instant::now();
+        let following = scheduled + self.period;
+        self.next = if following > now {
+            following
+        } else {
+            match self.missed {
+                MissedTickBehavior::Burst => following,
+                MissedTickBehavior::Delay => now + self.period,
+                MissedTickBehavior::Skip => {
+                    let behind = now.duration_since(scheduled).as_nanos();
+                    let periods = behind / self.period.as_nanos() + 1;
+                    let skip = u32::try_from(periods).unwrap_or(u32::MAX);
+                    scheduled + self.period.saturating_mul(skip)
+                }
+            }
+        };
+        self.sleep.reset(self.next);
+        scheduled
+    }
+
+    /// Sets what happens to ticks missed while the task was busy.
+    pub fn set_missed_tick_behavior(&mut self, behavior: MissedTickBehavior) {
+        self.missed = behavior;
+    }
+
+    /// The interval's period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
