@@ -91,6 +91,7 @@ mod executor;
 pub mod net;
 mod runtime;
 mod sys;
+pub mod sync;
 pub mod time;
 
 pub use builder::{Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES};

@@ -8,8 +8,9 @@
 //! Every submitted operation has a slab slot whose [`Lifecycle`] says who owns its data: the
 //! future while it is alive, the driver once the future is dropped (an orphan). An orphan's data
 //! — its buffer above all — is only released when the kernel posts the terminal completion, so
-//! the kernel never writes into freed memory. A cross-thread wake is a read kept armed on the
-//! executor's eventfd.
+//! the kernel never writes into freed memory. A cross-thread wake is a poll kept armed on the
+//! executor's eventfd (a poll rather than a read, so it needs no buffer and works whatever the
+//! fd's O_NONBLOCK flag and the kernel version).
 //!
 //! This module owns the ring, the slab of operations and their lifecycle. It must never block
 //! anywhere but in `park`, never run user code beyond waking wakers, and never free an orphan's
@@ -31,8 +32,9 @@ pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
 use super::Operation;
+use crate::sys;
 
-/// `user_data` of the read kept armed on the executor's wake eventfd.
+/// `user_data` of the poll kept armed on the executor's wake eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` of cancellation requests, whose own completions carry no information we need.
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
@@ -76,8 +78,6 @@ struct Inner {
     registered_index: Option<u32>,
     ops: Slab<Lifecycle>,
     wake_fd: RawFd,
-    /// Where the eventfd read lands; boxed so its address is stable.
-    wake_buf: Box<u64>,
     wake_armed: bool,
 }
 
@@ -93,7 +93,6 @@ impl UringDriver {
                 registered_index,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
-                wake_buf: Box::new(0),
                 wake_armed: false,
             }),
         })
@@ -159,7 +158,7 @@ impl UringDriver {
 
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
-        inner.arm_wake_read()?;
+        inner.arm_wake_poll()?;
         inner.enter(timeout)?;
         inner.reap();
         Ok(())
@@ -200,9 +199,6 @@ impl UringDriver {
             for (_, lifecycle) in std::mem::take(&mut inner.ops) {
                 std::mem::forget(lifecycle);
             }
-            if inner.wake_armed {
-                std::mem::forget(std::mem::replace(&mut inner.wake_buf, Box::new(0)));
-            }
         }
     }
 }
@@ -220,8 +216,8 @@ impl Inner {
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: the entries coreio pushes point only to memory that outlives the
-            // operation: operation data kept alive by the slab (see `Operation`'s contract), the
-            // boxed wake buffer (freed only after its completion), or nothing at all (cancels).
+            // operation: operation data kept alive by the slab (see `Operation`'s contract), or
+            // nothing at all (the wake poll, cancels).
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
@@ -231,17 +227,13 @@ impl Inner {
         }
     }
 
-    fn arm_wake_read(&mut self) -> io::Result<()> {
+    fn arm_wake_poll(&mut self) -> io::Result<()> {
         if self.wake_armed {
             return Ok(());
         }
-        let entry = opcode::Read::new(
-            types::Fd(self.wake_fd),
-            (&mut *self.wake_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(WAKE_TOKEN);
+        let entry = opcode::PollAdd::new(types::Fd(self.wake_fd), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE_TOKEN);
         self.push(&entry)?;
         self.wake_armed = true;
         Ok(())
@@ -317,7 +309,10 @@ impl Inner {
                     let user_data = cqe.user_data();
                     let result = cqe.result();
                     match user_data {
-                        WAKE_TOKEN => self.wake_armed = false,
+                        WAKE_TOKEN => {
+                            self.wake_armed = false;
+                            sys::eventfd_drain(self.wake_fd);
+                        }
                         CANCEL_TOKEN => {}
                         key => complete_op(&mut self.ops, key as usize, result),
                     }

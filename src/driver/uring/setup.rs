@@ -204,7 +204,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
 
 /// The opcodes coreio submits; a kernel missing one is "unsupported".
 const REQUIRED_OPCODES: [(u8, &str); 6] = [
-    (opcode::Read::CODE, "READ"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
     (opcode::Accept::CODE, "ACCEPT"),
