@@ -13,7 +13,7 @@
 //!     loop {
 //!         let (stream, _peer) = listener.accept().await.unwrap();
 //!         coreio::spawn(async move {
-//!             let mut buf = vec![0u8; 4096];
+//!             let mut buf = Vec::with_capacity(4096);
 //!             loop {
 //!                 let (res, b) = stream.read(buf).await;
 //!                 let Ok(n) = res else { break };
@@ -21,7 +21,6 @@
 //!                 let (res, b) = stream.write_all(b).await;
 //!                 if res.is_err() { break }
 //!                 buf = b;
-//!                 buf.clear();
 //!             }
 //!         });
 //!     }

@@ -24,7 +24,13 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A TCP listening socket owned by one core.
 ///
 /// [`bind`](TcpListener::bind) sets `SO_REUSEADDR` and `SO_REUSEPORT`: bind the same address on
-/// every core and the kernel balances new connections across the cores' listeners.
+/// every core and the kernel balances new connections across the cores' listeners. A listener
+/// belongs to its core and is not `Send`:
+///
+/// ```compile_fail
+/// fn must_be_send<T: Send>() {}
+/// must_be_send::<coreio::net::TcpListener>();
+/// ```
 pub struct TcpListener {
     fd: SharedFd,
     local_addr: SocketAddr,

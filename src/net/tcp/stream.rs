@@ -19,6 +19,13 @@ use crate::net::ops::{Connect, Recv, Send};
 ///
 /// Dropping the stream closes the socket once every operation on it has finished: operations
 /// whose futures were dropped are cancelled first, and the peer then sees a FIN.
+///
+/// A stream belongs to the core that made it, so it is neither `Send` nor `Sync`:
+///
+/// ```compile_fail
+/// fn must_be_send<T: Send>() {}
+/// must_be_send::<coreio::net::TcpStream>();
+/// ```
 pub struct TcpStream {
     fd: SharedFd,
 }
