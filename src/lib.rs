@@ -90,8 +90,8 @@ mod driver;
 mod executor;
 pub mod net;
 mod runtime;
-mod sys;
 pub mod sync;
+mod sys;
 pub mod time;
 
 pub use builder::{Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES};

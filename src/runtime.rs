@@ -229,29 +229,35 @@ where
 
 /// The per-core loop: run up to `event_interval` ready tasks, fire due timers, then enter the
 /// driver — without blocking when tasks are ready, else until the next timer or an event.
+///
+/// `finished` is checked after every task poll, so once the root future completes no other task
+/// of this core is polled again: they are cancelled by the teardown.
 fn core_loop(
     ctx: &CoreContext,
     event_interval: u32,
     mut finished: impl FnMut() -> bool,
 ) -> io::Result<()> {
     loop {
-        let mut polled = 0;
-        while polled < event_interval {
+        for _ in 0..event_interval {
             let Some(task) = ctx.executor.next_task() else {
                 break;
             };
             ctx.executor.run_task(task);
-            polled += 1;
-        }
-        if finished() {
-            return Ok(());
+            if finished() {
+                return Ok(());
+            }
         }
         let now = Instant::now();
         ctx.timers.fire_due(now);
-        let timeout = if ctx.executor.has_ready_tasks() || !ctx.executor.prepare_to_sleep() {
+        let timeout = if ctx.executor.has_ready_tasks() {
             Some(Duration::ZERO)
         } else {
-            ctx.timers.time_to_next(now)
+            match ctx.timers.time_to_next(now) {
+                Some(Duration::ZERO) => Some(Duration::ZERO),
+                // About to block: announce it, unless a remote wake slipped in meanwhile.
+                until_timer if ctx.executor.prepare_to_sleep() => until_timer,
+                _ => Some(Duration::ZERO),
+            }
         };
         let parked = ctx.driver.park(timeout);
         ctx.executor.woke_up();

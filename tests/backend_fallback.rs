@@ -173,7 +173,13 @@ fn child_entry() {
 #[test]
 fn auto_falls_back_to_epoll_when_seccomp_denies_io_uring_with_eperm() {
     let out = run_child(libc::EPERM, "auto");
-    assert_eq!(out.code, Some(0), "child failed: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "child failed: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
     assert!(out.stdout.contains("backend=epoll"), "{}", out.stdout);
     assert!(out.stdout.contains("served on epoll"), "{}", out.stdout);
     assert!(
@@ -186,7 +192,13 @@ fn auto_falls_back_to_epoll_when_seccomp_denies_io_uring_with_eperm() {
 #[test]
 fn auto_falls_back_to_epoll_when_the_kernel_lacks_io_uring() {
     let out = run_child(libc::ENOSYS, "auto");
-    assert_eq!(out.code, Some(0), "child failed: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "child failed: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
     assert!(out.stdout.contains("backend=epoll"), "{}", out.stdout);
     assert!(
         out.stderr.contains("io_uring unavailable") && out.stderr.contains("ENOSYS"),
@@ -207,7 +219,11 @@ fn forcing_io_uring_under_seccomp_is_a_clear_error() {
 fn forcing_io_uring_without_kernel_support_is_a_clear_error() {
     let out = run_child(libc::ENOSYS, "forced");
     assert_eq!(out.code, Some(4), "child: {}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("cause=Some(NotInKernel)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("cause=Some(NotInKernel)"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stderr.contains("ENOSYS") && out.stderr.contains("epoll"),
         "{}",

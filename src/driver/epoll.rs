@@ -95,7 +95,14 @@ impl EpollDriver {
 
     /// Forgets a token whose fd is being closed (closing removes it from the interest list).
     pub(crate) fn deregister(&self, token: usize) {
-        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+        // Sockets are only dropped by tasks and orphans, never while the driver dispatches
+        // events, so the borrow is free; were it not, the slot would merely stay allocated.
+        let inner = self.inner.try_borrow_mut();
+        debug_assert!(
+            inner.is_ok(),
+            "fd dropped while the epoll driver was borrowed"
+        );
+        if let Ok(mut inner) = inner {
             inner.sources.try_remove(token);
         }
     }
@@ -171,15 +178,13 @@ impl EpollDriver {
             };
             let flags = event.events as i32;
             let failed = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
-            if failed || flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
-                if let Some(waker) = source.reader.take() {
-                    waker.wake();
-                }
+            let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0;
+            if let Some(waker) = source.reader.take_if(|_| failed || readable) {
+                waker.wake();
             }
-            if failed || flags & libc::EPOLLOUT != 0 {
-                if let Some(waker) = source.writer.take() {
-                    waker.wake();
-                }
+            let writable = flags & libc::EPOLLOUT != 0;
+            if let Some(waker) = source.writer.take_if(|_| failed || writable) {
+                waker.wake();
             }
         }
         Ok(())

@@ -79,6 +79,8 @@ pub(crate) struct DriverConfig {
 }
 
 /// One core's driver.
+// One per core, built once and never moved afterwards: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver {
     IoUring(uring::UringDriver),
     Epoll(epoll::EpollDriver),

@@ -90,7 +90,10 @@ impl Future for EventWait {
         if self.event.is_set() {
             return Poll::Ready(());
         }
-        let key = match self.key.and_then(|key| waiters.get_mut(key).map(|w| (key, w))) {
+        let key = match self
+            .key
+            .and_then(|key| waiters.get_mut(key).map(|w| (key, w)))
+        {
             Some((key, waker)) => {
                 waker.clone_from(cx.waker());
                 key

@@ -92,13 +92,13 @@ impl Timers {
     /// Registers (or refreshes) the waker of a timer due at `deadline`.
     fn register(&self, key: Option<TimerKey>, deadline: Instant, waker: &Waker) -> TimerKey {
         let mut wheel = self.wheel.borrow_mut();
-        if let Some(key) = key {
-            if let Some(current) = wheel.get_mut(key) {
-                if !current.will_wake(waker) {
-                    current.clone_from(waker);
-                }
-                return key;
+        if let Some(key) = key
+            && let Some(current) = wheel.get_mut(key)
+        {
+            if !current.will_wake(waker) {
+                current.clone_from(waker);
             }
+            return key;
         }
         wheel.insert(self.tick_at_or_after(deadline), waker.clone())
     }

@@ -1,0 +1,381 @@
+//! A TCP echo server with one listener per core: coreio's thread-per-core model in one file.
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:7000 --cores 2
+//! ```
+//!
+//! Every core binds the same address with its own `SO_REUSEPORT` listener, so the kernel spreads
+//! incoming connections across the cores and each connection lives on the core that accepted
+//! it. With port 0 the server first reserves a free port (a bound, never-listening
+//! `SO_REUSEPORT` socket) so that every core binds that same port; the banner says which.
+//!
+//! Ctrl-C or SIGTERM stops it cleanly: SIGINT and SIGTERM are blocked before the runtime starts
+//! (its threads inherit the mask), a plain thread `sigwait`s for them and sets a
+//! [`coreio::sync::Event`]; each core's root future returns when the event is set, which cancels
+//! the core's remaining tasks (the accept loop and open connections). The server then prints
+//! what each core served and exits 0.
+
+use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use coreio::net::{TcpListener, TcpStream};
+use coreio::sync::Event;
+use coreio::{Backend, Builder, CoreId};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+const USAGE: &str = "\
+usage: echo [--addr HOST:PORT] [--cores N] [--backend auto|uring|epoll]
+
+A TCP echo server with one SO_REUSEPORT listener per core.
+
+options:
+  --addr HOST:PORT   address to listen on (default 127.0.0.1:7000); port 0 picks a free
+                     port, shared by every core, and the banner names it
+  --cores N          run on the first N CPUs this process may use (default: all of them)
+  --backend B        I/O backend: auto (default), uring or epoll; the environment variable
+                     COREIO_BACKEND does the same and, when both are given, must agree
+  -h, --help         print this help
+
+Ctrl-C or SIGTERM stops the server; it prints the connections each core served and exits 0.
+";
+
+const DEFAULT_ADDR: &str = "127.0.0.1:7000";
+
+/// Capacity of the one buffer each connection reuses for all its reads and writes.
+const BUF_CAPACITY: usize = 16 * 1024;
+
+struct Options {
+    addr: SocketAddr,
+    cores: Option<usize>,
+    backend: Option<Backend>,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("echo: {message} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("echo: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(None)` means `--help`.
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut addr = DEFAULT_ADDR.to_string();
+    let mut cores = None;
+    let mut backend = None;
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--addr" => addr = value()?,
+            "--cores" => {
+                let text = value()?;
+                match text.parse::<usize>() {
+                    Ok(n) if n > 0 => cores = Some(n),
+                    _ => return Err(format!("--cores takes a positive number, got {text:?}")),
+                }
+            }
+            "--backend" => {
+                let text = value()?;
+                backend = Some(match text.to_ascii_lowercase().as_str() {
+                    "auto" => Backend::Auto,
+                    "uring" | "io_uring" | "io-uring" => Backend::IoUring,
+                    "epoll" => Backend::Epoll,
+                    _ => {
+                        return Err(format!(
+                            "--backend takes auto, uring or epoll, got {text:?}"
+                        ));
+                    }
+                });
+            }
+            _ => return Err(format!("unknown argument {flag:?}")),
+        }
+    }
+    Ok(Some(Options {
+        addr: resolve(&addr)?,
+        cores,
+        backend,
+    }))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    let mut addrs = addr
+        .to_socket_addrs()
+        .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))
+}
+
+fn run(options: Options) -> Result<(), String> {
+    // Before any thread exists, so that every thread (the runtime's included) inherits the mask
+    // and the signals wait for `sigwait` instead of killing the process.
+    let signals = block_stop_signals()?;
+    let stop = Event::new();
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("echo-signals".into())
+            .spawn(move || {
+                if let Some(name) = wait_for_signal(&signals) {
+                    println!("echo: {name} received, stopping");
+                    stop.set();
+                }
+            })
+            .map_err(|err| format!("cannot start the signal thread: {err}"))?;
+    }
+
+    let mut builder = Builder::new().thread_name_prefix("echo");
+    if let Some(cores) = options.cores {
+        builder = builder.cores(cores);
+    }
+    if let Some(backend) = options.backend {
+        builder = builder.backend(backend);
+    }
+    let rt = builder
+        .build()
+        .map_err(|err| format!("cannot start the runtime: {err}"))?;
+    if let Some(wanted) = options.backend.filter(|b| *b != Backend::Auto)
+        && rt.backend() != wanted
+    {
+        return Err(format!(
+            "--backend {wanted} was asked for but COREIO_BACKEND selected {}; unset one",
+            rt.backend()
+        ));
+    }
+
+    // Port 0: reserve a free port for all cores. The reservation is bound with SO_REUSEPORT but
+    // never listens, so it receives no connection; it is closed when the server stops.
+    let (addr, _reservation) = if options.addr.port() == 0 {
+        let (addr, socket) = reserve_port(options.addr)
+            .map_err(|err| format!("cannot find a free port on {}: {err}", options.addr))?;
+        (addr, Some(socket))
+    } else {
+        (options.addr, None)
+    };
+
+    let ids: Vec<usize> = rt.cores().iter().map(|core| core.0).collect();
+    let ready = Arc::new(Ready {
+        bound: AtomicUsize::new(0),
+        cores: ids.len(),
+        banner: format!(
+            "coreio echo on {addr}, backend {}, cores {ids:?}",
+            rt.backend()
+        ),
+    });
+
+    let results = rt.run(|_core: CoreId| {
+        let stop = stop.clone();
+        let ready = Arc::clone(&ready);
+        async move { serve(addr, stop, ready).await }
+    });
+
+    let mut failures = Vec::new();
+    for (core, result) in rt.cores().iter().zip(results) {
+        match result {
+            Ok(Ok(served)) => println!(
+                "{core}: {} connections served, {} bytes echoed",
+                served.connections, served.bytes
+            ),
+            Ok(Err(message)) => failures.push(format!("{core}: {message}")),
+            Err(err) => failures.push(err.to_string()),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\necho: "))
+    }
+}
+
+/// Counts the cores whose listener is bound; the last one prints the banner, so the banner
+/// means "accepting on every core".
+struct Ready {
+    bound: AtomicUsize,
+    cores: usize,
+    banner: String,
+}
+
+impl Ready {
+    fn core_bound(&self) {
+        if self.bound.fetch_add(1, Ordering::SeqCst) + 1 == self.cores {
+            println!("{}", self.banner);
+        }
+    }
+}
+
+/// What one core served.
+struct Served {
+    connections: u64,
+    bytes: u64,
+}
+
+/// Counters shared by a core's accept loop and its connections (they all run on that core).
+#[derive(Default)]
+struct Counters {
+    connections: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+/// One core's root future: bind, accept in a task, return when `stop` is set.
+async fn serve(addr: SocketAddr, stop: Event, ready: Arc<Ready>) -> Result<Served, String> {
+    let listener = match TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(err) => {
+            // Stop the other cores too: a server listening on some cores only is not wanted.
+            stop.set();
+            return Err(format!("cannot listen on {addr}: {err}"));
+        }
+    };
+    ready.core_bound();
+    let counters = Rc::new(Counters::default());
+    let failure = Rc::new(RefCell::new(None));
+    let _accept = coreio::spawn(accept_loop(
+        listener,
+        Rc::clone(&counters),
+        Rc::clone(&failure),
+        stop.clone(),
+    ));
+    stop.wait().await;
+    // Returning cancels this core's remaining tasks: the accept loop and every connection.
+    match failure.take() {
+        Some(message) => Err(message),
+        None => Ok(Served {
+            connections: counters.connections.get(),
+            bytes: counters.bytes.get(),
+        }),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    counters: Rc<Counters>,
+    failure: Rc<RefCell<Option<String>>>,
+    stop: Event,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                counters.connections.set(counters.connections.get() + 1);
+                // Detached: the task ends when the peer closes, or when the core stops.
+                drop(coreio::spawn(echo(stream, Rc::clone(&counters))));
+            }
+            Err(err) => {
+                // `accept` absorbs transient failures (aborted connections, fd exhaustion);
+                // what reaches here is fatal for this listener, so stop the whole server.
+                *failure.borrow_mut() = Some(format!("accept failed: {err}"));
+                stop.set();
+                return;
+            }
+        }
+    }
+}
+
+/// Echoes everything until the peer closes, reusing one buffer.
+async fn echo(stream: TcpStream, counters: Rc<Counters>) {
+    // Without it a small echo waits for the peer's delayed ACK. A failure only costs latency.
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(BUF_CAPACITY);
+    loop {
+        // `read` fills the Vec from its start, up to its capacity, and sets its length to the
+        // number of bytes read; `write_all` then sends exactly those bytes.
+        let (res, b) = stream.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(n) => counters.bytes.set(counters.bytes.get() + n as u64),
+        }
+        let (res, b) = stream.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds a socket with `SO_REUSEPORT` on port 0 and returns the address the kernel picked.
+fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Socket)> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+    Ok((bound, socket))
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts later).
+fn block_stop_signals() -> Result<libc::sigset_t, String> {
+    // SAFETY: an all-zero `sigset_t` is valid storage; `sigemptyset` initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid, writable storage for a signal set, and SIGINT and SIGTERM are
+    // valid signal numbers, so these calls cannot fail.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
+    let res = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if res != 0 {
+        return Err(format!(
+            "cannot block SIGINT and SIGTERM: {}",
+            std::io::Error::from_raw_os_error(res)
+        ));
+    }
+    Ok(set)
+}
+
+/// Waits for one of the signals in `set` (blocked in this thread); `None` if `sigwait` fails.
+fn wait_for_signal(set: &libc::sigset_t) -> Option<&'static str> {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is an initialised signal set and `signal` is valid, writable storage.
+    let res = unsafe { libc::sigwait(set, &mut signal) };
+    if res != 0 {
+        eprintln!(
+            "echo: sigwait failed ({}); Ctrl-C will not stop the server cleanly",
+            std::io::Error::from_raw_os_error(res)
+        );
+        return None;
+    }
+    Some(match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    })
+}
