@@ -79,6 +79,8 @@ struct Inner {
     ops: Slab<Lifecycle>,
     wake_fd: RawFd,
     wake_armed: bool,
+    /// Completions dispatched so far (wrapping); tells `park` whether a flush woke anyone.
+    completions_reaped: u64,
 }
 
 impl UringDriver {
@@ -94,6 +96,7 @@ impl UringDriver {
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
                 wake_armed: false,
+                completions_reaped: 0,
             }),
         })
     }
@@ -158,7 +161,15 @@ impl UringDriver {
 
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
+        // Arming the wake poll may find the submission queue full and flush it, which reaps
+        // completions and wakes tasks: the core must then not block.
+        let woke_before = inner.completions_reaped;
         inner.arm_wake_poll()?;
+        let timeout = if inner.completions_reaped != woke_before {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
         inner.enter(timeout)?;
         inner.reap();
         Ok(())
@@ -318,6 +329,7 @@ impl Inner {
                     }
                 }
             }
+            self.completions_reaped = self.completions_reaped.wrapping_add(drained as u64);
             // A full queue may mean the kernel holds overflowed completions (FEAT_NODROP): a
             // GETEVENTS enter flushes them, then reap again.
             if drained < capacity && !self.ring.submission().cq_overflow() {

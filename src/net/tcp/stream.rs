@@ -60,6 +60,10 @@ impl TcpStream {
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
     /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        if buf.bytes_total() == 0 {
+            // The kernel would wait for a byte it has nowhere to put.
+            return (Ok(0), buf);
+        }
         let completion = Op::new(Recv {
             socket: self.fd.clone(),
             buf,

@@ -1,0 +1,120 @@
+//! Descriptor accounting: connections dropped in every state (idle, with a read in flight,
+//! with a read aborted, left running at shutdown) close their sockets, on both backends.
+//!
+//! The count of `/proc/self/fd` is process-wide, so this binary holds a single test (no other
+//! test can open descriptors concurrently), which runs both backends one after the other.
+
+#[macro_use]
+mod util;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use coreio::net::TcpListener;
+use coreio::time::{sleep, timeout};
+use coreio::{Backend, Builder};
+
+use util::open_fds;
+
+/// Waits (bounded) for the process's descriptor count to come back to `baseline`.
+async fn settles_to(baseline: usize) -> usize {
+    for _ in 0..200 {
+        if open_fds() == baseline {
+            break;
+        }
+        coreio::yield_now().await;
+        sleep(Duration::from_millis(1)).await;
+    }
+    open_fds()
+}
+
+fn connections_dropped_in_every_state(backend: Backend) {
+    let outside = open_fds();
+    let (inside_before, inside_after) = Builder::new()
+        .backend(backend)
+        .block_on(async move {
+            util::assert_backend(backend);
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            // Warm up whatever grows on first use, then take the baseline.
+            drop(util::pair_on(&listener).await);
+            for _ in 0..5 {
+                coreio::yield_now().await;
+            }
+            sleep(Duration::from_millis(2)).await;
+            let before = open_fds();
+            for i in 0..100 {
+                let (client, server) = util::pair_on(&listener).await;
+                match i % 4 {
+                    // Idle.
+                    0 => drop((client, server)),
+                    // A read in flight, cut off by a timeout that owns the stream.
+                    1 => {
+                        let res = timeout(Duration::from_micros(500), async move {
+                            let _ = client.read(Vec::with_capacity(128)).await;
+                        })
+                        .await;
+                        assert!(res.is_err());
+                        drop(server);
+                    }
+                    // A read in flight in a task that is aborted.
+                    2 => {
+                        let task = coreio::spawn(async move {
+                            let _ = client.read(Vec::with_capacity(128)).await;
+                        });
+                        coreio::yield_now().await;
+                        task.abort();
+                        drop(server);
+                    }
+                    // Both sides reading when the stream is dropped from under the read
+                    // (the read holds the socket until it is cancelled).
+                    _ => {
+                        let client = Rc::new(client);
+                        let c = client.clone();
+                        let task = coreio::spawn(async move {
+                            let _ = c.read(Vec::with_capacity(128)).await;
+                        });
+                        coreio::yield_now().await;
+                        drop(client);
+                        drop(server);
+                        // The peer's close ends the read: the task finishes on its own.
+                        timeout(Duration::from_secs(20), task)
+                            .await
+                            .expect("a read on a closed connection never finished")
+                            .unwrap();
+                    }
+                }
+            }
+            let after = settles_to(before).await;
+            // Leave operations in flight for the shutdown to clean up.
+            for _ in 0..10 {
+                let (client, server) = util::pair_on(&listener).await;
+                coreio::spawn(async move {
+                    let _server = server;
+                    let _ = client.read(Vec::with_capacity(128)).await;
+                });
+            }
+            let listener = Rc::new(listener);
+            coreio::spawn(async move {
+                let _ = listener.accept().await;
+            });
+            sleep(Duration::from_millis(1)).await;
+            (before, after)
+        })
+        .unwrap();
+    assert_eq!(
+        inside_after, inside_before,
+        "{backend}: dropped connections left descriptors open"
+    );
+    assert_eq!(
+        open_fds(),
+        outside,
+        "{backend}: the runtime left descriptors open after it ended"
+    );
+}
+
+#[test]
+fn fd_count_returns_to_baseline() {
+    for backend in [Backend::IoUring, Backend::Epoll] {
+        connections_dropped_in_every_state(backend);
+    }
+}

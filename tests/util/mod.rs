@@ -1,0 +1,369 @@
+//! Helpers shared by the integration tests: the `both_backends!` macro, runtime shortcuts,
+//! connected socket pairs, data patterns, drop guards and child-process plumbing.
+//!
+//! Every test binary includes this module with `#[macro_use] mod util;` and uses a different
+//! subset of it, hence the `dead_code` allowance.
+#![allow(dead_code, unused_macros)]
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use coreio::Backend;
+use coreio::net::{TcpListener, TcpStream};
+
+/// Generates, for each `fn name(backend: Backend) { body }`, a module `name` with two tests,
+/// `name::io_uring` and `name::epoll`, that run the body with `Backend::IoUring` and
+/// `Backend::Epoll`. Attributes written before `fn` go on both tests.
+macro_rules! both_backends {
+    ($( $(#[$meta:meta])* fn $name:ident($backend:ident : Backend) $body:block )*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($backend: coreio::Backend) $body
+
+                $(#[$meta])*
+                #[test]
+                fn io_uring() {
+                    body(coreio::Backend::IoUring)
+                }
+
+                $(#[$meta])*
+                #[test]
+                fn epoll() {
+                    body(coreio::Backend::Epoll)
+                }
+            }
+        )*
+    };
+}
+
+/// Whether `COREIO_BACKEND` overrides the builder's backend in this process.
+pub fn backend_overridden() -> bool {
+    std::env::var_os("COREIO_BACKEND").is_some()
+}
+
+/// Asserts, from inside a core, that it runs `backend` (skipped when `COREIO_BACKEND` is set,
+/// since that overrides the builder).
+pub fn assert_backend(backend: Backend) {
+    let actual = coreio::backend().expect("assert_backend called outside a runtime");
+    if !backend_overridden() {
+        assert_eq!(
+            actual, backend,
+            "the core does not run the requested backend"
+        );
+    }
+}
+
+/// Runs `future` on a one-core runtime with `backend` on the calling thread, checking that the
+/// core really runs that backend.
+pub fn block_on<F>(backend: Backend, future: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    coreio::Builder::new()
+        .backend(backend)
+        .block_on(async move {
+            assert_backend(backend);
+            future.await
+        })
+        .expect("the runtime failed to start")
+}
+
+/// How many cores a multi-core test uses: two where the process may run on two CPUs.
+pub fn two_or_fewer_cores() -> usize {
+    allowed_cpus().len().clamp(1, 2)
+}
+
+/// The CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let res =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(res, 0, "sched_getaffinity: {}", io::Error::last_os_error());
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` was filled by the kernel and `cpu` is below CPU_SETSIZE.
+    (0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// A loopback address whose port is reserved for the caller: the returned socket is bound to
+/// it with `SO_REUSEPORT` but never listens, so it receives no connections, yet no other process
+/// can take the port while it lives. coreio listeners (which also set `SO_REUSEPORT`) can bind
+/// the same address on every core.
+pub fn reserve_port() -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
+
+/// A connected pair of coreio streams on the current core: `(client, server)`.
+pub async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    pair_on(&listener).await
+}
+
+/// Connects a client to `listener` and accepts it; returns `(client, server)`.
+pub async fn pair_on(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let addr = listener.local_addr().unwrap();
+    let connect = coreio::spawn(async move { TcpStream::connect(addr).await });
+    let (server, peer) = listener.accept().await.expect("accept");
+    let client = connect.await.expect("connect task").expect("connect");
+    assert_eq!(peer, client.local_addr().unwrap());
+    (client, server)
+}
+
+/// A byte that depends on the connection, the message and the position, so that data routed to
+/// the wrong connection, reordered or shifted is detected.
+pub fn pattern_byte(conn: u64, msg: u64, pos: u64) -> u8 {
+    let mut x = conn
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(msg.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        .wrapping_add(pos / 8);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    (x >> ((pos % 8) * 8)) as u8
+}
+
+/// `len` bytes of the pattern of `(conn, msg)`.
+pub fn pattern(conn: u64, msg: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| pattern_byte(conn, msg, i))
+        .collect()
+}
+
+/// Panics at the first byte of `data` that does not match the pattern starting at `offset`.
+pub fn check_pattern(conn: u64, msg: u64, offset: u64, data: &[u8]) {
+    if let Some(i) =
+        (0..data.len()).find(|&i| data[i] != pattern_byte(conn, msg, offset + i as u64))
+    {
+        panic!(
+            "conn {conn} msg {msg}: byte {} is {:#04x}, expected {:#04x}",
+            offset + i as u64,
+            data[i],
+            pattern_byte(conn, msg, offset + i as u64)
+        );
+    }
+}
+
+/// A deterministic xorshift64* generator.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+}
+
+/// Sets a shared flag when dropped: proves that a future (which owns the guard) was dropped.
+pub struct DropFlag(Rc<Cell<bool>>);
+
+impl DropFlag {
+    /// A guard and the flag it sets.
+    pub fn new() -> (DropFlag, Rc<Cell<bool>>) {
+        let flag = Rc::new(Cell::new(false));
+        (DropFlag(flag.clone()), flag)
+    }
+}
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// Counts drops in a shared counter (usable across threads and after a runtime ends).
+pub struct DropCount(pub Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Yields (and, every few rounds, sleeps a millisecond so the driver runs) until `done()` holds,
+/// at most `rounds` times; returns whether it held.
+pub async fn wait_until(rounds: usize, mut done: impl FnMut() -> bool) -> bool {
+    for round in 0..rounds {
+        if done() {
+            return true;
+        }
+        if round % 4 == 3 {
+            coreio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            coreio::yield_now().await;
+        }
+    }
+    done()
+}
+
+/// Number of open descriptors of this process.
+pub fn open_fds() -> usize {
+    // The directory's own descriptor is listed too; it is there in every count alike.
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The scheduler state letter (`R`, `S`, ...) of thread `tid` of this process.
+pub fn thread_state(tid: libc::pid_t) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; the state follows it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// Waits (bounded, about 2 s) until thread `tid` sleeps in the kernel; returns whether it was
+/// seen sleeping. Used to set an event only after a core has parked.
+pub fn wait_for_thread_to_sleep(tid: libc::pid_t) -> bool {
+    for _ in 0..2000 {
+        if thread_state(tid) == Some('S') {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: `gettid` has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Environment variable that tells a re-executed test binary which child role to play.
+pub const CHILD_ENV: &str = "COREIO_TEST_CHILD";
+
+/// The child role this process was started for, if it is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Re-runs this test binary for the single test `test_name` (its full libtest name) with
+/// `CHILD_ENV=role` and the extra environment `env`; waits at most `limit` and returns the
+/// output. Panics (killing the child) if the limit passes.
+pub fn run_child(test_name: &str, role: &str, env: &[(&str, &str)], limit: Duration) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().expect("cannot re-run the test binary");
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        io::Read::read_to_end(&mut stdout, &mut buf).ok();
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        io::Read::read_to_end(&mut stderr, &mut buf).ok();
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait().ok();
+            let out = out_thread.join().unwrap();
+            let err = err_thread.join().unwrap();
+            panic!(
+                "child {test_name} ({role}) ran past {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    }
+}
+
+/// Asserts that a child exited successfully, showing its output otherwise; also checks that
+/// the child really ran the test (libtest prints `1 passed`), so a typo in the test name, which
+/// makes libtest run nothing and exit 0, cannot pass.
+pub fn assert_child_ok(output: &Output, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what}: child failed with {:?} (signal {:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status,
+        output.status.signal()
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{what}: the child did not run exactly one test\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+}
+
+/// The `COREIO_BACKEND` value that forces `backend`.
+pub fn backend_env(backend: Backend) -> &'static str {
+    match backend {
+        Backend::IoUring => "uring",
+        Backend::Epoll => "epoll",
+        Backend::Auto => "auto",
+    }
+}
+
+/// The `COREIO_BACKEND` value for a child process that should run `backend`: the parent's own
+/// override when it has one (CI runs everything with `COREIO_BACKEND=epoll`), else the value
+/// that forces `backend`.
+pub fn child_backend_env(backend: Backend) -> String {
+    std::env::var("COREIO_BACKEND").unwrap_or_else(|_| backend_env(backend).to_string())
+}
+
+/// The libtest name of the test `module::io_uring` / `module::epoll` that `both_backends!`
+/// generates for `backend`.
+pub fn backend_test_name(module: &str, backend: Backend) -> String {
+    match backend {
+        Backend::IoUring => format!("{module}::io_uring"),
+        Backend::Epoll => format!("{module}::epoll"),
+        Backend::Auto => panic!("no test is generated for Backend::Auto"),
+    }
+}
