@@ -301,7 +301,7 @@ pub fn interval_at(start: Instant, period: Duration) -> Interval {
     }
 }
 
-/// A periodic timer; see [`interval`].
+/// A periodic timer; see [`interval`]. Also a never-ending `Stream` of tick instants.
 #[derive(Debug)]
 pub struct Interval {
     next: Instant,
@@ -313,7 +313,15 @@ pub struct Interval {
 impl Interval {
     /// Waits for the next tick and returns the instant it was scheduled for.
     pub async fn tick(&mut self) -> Instant {
-        (&mut self.sleep).await;
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// Polls for the next tick: the building block of [`tick`](Interval::tick) and of the
+    /// `Stream` implementation.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
         let scheduled = self.next;
         let now = Instant::now();
         let following = scheduled + self.period;
@@ -332,7 +340,7 @@ impl Interval {
             }
         };
         self.sleep.reset(self.next);
-        scheduled
+        Poll::Ready(scheduled)
     }
 
     /// Sets what happens to ticks missed while the task was busy.
@@ -343,5 +351,17 @@ impl Interval {
     /// The interval's period.
     pub fn period(&self) -> Duration {
         self.period
+    }
+}
+
+impl futures_core::Stream for Interval {
+    type Item = Instant;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        self.get_mut().poll_tick(cx).map(Some)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::MAX, None)
     }
 }
