@@ -22,7 +22,6 @@ use io_uring::squeue;
 
 use super::Driver;
 use crate::context;
-use crate::executor;
 
 /// Which readiness an epoll-backed operation waits for after `EAGAIN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +77,14 @@ enum State {
     Done,
 }
 
+/// How the first poll of an `Op` went on each backend.
+enum Start {
+    /// io_uring: queued under this key, or the ring refused it.
+    Submitted(io::Result<usize>),
+    /// epoll: the syscall's outcome, `Pending` while waiting for readiness.
+    Attempted(Poll<io::Result<u32>>),
+}
+
 /// A future that runs an [`Operation`] on the current core's driver.
 pub(crate) struct Op<T: Operation> {
     data: Option<T>,
@@ -112,23 +119,30 @@ impl<T: Operation> Future for Op<T> {
         let this = self.get_mut();
         match this.state {
             State::Idle => {
-                ready!(executor::poll_budget(cx));
                 let Some(data) = this.data.as_mut() else {
                     unreachable!("an idle Op always holds its data");
                 };
-                let outcome = context::with(|ctx| match &ctx.driver {
-                    Driver::IoUring(driver) => Ok(driver.submit(data.uring_entry())),
-                    Driver::Epoll(driver) => Err(driver.attempt(data, cx)),
+                let started = context::with(|ctx| {
+                    // A task that spent its budget yields before starting more I/O.
+                    ready!(ctx.executor.poll_budget(cx));
+                    Poll::Ready(match &ctx.driver {
+                        Driver::IoUring(driver) => {
+                            Start::Submitted(driver.submit(data.uring_entry()))
+                        }
+                        Driver::Epoll(driver) => Start::Attempted(driver.attempt(data, cx)),
+                    })
                 });
-                match outcome {
+                match started {
                     None => this.finish(Err(context::no_runtime())),
-                    Some(Ok(Ok(key))) => {
+                    Some(Poll::Pending) | Some(Poll::Ready(Start::Attempted(Poll::Pending))) => {
+                        Poll::Pending
+                    }
+                    Some(Poll::Ready(Start::Submitted(Ok(key)))) => {
                         this.state = State::InRing(key);
                         this.poll_ring(key, cx)
                     }
-                    Some(Ok(Err(submit_error))) => this.finish(Err(submit_error)),
-                    Some(Err(Poll::Pending)) => Poll::Pending,
-                    Some(Err(Poll::Ready(result))) => this.finish(result),
+                    Some(Poll::Ready(Start::Submitted(Err(err)))) => this.finish(Err(err)),
+                    Some(Poll::Ready(Start::Attempted(Poll::Ready(result)))) => this.finish(result),
                 }
             }
             State::InRing(key) => this.poll_ring(key, cx),

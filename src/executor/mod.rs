@@ -113,10 +113,15 @@ impl LocalExecutor {
         let key = self.registry.borrow_mut().insert(Waker::noop().clone());
         let shared = Arc::clone(&self.shared);
         let schedule = move |runnable: Runnable| {
-            let on_owner = context::with(|ctx| Arc::ptr_eq(&ctx.executor.shared, &shared));
-            if on_owner == Some(true) {
-                context::with(|ctx| ctx.executor.schedule_local(runnable));
-            } else {
+            let mut runnable = Some(runnable);
+            context::with(|ctx| {
+                if Arc::ptr_eq(&ctx.executor.shared, &shared)
+                    && let Some(runnable) = runnable.take()
+                {
+                    ctx.executor.schedule_local(runnable);
+                }
+            });
+            if let Some(runnable) = runnable {
                 shared.schedule_remote(runnable);
             }
         };
@@ -259,9 +264,4 @@ impl Future for YieldNow {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
-
-/// Spends one unit of the current task's cooperative budget; see [`TASK_BUDGET`].
-pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
-    context::with(|ctx| ctx.executor.poll_budget(cx)).unwrap_or(Poll::Ready(()))
 }
