@@ -547,11 +547,7 @@ fn spawn_outside_a_runtime_panics_with_a_message() {
         coreio::spawn(async {});
     })
     .unwrap_err();
-    let msg = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap();
+    let msg = util::panic_message(&*err);
     assert!(msg.contains("coreio::spawn"), "{msg}");
     assert!(msg.contains("inside a coreio runtime"), "{msg}");
 }

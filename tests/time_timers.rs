@@ -284,10 +284,6 @@ fn polling_a_sleep_outside_a_runtime_panics() {
         let _ = Pin::new(&mut s).poll(&mut cx);
     })
     .unwrap_err();
-    let msg = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap();
+    let msg = util::panic_message(&*err);
     assert!(msg.contains("inside a coreio runtime"), "{msg}");
 }

@@ -367,3 +367,12 @@ pub fn backend_test_name(module: &str, backend: Backend) -> String {
         Backend::Auto => panic!("no test is generated for Backend::Auto"),
     }
 }
+
+/// The message of a caught panic (`panic!` with a literal or a formatted string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .expect("the panic payload is a string")
+}

@@ -138,8 +138,13 @@ impl UringDriver {
     /// The future of operation `key` was dropped: take over its data and cancel it.
     pub(crate) fn abandon<T: Operation>(&self, key: usize, data: T) {
         let mut inner = self.inner.borrow_mut();
-        let finished = match inner.ops.get_mut(key) {
-            Some(Lifecycle::Completed(result)) => Some(*result),
+        match inner.ops.get_mut(key) {
+            Some(Lifecycle::Completed(result)) => {
+                let result = *result;
+                inner.ops.remove(key);
+                drop(inner);
+                data.orphan_completed(result);
+            }
             Some(lifecycle) => {
                 *lifecycle = Lifecycle::Orphaned(Box::new(data));
                 let cancel = opcode::AsyncCancel::new(key as u64)
@@ -148,14 +153,8 @@ impl UringDriver {
                 // A failed push (the ring cannot take entries at all) only loses the early
                 // cancel: the data stays owned by the slab until the operation completes.
                 let _ = inner.push(&cancel);
-                return;
             }
             None => unreachable!("an in-flight Op's key stays in the slab"),
-        };
-        if let Some(result) = finished {
-            inner.ops.remove(key);
-            drop(inner);
-            data.orphan_completed(result);
         }
     }
 
