@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the echo example on one CPU and echo_client against it on another, then stops the server
+# Runs the echo example on one CPU and echo_bench against it on another, then stops the server
 # with SIGTERM and checks that it exited cleanly (status 0).
 #
-#   scripts/demo.sh [echo_client flags...]        e.g. scripts/demo.sh --duration 2 --conns 16
+#   scripts/demo.sh [echo_bench flags...]        e.g. scripts/demo.sh --duration 2 --conns 16
 #   COREIO_BACKEND=epoll scripts/demo.sh          both sides on the epoll backend
 #
 # The server listens on 127.0.0.1 with a free port (--addr 127.0.0.1:0; it prints which).
@@ -68,7 +68,7 @@ fi
 cat "$log"
 
 client_status=0
-"${client_pin[@]}" "$bin/echo_client" --addr "$addr" "$@" || client_status=$?
+"${client_pin[@]}" "$bin/echo_bench" --addr "$addr" --server-pid "$server" --duration 5 --warmup 0.5 "$@" || client_status=$?
 
 kill -TERM "$server"
 server_status=0
@@ -78,7 +78,7 @@ server=
 awk 'seen { print } /^coreio echo on/ { seen = 1 }' "$log"
 
 if ((client_status != 0)); then
-  echo "demo: echo_client failed (exit status $client_status)" >&2
+  echo "demo: echo_bench failed (exit status $client_status)" >&2
   exit 1
 fi
 if ((server_status != 0)); then
