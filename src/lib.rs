@@ -94,7 +94,9 @@ pub mod sync;
 mod sys;
 pub mod time;
 
-pub use builder::{Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES};
+pub use builder::{
+    Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK,
+};
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 pub use runtime::{CoreError, CoreId, Runtime, backend, block_on, current_core};

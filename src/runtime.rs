@@ -201,7 +201,7 @@ where
     };
     context::enter(&ctx, || {
         let handle = ctx.executor.spawn(root());
-        let looped = core_loop(&ctx, config.event_interval, || handle.is_finished());
+        let looped = core_loop(&ctx, config, || handle.is_finished());
         let output = if looped.is_ok() {
             let waker = std::task::Waker::noop();
             match pin!(handle).poll(&mut Context::from_waker(waker)) {
@@ -234,11 +234,11 @@ where
 /// of this core is polled again: they are cancelled by the teardown.
 fn core_loop(
     ctx: &CoreContext,
-    event_interval: u32,
+    config: &CoreConfig,
     mut finished: impl FnMut() -> bool,
 ) -> io::Result<()> {
     loop {
-        for _ in 0..event_interval {
+        for _ in 0..config.event_interval {
             let Some(task) = ctx.executor.next_task() else {
                 break;
             };
@@ -247,8 +247,11 @@ fn core_loop(
                 return Ok(());
             }
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
         ctx.timers.fire_due(now);
+        if !config.spin_before_park.is_zero() && !ctx.executor.has_ready_tasks() {
+            now = spin(ctx, config.spin_before_park, now)?;
+        }
         let timeout = if ctx.executor.has_ready_tasks() {
             Some(Duration::ZERO)
         } else {
@@ -264,6 +267,22 @@ fn core_loop(
         parked?;
         if timeout != Some(Duration::ZERO) {
             ctx.timers.fire_due(Instant::now());
+        }
+    }
+}
+
+/// Polls the driver without blocking until a task is ready, the next timer is due or `limit`
+/// has passed (`Builder::spin_before_park`). Returns the time it stopped.
+fn spin(ctx: &CoreContext, limit: Duration, start: Instant) -> io::Result<Instant> {
+    let until = match ctx.timers.time_to_next(start) {
+        Some(next) => start + next.min(limit),
+        None => start + limit,
+    };
+    loop {
+        ctx.driver.park(Some(Duration::ZERO))?;
+        let now = Instant::now();
+        if ctx.executor.has_ready_tasks() || now >= until {
+            return Ok(now);
         }
     }
 }

@@ -154,6 +154,20 @@ fn event_interval_zero_is_invalid() {
 }
 
 #[test]
+fn spin_before_park_over_the_limit_is_invalid() {
+    let too_long = coreio::MAX_SPIN_BEFORE_PARK + Duration::from_nanos(1);
+    let builder = Builder::new().cores(1).spin_before_park(too_long);
+    assert_invalid(build(builder.clone()), &["spin_before_park"]);
+    assert_invalid(block_on_err(builder), &["spin_before_park"]);
+    build(
+        Builder::new()
+            .cores(1)
+            .spin_before_park(coreio::MAX_SPIN_BEFORE_PARK),
+    )
+    .unwrap();
+}
+
+#[test]
 fn extreme_valid_settings_are_accepted() {
     let rt = build(
         Builder::new()
@@ -245,6 +259,45 @@ fn coreio_backend_env_overrides_the_builder() {
 }
 
 both_backends! {
+    fn a_spinning_core_serves_io_timers_and_remote_wakes(backend: Backend) {
+        // With the longest spin, every idle period starts with polling; the core must still
+        // see I/O, fire timers (also ones due before the spin would end), take wakes from
+        // another thread while spinning or blocked, and block once the spin is over.
+        let stop = coreio::sync::Event::new();
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                stop.set();
+            })
+        };
+        let echoed = Builder::new()
+            .backend(backend)
+            .spin_before_park(coreio::MAX_SPIN_BEFORE_PARK)
+            .block_on(async move {
+                util::assert_backend(backend);
+                let (client, server) = util::pair().await;
+                let echo = coreio::spawn(async move {
+                    let (res, buf) = server.read(Vec::with_capacity(64)).await;
+                    res.unwrap();
+                    let (res, _) = server.write_all(buf).await;
+                    res.unwrap();
+                });
+                coreio::time::sleep(Duration::from_micros(100)).await;
+                let (res, _) = client.write_all(util::pattern(7, 0, 64)).await;
+                res.unwrap();
+                let (res, buf) = client.read_exact(vec![0u8; 64]).await;
+                res.unwrap();
+                echo.await.unwrap();
+                coreio::time::sleep(Duration::from_millis(15)).await;
+                stop.wait().await;
+                buf
+            })
+            .unwrap();
+        setter.join().unwrap();
+        assert_eq!(echoed, util::pattern(7, 0, 64));
+    }
+
     fn block_on_returns_the_value(backend: Backend) {
         let value = Builder::new()
             .backend(backend)

@@ -24,7 +24,7 @@
 //!
 //! With `--json`, stdout gets exactly one line, an object with the keys `label`, `addr`, `mode`
 //! (`closed` or `open`), `backend` (the client's), `conns`, `size`, `rate` (null for the
-//! closed loop), `duration_s`, `warmup_s`, `client_cores`, `messages`, `msgs_per_s`,
+//! closed loop), `duration_s`, `warmup_s`, `client_cores`, `client_spin_us`, `messages`, `msgs_per_s`,
 //! `mib_per_s`, `p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`, `errors`,
 //! `mismatches`, `server_cpu_ns_per_msg`, `server_cpu_util` (fraction of one CPU) and
 //! `client_cpu_ns_per_msg`; figures that could not be measured are `null`.
@@ -87,6 +87,7 @@ fn run(options: &Options) -> Result<bool, String> {
     let rt = Builder::new()
         .cores(options.cores)
         .thread_name_prefix("echo-bench")
+        .spin_before_park(options.spin)
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
     let cores = rt.cores().to_vec();

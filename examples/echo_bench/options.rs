@@ -6,7 +6,7 @@ use std::time::Duration;
 pub const USAGE: &str = "\
 usage: echo_bench [--addr HOST:PORT] [--conns N] [--size BYTES] [--duration SECS]
                   [--warmup SECS] [--cores N] [--rate MSGS_PER_SEC] [--json]
-                  [--server-pid PID] [--label NAME]
+                  [--server-pid PID] [--label NAME] [--spin-us N]
 
 A load generator for any TCP echo server. Every echoed byte is checked.
 
@@ -23,6 +23,9 @@ options:
   --server-pid PID   report the server's CPU time per echoed message, summed over its threads
                      from /proc/PID/task/*/schedstat
   --label NAME       the server's name in the report (default: the address)
+  --spin-us N        an idle client core polls for N microseconds before it blocks, so its
+                     own wake-up latency stays out of the figures (default 0, at most 10000;
+                     leave it at 0 when the client shares a CPU with the server)
   -h, --help         print this help
 
 The client runs on coreio; COREIO_BACKEND=uring|epoll picks its backend. A progress line
@@ -44,6 +47,8 @@ pub struct Options {
     pub json: bool,
     pub server_pid: Option<u32>,
     pub label: String,
+    /// How long an idle client core polls before blocking.
+    pub spin: Duration,
 }
 
 impl Options {
@@ -73,6 +78,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
     let mut json = false;
     let mut server_pid = None;
     let mut label = None;
+    let mut spin = Duration::ZERO;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -113,6 +119,16 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 server_pid = Some(u32::try_from(pid).map_err(|_| "--server-pid is too large")?);
             }
             "--label" => label = Some(value),
+            "--spin-us" => {
+                spin = match value.parse::<u64>() {
+                    Ok(us) if us <= 10_000 => Duration::from_micros(us),
+                    _ => {
+                        return Err(format!(
+                            "--spin-us takes microseconds from 0 to 10000, got {value:?}"
+                        ));
+                    }
+                }
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -132,6 +148,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         json,
         server_pid,
         label: label.unwrap_or(addr),
+        spin,
     }))
 }
 

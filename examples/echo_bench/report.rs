@@ -128,6 +128,7 @@ impl Summary<'_> {
         field("duration_s", format!("{:.3}", o.duration.as_secs_f64()));
         field("warmup_s", format!("{:.3}", o.warmup.as_secs_f64()));
         field("client_cores", o.cores.to_string());
+        field("client_spin_us", o.spin.as_micros().to_string());
         field("messages", self.stats.messages.to_string());
         field("msgs_per_s", format!("{:.1}", self.msgs_per_sec()));
         field("mib_per_s", format!("{:.3}", self.mib_per_sec()));
