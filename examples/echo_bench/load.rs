@@ -279,6 +279,18 @@ impl Lane {
             waker.wake();
         }
     }
+
+    /// Waits until `decided` gives an answer, leaving this task's waker in `slot` meanwhile.
+    async fn wait(slot: &Cell<Option<Waker>>, decided: impl Fn() -> Option<bool>) -> bool {
+        poll_fn(|cx| match decided() {
+            Some(answer) => Poll::Ready(answer),
+            None => {
+                slot.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// Releases this core's sends on schedule until the window ends, then closes every lane.
@@ -354,15 +366,10 @@ async fn write_released(stream: &TcpStream, pattern: &Pattern, lane: &Lane) -> R
     let mut outgoing = pattern.base.clone();
     let result = loop {
         let seq = lane.written.get();
-        let more = poll_fn(|cx| {
-            if seq < lane.released.get() {
-                Poll::Ready(true)
-            } else if lane.closed.get() {
-                Poll::Ready(false)
-            } else {
-                lane.writer.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
+        let more = Lane::wait(&lane.writer, || {
+            (seq < lane.released.get())
+                .then_some(true)
+                .or(lane.closed.get().then_some(false))
         })
         .await;
         if !more {
@@ -394,15 +401,10 @@ async fn read_echoes(
     let mut incoming: Box<[u8]> = vec![0; plan.size].into_boxed_slice();
     let mut seq = 0u64;
     loop {
-        let more = poll_fn(|cx| {
-            if seq < lane.written.get() {
-                Poll::Ready(true)
-            } else if lane.writer_done.get() {
-                Poll::Ready(false)
-            } else {
-                lane.reader.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
+        let more = Lane::wait(&lane.reader, || {
+            (seq < lane.written.get())
+                .then_some(true)
+                .or(lane.writer_done.get().then_some(false))
         })
         .await;
         if !more {

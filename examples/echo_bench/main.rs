@@ -218,9 +218,11 @@ fn monitor(
                 .sum();
             let server_cpu = read(server);
             let secs = now.duration_since(last.0).as_secs_f64();
-            let phase = if now < plan.measure_from {
+            // The phase of the second this line reports, judged at its middle.
+            let middle = last.0 + now.duration_since(last.0) / 2;
+            let phase = if middle < plan.measure_from {
                 "warm-up"
-            } else if now < plan.end {
+            } else if middle < plan.end {
                 "measuring"
             } else {
                 "draining"

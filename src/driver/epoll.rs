@@ -7,6 +7,12 @@
 //! no edge can slip between the failed attempt and the waker being stored: the kernel queues it
 //! and `epoll_wait` reports it on the next park.
 //!
+//! Reads skip even that attempt when it is bound to fail: a read that returns less than it asked
+//! for has emptied the socket, so the source is marked not readable and the next read waits for
+//! the next readable edge directly (tokio does the same). Any readable edge marks it readable
+//! again; once epoll has reported a hang-up, peer shutdown or error, reads always try, since
+//! the end of stream may sit right behind the data a short read took.
+//!
 //! One waker per direction is kept. When a second task waits on the same socket and direction,
 //! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
 //! ever dropped, at the cost of a spurious poll in that rare case.
@@ -31,11 +37,28 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// How many events one `epoll_wait` returns at most; more are reported on the next call.
 const EVENTS_PER_WAIT: usize = 1024;
 
-/// The wakers waiting on one registered fd.
-#[derive(Default)]
+/// The wakers waiting on one registered fd, and what is known of its read readiness.
 struct Source {
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// False after a read drained the fd (`Operation::epoll_drained`) and until epoll reports
+    /// it readable again: a read then waits for that event without trying the syscall first.
+    maybe_readable: bool,
+    /// epoll has reported a hang-up, a peer shutdown or an error. Never cleared: a short read
+    /// may have come just before an end of stream whose edge was already consumed, and the
+    /// next read must still try, to see the 0 or the error.
+    read_closed: bool,
+}
+
+impl Source {
+    fn new() -> Source {
+        Source {
+            reader: None,
+            writer: None,
+            maybe_readable: true,
+            read_closed: false,
+        }
+    }
 }
 
 pub(crate) struct EpollDriver {
@@ -76,7 +99,7 @@ impl EpollDriver {
 
     /// Registers `fd` for both directions, edge-triggered; returns its token.
     pub(crate) fn register(&self, fd: RawFd) -> io::Result<usize> {
-        let token = self.inner.borrow_mut().sources.insert(Source::default());
+        let token = self.inner.borrow_mut().sources.insert(Source::new());
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: token as u64,
@@ -113,17 +136,35 @@ impl EpollDriver {
         op: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<u32>> {
+        let (fd, direction) = op.epoll_source();
+        let Some(token) = fd.epoll_token() else {
+            unreachable!("on the epoll backend every SharedFd is registered");
+        };
+        if direction == Direction::Read && !self.maybe_readable(token) {
+            self.wait_for(token, direction, cx.waker());
+            return Poll::Pending;
+        }
         match op.epoll_attempt() {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                let (fd, direction) = op.epoll_source();
-                let Some(token) = fd.epoll_token() else {
-                    unreachable!("on the epoll backend every SharedFd is registered");
-                };
                 self.wait_for(token, direction, cx.waker());
                 Poll::Pending
             }
+            Ok(n) if direction == Direction::Read && op.epoll_drained(n) => {
+                if let Some(source) = self.inner.borrow_mut().sources.get_mut(token) {
+                    source.maybe_readable = false;
+                }
+                Poll::Ready(Ok(n))
+            }
             result => Poll::Ready(result),
         }
+    }
+
+    fn maybe_readable(&self, token: usize) -> bool {
+        self.inner
+            .borrow()
+            .sources
+            .get(token)
+            .is_none_or(|source| source.maybe_readable || source.read_closed)
     }
 
     fn wait_for(&self, token: usize, direction: Direction, waker: &Waker) {
@@ -179,8 +220,14 @@ impl EpollDriver {
             let flags = event.events as i32;
             let failed = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
             let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0;
-            if let Some(waker) = source.reader.take_if(|_| failed || readable) {
-                waker.wake();
+            if flags & libc::EPOLLRDHUP != 0 || failed {
+                source.read_closed = true;
+            }
+            if failed || readable {
+                source.maybe_readable = true;
+                if let Some(waker) = source.reader.take() {
+                    waker.wake();
+                }
             }
             let writable = flags & libc::EPOLLOUT != 0;
             if let Some(waker) = source.writer.take_if(|_| failed || writable) {

@@ -51,6 +51,15 @@ pub(crate) unsafe trait Operation: 'static {
     /// completion's result would be (`WouldBlock` means "wait for readiness and try again").
     fn epoll_attempt(&mut self) -> io::Result<u32>;
 
+    /// epoll: whether a successful attempt that gave `result` emptied the source for now (a
+    /// read shorter than asked for took everything queued), so that the next operation in the
+    /// same direction waits for readiness instead of trying a syscall bound to fail with
+    /// `EAGAIN`. Never for a result of 0 (end of stream), which must keep being reported.
+    fn epoll_drained(&self, result: u32) -> bool {
+        let _ = result;
+        false
+    }
+
     /// io_uring: the operation finished after its future was dropped, with `result` (a byte
     /// count, an fd, or `-errno`). Operations that produce a resource release it here: an
     /// accepted socket nobody will ever see is closed.

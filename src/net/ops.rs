@@ -197,6 +197,12 @@ unsafe impl<B: IoBufMut> Operation for Recv<B> {
         ))?;
         Ok(n as u32)
     }
+
+    fn epoll_drained(&self, result: u32) -> bool {
+        // A stream socket's recv returns less than asked only when its queue ran dry; data
+        // arriving after that raises a new edge-triggered event.
+        result > 0 && result < clamp_len(self.buf.bytes_total())
+    }
 }
 
 impl<B: IoBufMut> Recv<B> {
