@@ -200,6 +200,24 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
+/// Reads message `seq`'s echo into `incoming`, checks it and counts it; returns the buffer and
+/// the time its last byte arrived.
+async fn receive(
+    stream: &TcpStream,
+    incoming: Box<[u8]>,
+    pattern: &Pattern,
+    seq: u64,
+    stats: &RefCell<CoreStats>,
+    progress: &Progress,
+) -> Result<(Box<[u8]>, Instant), String> {
+    let (res, incoming) = stream.read_exact(incoming).await;
+    res.map_err(|err| format!("read of message {seq} failed: {err}"))?;
+    let done = Instant::now();
+    pattern.check(&incoming, seq, stats)?;
+    progress.messages.fetch_add(1, Ordering::Relaxed);
+    Ok((incoming, done))
+}
+
 /// One message in flight: send, read the whole echo, check, repeat until the window ends.
 async fn closed_loop(
     id: usize,
@@ -222,12 +240,8 @@ async fn closed_loop(
         let (res, buf) = stream.write_all(outgoing).await;
         outgoing = buf;
         res.map_err(|err| format!("write of message {seq} failed: {err}"))?;
-        let (res, buf) = stream.read_exact(incoming).await;
-        incoming = buf;
-        res.map_err(|err| format!("read of message {seq} failed: {err}"))?;
-        let done = Instant::now();
-        pattern.check(&incoming, seq, stats)?;
-        progress.messages.fetch_add(1, Ordering::Relaxed);
+        let done;
+        (incoming, done) = receive(&stream, incoming, &pattern, seq, stats, progress).await?;
         if plan.in_window(done) {
             stats.borrow_mut().record(done - sent_at);
         }
@@ -410,12 +424,8 @@ async fn read_echoes(
         if !more {
             return Ok(());
         }
-        let (res, buf) = stream.read_exact(incoming).await;
-        incoming = buf;
-        res.map_err(|err| format!("read of message {seq} failed: {err}"))?;
-        let done = Instant::now();
-        pattern.check(&incoming, seq, stats)?;
-        progress.messages.fetch_add(1, Ordering::Relaxed);
+        let done;
+        (incoming, done) = receive(stream, incoming, pattern, seq, stats, progress).await?;
         let intended = schedule.intended(seq);
         if plan.in_window(intended) {
             stats
