@@ -219,17 +219,8 @@ for var in REPS DURATION WARMUP CONNS SIZES SERVERS OPEN_RATE RESULTS_DIR; do
   fi
 done
 
-# The CPUs this process may run on, from a kernel list such as "0-3,8".
-cpus=()
-cpu_list=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status 2>/dev/null || true)
-IFS=, read -r -a cpu_parts <<<"$cpu_list"
-for part in "${cpu_parts[@]}"; do
-  if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
-    for ((cpu = BASH_REMATCH[1]; cpu <= BASH_REMATCH[2]; cpu++)); do cpus+=("$cpu"); done
-  elif [[ $part =~ ^[0-9]+$ ]]; then
-    cpus+=("$part")
-  fi
-done
+# shellcheck source=scripts/allowed_cpus.sh
+source "$root/scripts/allowed_cpus.sh"
 server_pin=()
 client_pin=()
 pinned_arg=()

@@ -15,17 +15,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --examples --quiet
 bin=target/release/examples
 
-# The CPUs this process may run on, from a kernel list such as "0-3,8".
-cpus=()
-list=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status 2>/dev/null || true)
-IFS=, read -r -a parts <<<"$list"
-for part in "${parts[@]}"; do
-  if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
-    for ((cpu = BASH_REMATCH[1]; cpu <= BASH_REMATCH[2]; cpu++)); do cpus+=("$cpu"); done
-  elif [[ $part =~ ^[0-9]+$ ]]; then
-    cpus+=("$part")
-  fi
-done
+# shellcheck source=scripts/allowed_cpus.sh
+source scripts/allowed_cpus.sh
 server_pin=()
 client_pin=()
 if ((${#cpus[@]} >= 2)) && command -v taskset >/dev/null 2>&1; then

@@ -70,6 +70,45 @@ async fn echo_client(addr: SocketAddr, conn: u64) -> io::Result<()> {
 }
 
 both_backends! {
+    fn a_short_read_then_end_of_stream_reads_zero(backend: Backend) {
+        // The data and the FIN both arrive before the first read, and a park in between lets
+        // epoll report them (the hang-up included) before the read takes the data. That read
+        // is short, which on epoll marks the socket drained: the next read must still try and
+        // see the end of stream rather than wait for an edge that already came.
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let (res, _) = client.write_all(pattern(3, 0, 10)).await;
+            res.unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            sleep(Duration::from_millis(5)).await;
+            let (res, buf) = server.read(Vec::with_capacity(64)).await;
+            assert_eq!(res.unwrap(), 10);
+            assert_eq!(buf, pattern(3, 0, 10));
+            let read = timeout(Duration::from_secs(5), server.read(Vec::with_capacity(64))).await;
+            let (res, _) = read.expect("a read after a short read missed the end of stream");
+            assert_eq!(res.unwrap(), 0);
+        });
+    }
+
+    fn data_after_a_short_read_is_read(backend: Backend) {
+        // After a short read marks the socket drained, data that arrives later raises a new
+        // edge and wakes the next read.
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            for msg in 0..20u64 {
+                let (res, _) = client.write_all(pattern(4, msg, 10)).await;
+                res.unwrap();
+                // Each read is short (10 of 64 bytes), so each one marks the socket drained.
+                let read = server.read(Vec::with_capacity(64));
+                let (res, buf) = timeout(Duration::from_secs(5), read)
+                    .await
+                    .expect("a read after a short read never saw the new data");
+                assert_eq!(res.unwrap(), 10);
+                assert_eq!(buf, pattern(4, msg, 10));
+            }
+        });
+    }
+
     fn echo_500_connections_across_cores(backend: Backend) {
         const CONNS: usize = 500;
         let (_reservation, addr) = util::reserve_port();
