@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::driver::uring::build_ring;
 use crate::driver::{Backend, DriverConfig, RingSetupError};
+use crate::mesh::Mesh;
 use crate::runtime::{self, CoreError, CoreId, Runtime};
 use crate::sys;
 
@@ -158,7 +159,8 @@ impl Builder {
         // SAFETY: `sched_getcpu` has no preconditions.
         let cpu = unsafe { libc::sched_getcpu() };
         let core = CoreId(usize::try_from(cpu).unwrap_or(0));
-        match runtime::run_core(core, &config, || future) {
+        let mesh = Mesh::new(&[core])?;
+        match runtime::run_core(core, &config, mesh, 0, || future) {
             Ok(output) => Ok(output),
             Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
             Err(CoreError::Io { error, .. }) => Err(error),

@@ -88,6 +88,7 @@ mod builder;
 mod context;
 mod driver;
 mod executor;
+pub mod mesh;
 pub mod net;
 mod runtime;
 pub mod sync;

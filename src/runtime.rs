@@ -11,13 +11,15 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::builder::{Builder, CoreConfig};
 use crate::context::{self, CoreContext};
 use crate::driver::{Backend, Driver};
-use crate::executor::{JoinError, LocalExecutor, Payload};
+use crate::executor::{JoinError, LocalExecutor, Payload, Shared};
+use crate::mesh::Mesh;
 use crate::sys;
 use crate::time::Timers;
 
@@ -131,25 +133,51 @@ impl Runtime {
         T: Send,
     {
         let root = &root;
+        let mesh = match Mesh::new(&self.cores) {
+            Ok(mesh) => mesh,
+            Err(error) => {
+                return self
+                    .cores
+                    .iter()
+                    .map(|&core| {
+                        let error = io::Error::new(
+                            error.kind(),
+                            format!("cannot create the cores' wake-up eventfds: {error}"),
+                        );
+                        Err(CoreError::Io { core, error })
+                    })
+                    .collect();
+            }
+        };
         std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
                 .iter()
-                .map(|&core| {
+                .enumerate()
+                .map(|(index, &core)| {
                     let config = &self.config;
-                    std::thread::Builder::new()
+                    let mesh = Arc::clone(&mesh);
+                    let spawned = std::thread::Builder::new()
                         .name(format!("{}-{}", config.thread_name, core.0))
-                        .spawn_scoped(scope, move || {
-                            sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
-                                core,
-                                error: io::Error::new(
-                                    error.kind(),
-                                    format!("cannot pin the thread to CPU {}: {error}", core.0),
-                                ),
-                            })?;
-                            run_core(core, config, || root(core))
-                        })
-                        .map_err(|error| CoreError::Io { core, error })
+                        .spawn_scoped(scope, {
+                            let mesh = Arc::clone(&mesh);
+                            move || {
+                                let _closed = CloseOnExit(Arc::clone(mesh.shared(index)));
+                                sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
+                                    core,
+                                    error: io::Error::new(
+                                        error.kind(),
+                                        format!("cannot pin the thread to CPU {}: {error}", core.0),
+                                    ),
+                                })?;
+                                run_core(core, config, mesh, index, || root(core))
+                            }
+                        });
+                    if spawned.is_err() {
+                        // No thread will ever drain this core's mailbox.
+                        mesh.shared(index).close();
+                    }
+                    spawned.map_err(|error| CoreError::Io { core, error })
                 })
                 .collect();
             threads
@@ -181,23 +209,46 @@ where
     Builder::new().cores(1).block_on(future)
 }
 
-/// Builds a core on the calling thread and runs `root` on it until it finishes.
+/// Closes a core's mailbox when its thread ends, however it ends (a core that failed to start
+/// included), so that no sender waits for a core that will never run its posts.
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
+/// every core's mailbox, this core's at `index`.
 pub(crate) fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
+    mesh: Arc<Mesh>,
+    index: usize,
     root: impl FnOnce() -> Fut,
 ) -> Result<Fut::Output, CoreError>
 where
     Fut: Future + 'static,
 {
     let io_error = |error| CoreError::Io { core, error };
-    let executor = LocalExecutor::new().map_err(io_error)?;
+    let shared = Arc::clone(mesh.shared(index));
+    let _closed = CloseOnExit(Arc::clone(&shared));
+    let executor = LocalExecutor::new(Arc::clone(&shared));
     let driver = Driver::new(&config.driver, executor.wake_fd()).map_err(io_error)?;
+    if let Some(ring_fd) = driver.ring_fd_for_wakes() {
+        match ring_fd {
+            Ok(ring_fd) => shared.set_ring_fd(ring_fd),
+            // Other cores wake this one by eventfd instead: slower, not wrong.
+            Err(error) => log::warn!("{core}: cannot share the ring for MSG_RING wakes: {error}"),
+        }
+    }
     let ctx = CoreContext {
         core,
         executor,
         driver,
         timers: Timers::new(),
+        mesh,
     };
     context::enter(&ctx, || {
         let handle = ctx.executor.spawn(root());
@@ -238,6 +289,7 @@ fn core_loop(
     mut finished: impl FnMut() -> bool,
 ) -> io::Result<()> {
     loop {
+        ctx.executor.run_mailbox();
         for _ in 0..config.event_interval {
             let Some(task) = ctx.executor.next_task() else {
                 break;

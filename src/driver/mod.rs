@@ -18,7 +18,8 @@ pub(crate) mod uring;
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
@@ -70,6 +71,12 @@ impl fmt::Display for Backend {
     }
 }
 
+/// Wakes a sleeping core through its eventfd: what a core falls back to when a `MSG_RING` it
+/// sent to wake that core fails.
+pub(crate) trait EventfdWake: Send + Sync {
+    fn wake_by_eventfd(&self);
+}
+
 /// Settings a core needs to build its driver.
 #[derive(Clone, Debug)]
 pub(crate) struct DriverConfig {
@@ -112,6 +119,31 @@ impl Driver {
         match self {
             Driver::IoUring(driver) => driver.park(timeout),
             Driver::Epoll(driver) => driver.park(timeout),
+        }
+    }
+
+    /// A duplicate of this core's ring fd, for other cores to wake it with `MSG_RING`; `None`
+    /// on epoll or when the kernel lacks `MSG_RING` (Linux 5.18).
+    pub(crate) fn ring_fd_for_wakes(&self) -> Option<io::Result<OwnedFd>> {
+        match self {
+            Driver::IoUring(driver) => driver.ring_fd_for_wakes(),
+            Driver::Epoll(_) => None,
+        }
+    }
+
+    /// Queues a `MSG_RING` that wakes the core owning `target_ring`, sent with this core's next
+    /// submission batch; `fallback` wakes it by eventfd if the message fails. Returns false
+    /// (and queues nothing) when this core cannot send one: it runs epoll, its kernel lacks
+    /// `MSG_RING`, or the driver is busy dispatching, as when a completion's waker wakes a task
+    /// of another core.
+    pub(crate) fn post_ring_wake(
+        &self,
+        target_ring: RawFd,
+        fallback: Arc<dyn EventfdWake>,
+    ) -> bool {
+        match self {
+            Driver::IoUring(driver) => driver.post_ring_wake(target_ring, fallback),
+            Driver::Epoll(_) => false,
         }
     }
 

@@ -5,10 +5,15 @@
 //! which wakers fired on *other* threads hand tasks back. Tasks never leave their core, so their
 //! futures may be `!Send`.
 //!
+//! Beside the injector sits the core's mailbox: closures other cores post with
+//! [`mesh::submit_to`](crate::mesh::submit_to), run by the core loop between task polls.
+//!
 //! Sleeping and waking: before the core parks in its I/O driver it raises `sleeping` and checks
-//! the injector once more; a remote waker pushes into the injector and then, only if it is the
-//! one that lowers `sleeping`, writes the core's eventfd. So a sleeping core costs one eventfd
-//! write per sleep, however many remote wakes arrive, and an awake core costs none.
+//! the injector and the mailbox once more; a remote thread pushes into one of them and then, only
+//! if it is the one that lowers `sleeping`, wakes the core. So a sleeping core is woken once per
+//! sleep, however many remote wakes and messages arrive, and an awake core is not woken at all.
+//! The wake is a `MSG_RING` from the sender's own ring when both cores run io_uring (submitted
+//! with the sender's next batch, so it costs no syscall of its own), else an eventfd write.
 //!
 //! This module owns the queues, the task registry used to cancel every task at shutdown, the
 //! cooperative budget, and [`spawn`]/[`yield_now`]. It must never poll a task on another thread,
@@ -22,8 +27,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use async_task::Runnable;
@@ -34,6 +39,7 @@ pub use join::{JoinError, JoinHandle};
 pub(crate) use task::Payload;
 
 use crate::context;
+use crate::driver::EventfdWake;
 use crate::sys;
 
 /// How many operations a task may complete in one poll before it is made to yield.
@@ -48,28 +54,100 @@ pub(crate) const TASK_BUDGET: u32 = 128;
 /// and released when it has drained.
 const LOCAL_QUEUE_RETAINED: usize = 1024;
 
-/// State a remote thread may touch: the injector, the sleep flag and the wake eventfd.
+/// A closure posted to a core's mailbox, run there by the core loop.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// How many mailbox jobs the core loop runs before it polls tasks again, so a flood of posts
+/// cannot starve the tasks already queued.
+pub(crate) const JOBS_PER_TICK: usize = 64;
+
+/// State other threads may touch: the injector, the mailbox, the sleep flag and the ways to
+/// wake the core (its eventfd, and a duplicate of its ring fd for `MSG_RING`).
 pub(crate) struct Shared {
     injector: ConcurrentQueue<Runnable>,
+    mailbox: ConcurrentQueue<Job>,
     sleeping: AtomicBool,
     wake_fd: OwnedFd,
+    /// A duplicate of the core's io_uring fd, set once its driver is up, when that driver runs
+    /// io_uring and the kernel has `MSG_RING`. Holding a duplicate keeps the ring alive for as
+    /// long as a sender can reach it, so a ring message never lands on a closed or reused fd.
+    ring_fd: OnceLock<OwnedFd>,
 }
 
 impl Shared {
+    pub(crate) fn new() -> std::io::Result<Shared> {
+        Ok(Shared {
+            injector: ConcurrentQueue::unbounded(),
+            mailbox: ConcurrentQueue::unbounded(),
+            sleeping: AtomicBool::new(false),
+            wake_fd: sys::eventfd()?,
+            ring_fd: OnceLock::new(),
+        })
+    }
+
+    /// Records the core's ring, so that other io_uring cores wake it with `MSG_RING`.
+    pub(crate) fn set_ring_fd(&self, ring_fd: OwnedFd) {
+        let _ = self.ring_fd.set(ring_fd);
+    }
+
     /// Queues a task woken on a thread that is not this executor's core.
-    fn schedule_remote(&self, runnable: Runnable) {
+    fn schedule_remote(self: &Arc<Self>, runnable: Runnable) {
         match self.injector.push(runnable) {
-            Ok(()) => {
-                if self.sleeping.swap(false, Ordering::SeqCst) {
-                    sys::eventfd_signal(self.wake_fd.as_raw_fd());
-                }
-            }
+            Ok(()) => self.notify(),
             // The core has shut down. Every task was cancelled before the injector closed, and
             // a cancelled task is never scheduled again, so this cannot happen; if it did,
             // leaking the task is the only safe choice, because its `!Send` future must not be
             // dropped on this thread.
             Err(err) => std::mem::forget(err.into_inner()),
         }
+    }
+
+    /// Posts `job` to the core's mailbox; gives it back when the core has shut down.
+    pub(crate) fn post(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+        match self.mailbox.push(job) {
+            Ok(()) => {
+                self.notify();
+                Ok(())
+            }
+            Err(err) => Err(err.into_inner()),
+        }
+    }
+
+    /// Wakes the core if it sleeps, and only the first caller after it went to sleep.
+    fn notify(self: &Arc<Self>) {
+        if !self.sleeping.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(ring_fd) = self.ring_fd.get() {
+            let fallback: Arc<dyn EventfdWake> = self.clone();
+            let sent =
+                context::with(|ctx| ctx.driver.post_ring_wake(ring_fd.as_raw_fd(), fallback));
+            if sent == Some(true) {
+                return;
+            }
+        }
+        sys::eventfd_signal(self.wake_fd.as_raw_fd());
+    }
+
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty() || !self.mailbox.is_empty()
+    }
+
+    /// Refuses further tasks and jobs, and drops the jobs still queued (their senders see the
+    /// core gone). Called on the core's thread when it stops, or by the runtime for a core that
+    /// never started.
+    pub(crate) fn close(&self) {
+        self.injector.close();
+        self.mailbox.close();
+        while let Ok(job) = self.mailbox.pop() {
+            drop(job);
+        }
+    }
+}
+
+impl EventfdWake for Shared {
+    fn wake_by_eventfd(&self) {
+        sys::eventfd_signal(self.wake_fd.as_raw_fd());
     }
 }
 
@@ -85,18 +163,16 @@ pub(crate) struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    pub(crate) fn new() -> std::io::Result<Self> {
-        Ok(LocalExecutor {
+    /// An executor for the core whose cross-thread state is `shared` (made beforehand, so the
+    /// other cores can address this one before it starts).
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        LocalExecutor {
             local: RefCell::new(VecDeque::with_capacity(LOCAL_QUEUE_RETAINED)),
-            shared: Arc::new(Shared {
-                injector: ConcurrentQueue::unbounded(),
-                sleeping: AtomicBool::new(false),
-                wake_fd: sys::eventfd()?,
-            }),
+            shared,
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
             budget: Cell::new(TASK_BUDGET),
-        })
+        }
     }
 
     /// The eventfd a remote waker writes to; the driver keeps a read armed on it.
@@ -178,6 +254,16 @@ impl LocalExecutor {
         self.shared.injector.pop().ok()
     }
 
+    /// Runs up to [`JOBS_PER_TICK`] closures from the mailbox (each typically spawns a task).
+    pub(crate) fn run_mailbox(&self) {
+        for _ in 0..JOBS_PER_TICK {
+            match self.shared.mailbox.pop() {
+                Ok(job) => job(),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Polls one task with a fresh budget.
     pub(crate) fn run_task(&self, runnable: Runnable) {
         self.budget.set(TASK_BUDGET);
@@ -186,7 +272,7 @@ impl LocalExecutor {
 
     /// Whether a task is ready to poll now.
     pub(crate) fn has_ready_tasks(&self) -> bool {
-        !self.local.borrow().is_empty() || !self.shared.injector.is_empty()
+        !self.local.borrow().is_empty() || self.shared.has_work()
     }
 
     /// Announces that the core is about to park. Returns false (and stays awake) when a task
@@ -218,7 +304,8 @@ impl LocalExecutor {
     }
 
     /// Cancels every task: each future is dropped on this thread, so the operations it had in
-    /// flight become orphans the driver finishes. Afterwards remote wakes are no-ops.
+    /// flight become orphans the driver finishes. Afterwards remote wakes are no-ops and posts
+    /// to the mailbox fail.
     pub(crate) fn shutdown(&self) {
         self.shutting_down.set(true);
         loop {
@@ -234,7 +321,7 @@ impl LocalExecutor {
                 break;
             }
         }
-        self.shared.injector.close();
+        self.shared.close();
     }
 }
 

@@ -10,7 +10,9 @@
 //! — its buffer above all — is only released when the kernel posts the terminal completion, so
 //! the kernel never writes into freed memory. A cross-thread wake is a poll kept armed on the
 //! executor's eventfd (a poll rather than a read, so it needs no buffer and works whatever the
-//! fd's O_NONBLOCK flag and the kernel version).
+//! fd's O_NONBLOCK flag and the kernel version). Another io_uring core wakes this one with a
+//! `MSG_RING` instead, which posts a completion straight into this ring: no eventfd write, no
+//! read, no re-arm. This ring sends such messages too, as entries of its own batch.
 //!
 //! This module owns the ring, the slab of operations and their lifecycle. It must never block
 //! anywhere but in `park`, never run user code beyond waking wakers, and never free an orphan's
@@ -20,7 +22,8 @@ mod setup;
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -31,13 +34,15 @@ use slab::Slab;
 pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
-use super::Operation;
+use super::{EventfdWake, Operation};
 use crate::sys;
 
 /// `user_data` of the poll kept armed on the executor's wake eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` of cancellation requests, whose own completions carry no information we need.
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// `user_data` of the completion another core's `MSG_RING` posts here to wake this core.
+const RING_WAKE_TOKEN: u64 = u64::MAX - 2;
 
 /// How long shutdown waits for the kernel to finish cancelled operations before it gives up
 /// and leaks their buffers (never frees memory the kernel may still write).
@@ -54,6 +59,9 @@ enum Lifecycle {
     Orphaned(Box<dyn Orphan>),
     /// The kernel finished; the future has not collected the result yet.
     Completed(i32),
+    /// A `MSG_RING` this core sent to wake another one; if it fails, the other core is woken
+    /// through its eventfd instead. It has no future.
+    RingWake(Arc<dyn EventfdWake>),
 }
 
 /// An operation whose future is gone.
@@ -76,6 +84,8 @@ struct Inner {
     ring: IoUring,
     /// Index of the ring fd registered with `IORING_REGISTER_RING_FDS`, when the kernel allows.
     registered_index: Option<u32>,
+    /// Whether the kernel has `IORING_OP_MSG_RING` (5.18).
+    msg_ring: bool,
     ops: Slab<Lifecycle>,
     wake_fd: RawFd,
     wake_armed: bool,
@@ -88,11 +98,13 @@ impl UringDriver {
         let (ring, flags) = build_ring(entries)?;
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
+        let msg_ring = setup::supports(&ring, opcode::MsgRingData::CODE);
         let capacity = ring.params().cq_entries() as usize;
         Ok(UringDriver {
             inner: RefCell::new(Inner {
                 ring,
                 registered_index,
+                msg_ring,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
                 wake_armed: false,
@@ -114,6 +126,39 @@ impl UringDriver {
         Ok(key)
     }
 
+    pub(crate) fn ring_fd_for_wakes(&self) -> Option<io::Result<OwnedFd>> {
+        let inner = self.inner.borrow();
+        if !inner.msg_ring {
+            return None;
+        }
+        // SAFETY: the ring's fd stays open while `inner.ring` lives, and the borrow ends with
+        // this statement, once the duplicate is made.
+        let ring_fd = unsafe { BorrowedFd::borrow_raw(inner.ring.as_raw_fd()) };
+        Some(ring_fd.try_clone_to_owned())
+    }
+
+    pub(crate) fn post_ring_wake(
+        &self,
+        target_ring: RawFd,
+        fallback: Arc<dyn EventfdWake>,
+    ) -> bool {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return false;
+        };
+        if !inner.msg_ring {
+            return false;
+        }
+        let key = inner.ops.insert(Lifecycle::RingWake(fallback));
+        let entry = opcode::MsgRingData::new(types::Fd(target_ring), 0, RING_WAKE_TOKEN, None)
+            .build()
+            .user_data(key as u64);
+        if inner.push(&entry).is_err() {
+            inner.ops.remove(key);
+            return false;
+        }
+        true
+    }
+
     /// Collects an operation's result, or registers the waker to be woken with it.
     pub(crate) fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<i32> {
         let mut inner = self.inner.borrow_mut();
@@ -131,7 +176,9 @@ impl UringDriver {
                 *lifecycle = Lifecycle::Waiting(cx.waker().clone());
                 Poll::Pending
             }
-            Lifecycle::Orphaned(_) => unreachable!("an orphan has no future to poll it"),
+            Lifecycle::Orphaned(_) | Lifecycle::RingWake(_) => {
+                unreachable!("an orphan or a ring wake has no future to poll it")
+            }
         }
     }
 
@@ -323,7 +370,7 @@ impl Inner {
                             self.wake_armed = false;
                             sys::eventfd_drain(self.wake_fd);
                         }
-                        CANCEL_TOKEN => {}
+                        CANCEL_TOKEN | RING_WAKE_TOKEN => {}
                         key => complete_op(&mut self.ops, key as usize, result),
                     }
                 }
@@ -352,6 +399,16 @@ fn complete_op(ops: &mut Slab<Lifecycle>, key: usize, result: i32) {
         Lifecycle::Orphaned(orphan) => {
             ops.remove(key);
             orphan.complete(result);
+        }
+        Lifecycle::RingWake(fallback) => {
+            ops.remove(key);
+            if result < 0 {
+                log::debug!(
+                    "MSG_RING wake failed ({}); waking by eventfd",
+                    io::Error::from_raw_os_error(-result)
+                );
+                fallback.wake_by_eventfd();
+            }
         }
         Lifecycle::Completed(_) => debug_assert!(false, "operation {key} completed twice"),
     }

@@ -247,6 +247,13 @@ pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetup
     ))
 }
 
+/// Whether the ring's kernel supports `opcode` (an optional one; the required ones are checked
+/// when the ring is built).
+pub(crate) fn supports(ring: &IoUring, opcode: u8) -> bool {
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode)
+}
+
 fn check_capabilities(ring: &IoUring) -> Result<(), RingSetupError> {
     let params = ring.params();
     if !params.is_feature_nodrop() {
