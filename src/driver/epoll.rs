@@ -130,6 +130,20 @@ impl EpollDriver {
         }
     }
 
+    /// Removes a descriptor that stays open (it moves to another core) from the interest list,
+    /// and forgets its token. A waker still stored there belongs to no live operation.
+    pub(crate) fn deregister_open(&self, fd: RawFd, token: usize) {
+        // EPOLL_CTL_DEL ignores the event argument since Linux 2.6.9; an error (ENOENT, EBADF)
+        // would mean the fd is not registered, which leaves nothing to undo.
+        let _ = syscall!(epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut()
+        ));
+        self.deregister(token);
+    }
+
     /// Runs `op`'s syscall; on `EAGAIN` leaves the waker for its direction and returns Pending.
     pub(crate) fn attempt<T: Operation>(
         &self,

@@ -6,7 +6,7 @@
 //! epoll instance once, when it is wrapped, and deregistered when it is closed. This module owns
 //! that close-after-last-use rule; it must never close an fd an operation may still use.
 
-use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::{fmt, io};
 
@@ -56,6 +56,25 @@ impl SharedFd {
 
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd
+    }
+
+    /// Takes the descriptor back out, open, when no operation holds a clone: deregistered from
+    /// this core's epoll instance (on that backend) so another core can adopt it. Gives the
+    /// `SharedFd` back while operations (dropped ones the kernel has not finished included)
+    /// still use it.
+    pub(crate) fn try_into_owned(self) -> Result<OwnedFd, SharedFd> {
+        let inner = Rc::try_unwrap(self.inner).map_err(|inner| SharedFd { inner })?;
+        let inner = std::mem::ManuallyDrop::new(inner);
+        if let Some(token) = inner.epoll_token {
+            context::with(|ctx| {
+                if let Driver::Epoll(driver) = &ctx.driver {
+                    driver.deregister_open(inner.fd, token);
+                }
+            });
+        }
+        // SAFETY: `inner` was the last owner of `fd` and is never dropped (ManuallyDrop), so
+        // its close does not run: ownership of the open descriptor passes to the `OwnedFd`.
+        Ok(unsafe { OwnedFd::from_raw_fd(inner.fd) })
     }
 
     /// The epoll token, on the epoll backend.

@@ -4,6 +4,9 @@
 //! the same address with its own listener and the kernel spreads incoming connections across
 //! them; each connection then lives on the core that accepted it.
 //!
+//! A connection can also move to another core afterwards: [`TcpStream::into_handoff`] detaches
+//! it into a `Send` [`Handoff`] that the other core adopts (see [`mesh`](crate::mesh)).
+//!
 //! ```no_run
 //! use coreio::net::TcpListener;
 //!
@@ -27,7 +30,9 @@
 //! });
 //! ```
 
+mod handoff;
 pub(crate) mod ops;
 mod tcp;
 
+pub use handoff::{Adopt, Handoff, HandoffError};
 pub use tcp::{TcpListener, TcpStream};

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Op, SharedFd};
 use crate::net::ops::{Connect, Recv, Send};
+use crate::net::{Handoff, HandoffError};
 
 /// A connected TCP socket.
 ///
@@ -49,6 +50,18 @@ impl TcpStream {
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
         TcpStream::from_fd(OwnedFd::from(stream))
+    }
+
+    /// Detaches the stream from this core so that another core can
+    /// [`adopt`](Handoff::adopt) it; see [`Handoff`].
+    ///
+    /// Fails, giving the stream back, while operations on it are still in flight: only those
+    /// whose futures were dropped can be, and they finish within a pass of the core loop.
+    pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
+        match self.fd.try_into_owned() {
+            Ok(fd) => Ok(Handoff::new(fd)),
+            Err(fd) => Err(HandoffError::new(TcpStream { fd })),
+        }
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<TcpStream> {
