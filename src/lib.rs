@@ -88,6 +88,8 @@ mod builder;
 mod context;
 mod driver;
 mod executor;
+mod loom;
+pub mod mesh;
 pub mod net;
 mod runtime;
 pub mod sync;
