@@ -88,6 +88,7 @@ mod builder;
 mod context;
 mod driver;
 mod executor;
+mod loom;
 pub mod mesh;
 pub mod net;
 mod runtime;

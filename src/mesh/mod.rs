@@ -4,7 +4,10 @@
 //! a mailbox that any thread can post to. [`submit_to`] posts a closure to one core: that core
 //! calls it between two task polls, runs the future it returns as a task, and sends the output
 //! back to the caller's future. [`submit_to_all`] does the same on every core and collects the
-//! outputs in core order.
+//! outputs in core order. For a stream of values rather than one-off work, [`channel`] makes a
+//! bounded channel whose [`Sender`]s and [`Receiver`] can be moved to any core: `send` waits for
+//! room (backpressure), each sender's messages arrive in order, and either side learns when the
+//! other has gone.
 //!
 //! ```
 //! use coreio::mesh;
@@ -50,6 +53,7 @@
 //! caller waiting for a core that has stopped: a stopped core's mailbox refuses posts, and the
 //! posts it held are dropped, which resolves their callers with [`MailboxError::CoreStopped`].
 
+mod channel;
 mod reply;
 
 use std::fmt;
@@ -64,6 +68,8 @@ use crate::context;
 use crate::executor::{Payload, Shared};
 use crate::runtime::CoreId;
 use reply::{ReplyReceiver, ReplySender, reply};
+
+pub use channel::{Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, channel};
 
 /// Every core's mailbox, shared by the cores of one runtime.
 pub(crate) struct Mesh {

@@ -9,8 +9,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
+
+use crate::loom::{Arc, Mutex, MutexGuard};
 
 struct Slot<T> {
     state: Mutex<State<T>>,
