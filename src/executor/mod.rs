@@ -133,6 +133,11 @@ impl Shared {
         !self.injector.is_empty() || !self.mailbox.is_empty()
     }
 
+    /// Whether the core has stopped (or never started): posts to it fail.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
     /// Refuses further tasks and jobs, and drops the jobs still queued (their senders see the
     /// core gone). Called on the core's thread when it stops, or by the runtime for a core that
     /// never started.
