@@ -133,6 +133,8 @@ impl<T> Drop for ReplyReceiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // std's, not the shim's: these tests run outside loom, and `Waker::from` needs std's `Arc`.
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
 
