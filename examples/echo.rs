@@ -9,6 +9,11 @@
 //! it. With port 0 the server first reserves a free port (a bound, never-listening
 //! `SO_REUSEPORT` socket) so that every core binds that same port; the banner says which.
 //!
+//! `--accept-cores K` makes only the first K cores listen (a skewed set-up: one core accepting
+//! for all), and `--balance PERCENT` turns on load-aware accepting
+//! ([`coreio::net::LoadBalance`]): a core more than PERCENT above the average of open
+//! connections hands new ones to the least loaded core, which serves them from then on.
+//!
 //! Ctrl-C or SIGTERM stops it cleanly: SIGINT and SIGTERM are blocked before the runtime starts
 //! (its threads inherit the mask), a plain thread `sigwait`s for them and sets a
 //! [`coreio::sync::Event`]; each core's root future returns when the event is set, which cancels
@@ -23,13 +28,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use coreio::net::{TcpListener, TcpStream};
+use coreio::net::{LoadBalance, TcpListener, TcpStream};
 use coreio::sync::Event;
 use coreio::{Backend, Builder, CoreId};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--cores N] [--backend auto|uring|epoll] [--spin-us N]
+            [--accept-cores K] [--balance PERCENT]
 
 A TCP echo server with one SO_REUSEPORT listener per core.
 
@@ -41,6 +47,10 @@ options:
                      COREIO_BACKEND does the same and, when both are given, must agree
   --spin-us N        an idle core polls for N microseconds before it blocks (default 0,
                      at most 10000): lower latency at light load, CPU burned while idle
+  --accept-cores K   only the first K cores listen (default: all); the others serve only
+                     connections handed to them by --balance
+  --balance PERCENT  load-aware accepting: a core more than PERCENT above the average of
+                     open connections hands new ones to the least loaded core (default off)
   -h, --help         print this help
 
 Ctrl-C or SIGTERM stops the server; it prints the connections each core served and exits 0.
@@ -56,6 +66,8 @@ struct Options {
     cores: Option<usize>,
     backend: Option<Backend>,
     spin: Duration,
+    accept_cores: Option<usize>,
+    balance: Option<LoadBalance>,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +97,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut cores = None;
     let mut backend = None;
     let mut spin = Duration::ZERO;
+    let mut accept_cores = None;
+    let mut balance = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -133,6 +147,24 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     }
                 }
             }
+            "--accept-cores" => {
+                let text = value()?;
+                match text.parse::<usize>() {
+                    Ok(n) if n > 0 => accept_cores = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "--accept-cores takes a positive number, got {text:?}"
+                        ));
+                    }
+                }
+            }
+            "--balance" => {
+                let text = value()?;
+                match text.parse::<u32>() {
+                    Ok(percent) => balance = Some(LoadBalance::new().margin_percent(percent)),
+                    _ => return Err(format!("--balance takes a percentage, got {text:?}")),
+                }
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -141,6 +173,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         cores,
         backend,
         spin,
+        accept_cores,
+        balance,
     }))
 }
 
@@ -203,19 +237,31 @@ fn run(options: Options) -> Result<(), String> {
     };
 
     let ids: Vec<usize> = rt.cores().iter().map(|core| core.0).collect();
+    let accepting = options.accept_cores.unwrap_or(ids.len()).min(ids.len());
+    let balance = options.balance;
     let ready = Arc::new(Ready {
         bound: AtomicUsize::new(0),
-        cores: ids.len(),
+        cores: accepting,
         banner: format!(
-            "coreio echo on {addr}, backend {}, cores {ids:?}",
-            rt.backend()
+            "coreio echo on {addr}, backend {}, cores {ids:?}{}{}",
+            rt.backend(),
+            match accepting < ids.len() {
+                true => format!(", accepting on the first {accepting}"),
+                false => String::new(),
+            },
+            match balance {
+                Some(_) => ", load-aware accepting",
+                None => "",
+            }
         ),
     });
+    let listening: Vec<CoreId> = rt.cores()[..accepting].to_vec();
 
-    let results = rt.run(|_core: CoreId| {
+    let results = rt.run(|core: CoreId| {
         let stop = stop.clone();
         let ready = Arc::clone(&ready);
-        async move { serve(addr, stop, ready).await }
+        let listen = listening.contains(&core).then_some(addr);
+        async move { serve(listen, balance, stop, ready).await }
     });
 
     let mut failures = Vec::new();
@@ -258,69 +304,74 @@ struct Served {
     bytes: u64,
 }
 
-/// Counters shared by a core's accept loop and its connections (they all run on that core).
+/// Counters of one core, shared by all the connections it serves (accepted or handed over).
 #[derive(Default)]
 struct Counters {
     connections: Cell<u64>,
     bytes: Cell<u64>,
 }
 
-/// One core's root future: bind, accept in a task, return when `stop` is set.
-async fn serve(addr: SocketAddr, stop: Event, ready: Arc<Ready>) -> Result<Served, String> {
-    let listener = match TcpListener::bind(addr) {
-        Ok(listener) => listener,
-        Err(err) => {
-            // Stop the other cores too: a server listening on some cores only is not wanted.
-            stop.set();
-            return Err(format!("cannot listen on {addr}: {err}"));
-        }
-    };
-    ready.core_bound();
-    let counters = Rc::new(Counters::default());
+thread_local! {
+    static COUNTERS: Counters = Counters::default();
+}
+
+/// One core's root future: bind (when `listen` is given), accept in a task, return when `stop`
+/// is set. A core that does not listen serves only connections handed to it.
+async fn serve(
+    listen: Option<SocketAddr>,
+    balance: Option<LoadBalance>,
+    stop: Event,
+    ready: Arc<Ready>,
+) -> Result<Served, String> {
     let failure = Rc::new(RefCell::new(None));
-    let _accept = coreio::spawn(accept_loop(
-        listener,
-        Rc::clone(&counters),
-        Rc::clone(&failure),
-        stop.clone(),
-    ));
+    let mut _accept = None;
+    if let Some(addr) = listen {
+        let listener = match TcpListener::bind(addr) {
+            Ok(listener) => listener,
+            Err(err) => {
+                // Stop the other cores too: a server listening on some cores only is not wanted.
+                stop.set();
+                return Err(format!("cannot listen on {addr}: {err}"));
+            }
+        };
+        ready.core_bound();
+        _accept = Some(coreio::spawn(accept_loop(
+            listener,
+            balance,
+            Rc::clone(&failure),
+            stop.clone(),
+        )));
+    }
     stop.wait().await;
     // Returning cancels this core's remaining tasks: the accept loop and every connection.
     match failure.take() {
         Some(message) => Err(message),
-        None => Ok(Served {
+        None => Ok(COUNTERS.with(|counters| Served {
             connections: counters.connections.get(),
             bytes: counters.bytes.get(),
-        }),
+        })),
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    counters: Rc<Counters>,
+    balance: Option<LoadBalance>,
     failure: Rc<RefCell<Option<String>>>,
     stop: Event,
 ) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                counters.connections.set(counters.connections.get() + 1);
-                // Detached: the task ends when the peer closes, or when the core stops.
-                drop(coreio::spawn(echo(stream, Rc::clone(&counters))));
-            }
-            Err(err) => {
-                // `accept` absorbs transient failures (aborted connections, fd exhaustion);
-                // what reaches here is fatal for this listener, so stop the whole server.
-                *failure.borrow_mut() = Some(format!("accept failed: {err}"));
-                stop.set();
-                return;
-            }
-        }
+    // Each connection runs as its own task on the core that serves it: this one, or with
+    // `balance`, a less loaded one. `serve` absorbs transient accept failures (aborted
+    // connections, fd exhaustion); an error that reaches here is fatal for this listener, so
+    // stop the whole server.
+    if let Err(err) = listener.serve(balance, |stream, _peer| echo(stream)).await {
+        *failure.borrow_mut() = Some(format!("accept failed: {err}"));
+        stop.set();
     }
 }
 
 /// Echoes everything until the peer closes, reusing one buffer.
-async fn echo(stream: TcpStream, counters: Rc<Counters>) {
+async fn echo(stream: TcpStream) {
+    COUNTERS.with(|counters| counters.connections.set(counters.connections.get() + 1));
     // Without it a small echo waits for the peer's delayed ACK. A failure only costs latency.
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(BUF_CAPACITY);
@@ -331,7 +382,7 @@ async fn echo(stream: TcpStream, counters: Rc<Counters>) {
         buf = b;
         match res {
             Ok(0) | Err(_) => return,
-            Ok(n) => counters.bytes.set(counters.bytes.get() + n as u64),
+            Ok(n) => COUNTERS.with(|counters| counters.bytes.set(counters.bytes.get() + n as u64)),
         }
         let (res, b) = stream.write_all(buf).await;
         buf = b;

@@ -68,6 +68,45 @@
 //! assert_eq!(out, "done");
 //! ```
 //!
+//! # Cores talking to each other
+//!
+//! Cores share nothing by default; they cooperate through the [`mesh`]: [`mesh::submit_to`]
+//! runs a closure on another core and brings its output back, [`mesh::channel`] carries a
+//! stream of values between cores with backpressure, and a connection can move to another core
+//! ([`net::TcpStream::into_handoff`], or [`net::TcpListener::serve`] with a
+//! [`net::LoadBalance`], which does it at accept time for a core above the average load).
+//!
+//! ```
+//! let rt = coreio::Builder::new().cores(2).build().unwrap();
+//! let last = *rt.cores().last().unwrap();
+//! let senders = rt.cores().len() as u64 - 1;
+//! let (tx, rx) = coreio::mesh::channel::<u64>(64);
+//! let rx = std::sync::Mutex::new(Some(rx));
+//! let outputs = rt.run(|core| {
+//!     let tx = tx.clone();
+//!     let rx = if core == last { rx.lock().unwrap().take() } else { None };
+//!     async move {
+//!         match rx {
+//!             // The last core sums what every other core sends it: 1 to 10 each.
+//!             Some(mut rx) => {
+//!                 let mut sum = 0;
+//!                 for _ in 0..10 * senders {
+//!                     sum += rx.recv().await.unwrap();
+//!                 }
+//!                 sum
+//!             }
+//!             None => {
+//!                 for n in 1..=10 {
+//!                     tx.send(n).await.unwrap();
+//!                 }
+//!                 0
+//!             }
+//!         }
+//!     }
+//! });
+//! assert_eq!(*outputs.last().unwrap().as_ref().unwrap(), 55 * senders);
+//! ```
+//!
 //! # Backends
 //!
 //! [`Backend::Auto`] (the default) uses io_uring when the kernel offers what coreio needs and
@@ -88,6 +127,7 @@ mod builder;
 mod context;
 mod driver;
 mod executor;
+mod loom;
 pub mod mesh;
 pub mod net;
 mod runtime;

@@ -12,14 +12,16 @@
 //! the injector and the mailbox once more; a remote thread pushes into one of them and then, only
 //! if it is the one that lowers `sleeping`, wakes the core. So a sleeping core is woken once per
 //! sleep, however many remote wakes and messages arrive, and an awake core is not woken at all.
-//! The wake is a `MSG_RING` from the sender's own ring when both cores run io_uring (submitted
-//! with the sender's next batch, so it costs no syscall of its own), else an eventfd write.
+//! That handshake is `sleep.rs` (with its loom model); this module delivers the wake: a
+//! `MSG_RING` from the sender's own ring when both cores run io_uring (submitted with the
+//! sender's next batch, so it costs no syscall of its own), else an eventfd write.
 //!
 //! This module owns the queues, the task registry used to cancel every task at shutdown, the
 //! cooperative budget, and [`spawn`]/[`yield_now`]. It must never poll a task on another thread,
 //! and never block: parking is the driver's job.
 
 mod join;
+mod sleep;
 mod task;
 
 use std::cell::{Cell, RefCell};
@@ -27,7 +29,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -41,6 +42,7 @@ pub(crate) use task::Payload;
 use crate::context;
 use crate::driver::EventfdWake;
 use crate::sys;
+use sleep::SleepFlag;
 
 /// How many operations a task may complete in one poll before it is made to yield.
 ///
@@ -66,7 +68,7 @@ pub(crate) const JOBS_PER_TICK: usize = 64;
 pub(crate) struct Shared {
     injector: ConcurrentQueue<Runnable>,
     mailbox: ConcurrentQueue<Job>,
-    sleeping: AtomicBool,
+    sleeping: SleepFlag,
     wake_fd: OwnedFd,
     /// A duplicate of the core's io_uring fd, set once its driver is up, when that driver runs
     /// io_uring and the kernel has `MSG_RING`. Holding a duplicate keeps the ring alive for as
@@ -79,7 +81,7 @@ impl Shared {
         Ok(Shared {
             injector: ConcurrentQueue::unbounded(),
             mailbox: ConcurrentQueue::unbounded(),
-            sleeping: AtomicBool::new(false),
+            sleeping: SleepFlag::new(),
             wake_fd: sys::eventfd()?,
             ring_fd: OnceLock::new(),
         })
@@ -115,7 +117,7 @@ impl Shared {
 
     /// Wakes the core if it sleeps, and only the first caller after it went to sleep.
     fn notify(self: &Arc<Self>) {
-        if !self.sleeping.swap(false, Ordering::SeqCst) {
+        if !self.sleeping.notify() {
             return;
         }
         if let Some(ring_fd) = self.ring_fd.get() {
@@ -131,6 +133,11 @@ impl Shared {
 
     fn has_work(&self) -> bool {
         !self.injector.is_empty() || !self.mailbox.is_empty()
+    }
+
+    /// Whether the core has stopped (or never started): posts to it fail.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
     }
 
     /// Refuses further tasks and jobs, and drops the jobs still queued (their senders see the
@@ -278,17 +285,14 @@ impl LocalExecutor {
     /// Announces that the core is about to park. Returns false (and stays awake) when a task
     /// arrived meanwhile, in which case the core must not block.
     pub(crate) fn prepare_to_sleep(&self) -> bool {
-        self.shared.sleeping.store(true, Ordering::SeqCst);
-        if self.has_ready_tasks() {
-            self.shared.sleeping.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
+        self.shared
+            .sleeping
+            .prepare_to_sleep(|| self.has_ready_tasks())
     }
 
     /// Marks the core awake after parking.
     pub(crate) fn woke_up(&self) {
-        self.shared.sleeping.store(false, Ordering::Relaxed);
+        self.shared.sleeping.woke_up();
     }
 
     /// Spends one unit of the running task's budget. Returns `Pending` (after waking the task

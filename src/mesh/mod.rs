@@ -4,7 +4,10 @@
 //! a mailbox that any thread can post to. [`submit_to`] posts a closure to one core: that core
 //! calls it between two task polls, runs the future it returns as a task, and sends the output
 //! back to the caller's future. [`submit_to_all`] does the same on every core and collects the
-//! outputs in core order.
+//! outputs in core order. For a stream of values rather than one-off work, [`channel`] makes a
+//! bounded channel whose [`Sender`]s and [`Receiver`] can be moved to any core: `send` waits for
+//! room (backpressure), each sender's messages arrive in order, and either side learns when the
+//! other has gone.
 //!
 //! ```
 //! use coreio::mesh;
@@ -50,6 +53,7 @@
 //! caller waiting for a core that has stopped: a stopped core's mailbox refuses posts, and the
 //! posts it held are dropped, which resolves their callers with [`MailboxError::CoreStopped`].
 
+mod channel;
 mod reply;
 
 use std::fmt;
@@ -62,13 +66,18 @@ use std::task::{Context, Poll};
 
 use crate::context;
 use crate::executor::{Payload, Shared};
+use crate::loom::{AtomicUsize, Ordering};
 use crate::runtime::CoreId;
 use reply::{ReplyReceiver, ReplySender, reply};
+
+pub use channel::{Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, channel};
 
 /// Every core's mailbox, shared by the cores of one runtime.
 pub(crate) struct Mesh {
     cores: Vec<CoreId>,
     mailboxes: Vec<Arc<Shared>>,
+    /// Open TCP connections per core, for load-aware accepting; each core writes its own.
+    connections: Box<[ConnectionGauge]>,
     /// `index_by_cpu[cpu]` is the position of CPU `cpu` in `cores`, or `usize::MAX`.
     index_by_cpu: Vec<usize>,
 }
@@ -88,8 +97,27 @@ impl Mesh {
         Ok(Arc::new(Mesh {
             cores: cores.to_vec(),
             mailboxes,
+            connections: cores.iter().map(|_| ConnectionGauge::default()).collect(),
             index_by_cpu,
         }))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cores.len()
+    }
+
+    pub(crate) fn core(&self, index: usize) -> CoreId {
+        self.cores[index]
+    }
+
+    /// Whether the core at `index` has stopped (or never started).
+    pub(crate) fn is_stopped(&self, index: usize) -> bool {
+        self.mailboxes[index].is_closed()
+    }
+
+    /// The open-connection count of the core at `index`.
+    pub(crate) fn connections(&self, index: usize) -> &ConnectionGauge {
+        &self.connections[index]
     }
 
     /// The cross-thread state of the core at `index` (its position in the runtime's cores).
@@ -97,11 +125,60 @@ impl Mesh {
         &self.mailboxes[index]
     }
 
-    fn index_of(&self, core: CoreId) -> Option<usize> {
+    pub(crate) fn index_of(&self, core: CoreId) -> Option<usize> {
         self.index_by_cpu
             .get(core.0)
             .copied()
             .filter(|&index| index != usize::MAX)
+    }
+}
+
+/// A per-core count that other cores read. Aligned to its own cache lines, so that a core
+/// counting its connections does not slow down a neighbour counting its own.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ConnectionGauge(AtomicUsize);
+
+impl ConnectionGauge {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one open connection on a core for as long as it lives.
+pub(crate) struct Counted {
+    mesh: Arc<Mesh>,
+    index: usize,
+}
+
+impl Counted {
+    /// Counts a connection on the current core; `None` outside a runtime.
+    pub(crate) fn here() -> Option<Counted> {
+        context::with(|ctx| {
+            let index = ctx.mesh.index_of(ctx.core)?;
+            Some(Counted::on(Arc::clone(&ctx.mesh), index))
+        })
+        .flatten()
+    }
+
+    /// Counts a connection on the core at `index` (a reservation for one on its way there).
+    pub(crate) fn on(mesh: Arc<Mesh>, index: usize) -> Counted {
+        mesh.connections(index).add();
+        Counted { mesh, index }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.mesh.connections(self.index).sub();
     }
 }
 

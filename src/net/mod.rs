@@ -6,6 +6,8 @@
 //!
 //! A connection can also move to another core afterwards: [`TcpStream::into_handoff`] detaches
 //! it into a `Send` [`Handoff`] that the other core adopts (see [`mesh`](crate::mesh)).
+//! [`TcpListener::serve`] with a [`LoadBalance`] does that at accept time, handing new
+//! connections from a core above the average to the least loaded one.
 //!
 //! ```no_run
 //! use coreio::net::TcpListener;
@@ -30,9 +32,11 @@
 //! });
 //! ```
 
+mod balance;
 mod handoff;
 pub(crate) mod ops;
 mod tcp;
 
+pub use balance::LoadBalance;
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use tcp::{TcpListener, TcpStream};

@@ -9,6 +9,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Op, SharedFd};
+use crate::mesh::Counted;
 use crate::net::ops::{Connect, Recv, Send};
 use crate::net::{Handoff, HandoffError};
 
@@ -29,6 +30,8 @@ use crate::net::{Handoff, HandoffError};
 /// ```
 pub struct TcpStream {
     fd: SharedFd,
+    /// Counts the stream in its core's open connections (read by load-aware accepting).
+    counted: Option<Counted>,
 }
 
 impl TcpStream {
@@ -58,15 +61,17 @@ impl TcpStream {
     /// Fails, giving the stream back, while operations on it are still in flight: only those
     /// whose futures were dropped can be, and they finish within a pass of the core loop.
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
-        match self.fd.try_into_owned() {
+        let TcpStream { fd, counted } = self;
+        match fd.try_into_owned() {
             Ok(fd) => Ok(Handoff::new(fd)),
-            Err(fd) => Err(HandoffError::new(TcpStream { fd })),
+            Err(fd) => Err(HandoffError::new(TcpStream { fd, counted })),
         }
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<TcpStream> {
         Ok(TcpStream {
             fd: SharedFd::new(fd)?,
+            counted: Counted::here(),
         })
     }
 
