@@ -8,9 +8,9 @@ mod util;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use coreio::Builder;
 use coreio::mesh::{self, Receiver, Sender};
 use coreio::sync::Event;
-use coreio::Builder;
 
 /// Messages each core sends to the other, split over `SENDERS_PER_CORE` sender tasks.
 const MESSAGES_PER_DIRECTION: u64 = 1_000_000;
