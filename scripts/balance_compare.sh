@@ -5,15 +5,16 @@
 # table to docs/benchmarks-balance.md (unless --no-doc).
 #
 #   scripts/balance_compare.sh [--reps N] [--conns N] [--rate MSGS_PER_S] [--duration S]
-#                              [--balance PERCENT] [--no-doc]
+#                              [--balance PERCENT] [--server-cpus A,B] [--client-cpus LIST]
+#                              [--no-doc]
 #
-# Needs two CPUs. The server runs on both; the load generator is pinned to the second, so it
-# competes with the server's second core: the comparison is between the two modes under the
-# same handicap, not an absolute figure. On a machine with more CPUs, give the client its own.
+# Needs two CPUs. By default the server runs on the first two allowed CPUs and the load
+# generator on the second, sharing it with the server's second core; with three or more CPUs,
+# give the client its own (--client-cpus 2 or --client-cpus 2-3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-reps=5 conns=64 rate=20000 duration=5 balance=20 write_doc=1
+reps=5 conns=64 rate=20000 duration=5 balance=20 write_doc=1 server_cpus= client_cpus=
 while (($#)); do
   case $1 in
   --reps) reps=$2; shift 2 ;;
@@ -21,6 +22,8 @@ while (($#)); do
   --rate) rate=$2; shift 2 ;;
   --duration) duration=$2; shift 2 ;;
   --balance) balance=$2; shift 2 ;;
+  --server-cpus) server_cpus=$2; shift 2 ;;
+  --client-cpus) client_cpus=$2; shift 2 ;;
   --no-doc) write_doc=0; shift ;;
   *) echo "balance_compare: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -32,8 +35,9 @@ if ((${#cpus[@]} < 2)); then
   echo "balance_compare: needs two CPUs, this process may use ${#cpus[@]}" >&2
   exit 1
 fi
-server_cpus="${cpus[0]},${cpus[1]}"
-client_cpu=${cpus[1]}
+server_cpus=${server_cpus:-"${cpus[0]},${cpus[1]}"}
+client_cpu=${client_cpus:-${cpus[1]}}
+client_cores=$(taskset -c "$client_cpu" nproc)
 
 cargo build --release --examples --quiet
 bin=target/release/examples
@@ -63,7 +67,7 @@ run_one() {
   [[ -n $addr ]] || { cat "$log" >&2; echo "balance_compare: no banner" >&2; exit 1; }
   local json
   json=$(taskset -c "$client_cpu" "$bin/echo_bench" --addr "$addr" --conns "$conns" --size 64 \
-    --rate "$rate" --duration "$duration" --warmup 1 --cores 1 --json 2>/dev/null | tail -n 1)
+    --rate "$rate" --duration "$duration" --warmup 1 --cores "$client_cores" --json 2>/dev/null | tail -n 1)
   kill -TERM "$server"
   wait "$server"
   server=
@@ -112,8 +116,14 @@ The echo example on two cores (CPUs $server_cpus) with only the first accepting
 (\`--accept-cores 1\`): \"skewed\" serves every connection where it was accepted; \"balanced\" adds
 \`--balance $balance\` (\`TcpListener::serve\` with \`LoadBalance::new().margin_percent($balance)\`).
 Load: \`echo_bench --conns $conns --size 64 --rate $rate\` (open loop, latency from the intended
-send time), pinned to CPU $client_cpu, so it shares that CPU with the server's second core in
-both modes. Medians of $reps repetitions, interleaved.
+send time), on CPU(s) $client_cpu. Medians of $reps repetitions, interleaved.
+
+Read the latency columns with the placement in mind. Balancing pays off when the accepting core
+is overloaded and another core has room. Where the load generator shares a CPU with the
+server's second core (the default on a 2-CPU machine), moving connections onto that core moves
+them next to the load generator, and the latency difference measures that contention rather
+than the policy; the connection spread is what this run shows. Give the load generator CPUs of
+its own (\`--client-cpus\`) and a rate near one core's capacity to measure the latency effect.
 
 | mode | connections core 0 / core 1 | p50 µs | p99 µs | p99.9 µs | max µs | errors (sum) |
 | --- | --- | --- | --- | --- | --- | --- |
