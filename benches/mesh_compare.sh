@@ -233,6 +233,11 @@ percent as noise and look at the spread (min–max) of each figure.
   A's first send to A's receipt of the sum. A waits when the channel is full and B when it is
   empty, so this measures the queue and how often, and how early, each side wakes the other.
 
+Beside each figure, *blocked* counts how often the two sides' threads blocked during the
+measured section (the growth of their \`voluntary_ctxt_switches\` in
+\`/proc/self/task/TID/status\`): each block is a sleep that the other side had to end with a
+kernel wake-up.
+
 The coreio subjects build a two-core runtime per measurement (\`Builder::core_ids\` with the
 two CPUs, the backend forced with \`Builder::backend\`) and run A and B as the two cores' root
 futures; the thread subjects run A and B on two \`std\` threads pinned with
@@ -245,22 +250,31 @@ $tables
 
 ## How to read this
 
-* **Parking against spinning.** A blocked coreio core sleeps in \`io_uring_enter\` or
-  \`epoll_wait\` at once (unless \`Builder::spin_before_park\` says otherwise), and flume's
-  blocking \`recv\` parks its thread at once too; crossbeam-channel's blocking calls first spin
+* **Parking against spinning.** A coreio core with nothing to do sleeps in \`io_uring_enter\`
+  or \`epoll_wait\` at once (unless \`Builder::spin_before_park\` says otherwise), and flume's
+  blocking calls park their thread at once too; crossbeam-channel's blocking calls first spin
   and yield for a few microseconds (its \`Backoff\`), so in a ping-pong where the answer comes
-  back within that time neither side ever sleeps. The round trip of a parking subject is
-  therefore mostly two kernel wake-ups of a sleeping thread, which on a virtual machine
-  includes waking an idle virtual CPU; compare crossbeam-threads with coreio-uring-spin, and
-  flume-threads with coreio-uring, rather than across the two groups.
+  back within that time neither side ever sleeps. The *blocked* column shows which is which:
+  about 2 per round trip for a subject that parks, about 0 for one that spins. The round trip
+  of a parking subject is mostly two kernel wake-ups of a sleeping thread, which on a virtual
+  machine includes waking an idle virtual CPU; compare crossbeam-threads with
+  coreio-uring-spin, and flume-threads with coreio-uring, rather than across the two groups.
 * **The io_uring wake is deferred.** A coreio core that must wake a sleeping io_uring core
   queues an \`IORING_OP_MSG_RING\` in its own submission queue, and it reaches the kernel with
   the core's next submission: when that core parks, or every \`event_interval\` (61) task
   polls. It costs no system call of its own, but the sleeping side wakes only that late. In
   the ping-pong the sender parks right after sending, so nothing is lost; in the one-way
   stream a busy sender may fill the whole channel before the receiver is woken, and the
-  receiver may then empty it before the sender is woken. The epoll backend writes the
-  receiving core's eventfd at once instead, so both sides can work at the same time.
+  receiver may then empty it before the sender is woken, so the two sides take turns instead
+  of working at the same time: about two blocks per channel's worth of messages (2 per 1024
+  here). The epoll backend writes the sleeping core's eventfd at once instead, so the
+  receiver's wake-up overlaps the sender's work.
+* **Spinning in the one-way stream.** When neither side sleeps (coreio-uring-spin), the
+  receiver keeps catching up with the sender: each time it finds the channel empty it
+  registers its waker (under a lock) and returns \`Pending\`, and the sender's next message
+  wakes it through the receiving core's injector queue, which costs the sender a lock and a
+  wake too. crossbeam-channel's receiver spins on an empty channel for a while instead, and
+  registers nothing.
 * **submit_to** allocates the boxed closure and a reply slot, and spawns a task on core B for
   every call, so its round trip is a channel round trip plus a spawn and two allocations.
 * **flume-async-on-coreio** runs flume's queue with coreio's wakers: the difference from

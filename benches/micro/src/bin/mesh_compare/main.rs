@@ -172,8 +172,8 @@ fn run(options: &Options) -> Result<(), String> {
                                 format!("{:>10.2} Mmsg/s", m.ops as f64 * 1e3 / nanos as f64)
                             }
                         };
-                        eprintln!("mesh_compare: {label} {shown}");
-                        emit(report::line(rep, subject, scenario, m.ops, nanos));
+                        eprintln!("mesh_compare: {label} {shown}, blocked {} times", m.sleeps);
+                        emit(report::line(rep, subject, scenario, &m));
                     }
                     Err(reason) => {
                         eprintln!("mesh_compare: {label} FAILED: {reason}");

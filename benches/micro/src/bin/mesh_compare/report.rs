@@ -5,18 +5,19 @@
 //!
 //! ```text
 //! mesh-plan reps=5 round_trips=100000 warmup_round_trips=10000 messages=5000000 warmup_messages=500000 capacity=1024 cpus=0,1
-//! mesh rep=1 subject=coreio-uring scenario=roundtrip ops=100000 nanos=1234567890
+//! mesh rep=1 subject=coreio-uring scenario=roundtrip ops=100000 nanos=1234567890 sleeps=200012
 //! mesh-failed rep=1 subject=coreio-epoll scenario=throughput reason=...
 //! ```
 //!
 //! `mesh_compare --report FILE` reads such lines (others are ignored) and prints the tables of
 //! `docs/benchmarks-mesh.md`: medians over the repetitions, with min and max, and each median
-//! as a multiple of the first subject's (coreio-uring).
+//! as a multiple of the first subject's (coreio-uring); and how often the two sides blocked
+//! (`sleeps`, voluntary context switches of both threads) per round trip or per 1000 messages.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::subjects::{Scenario, Subject};
+use crate::subjects::{Measured, Scenario, Subject};
 
 /// One measurement, as read back from its line.
 #[derive(Clone, Debug)]
@@ -26,6 +27,7 @@ struct Row {
     scenario: String,
     ops: u64,
     nanos: u64,
+    sleeps: u64,
 }
 
 /// The `key=value` fields of a line that starts with `tag ` (the last field, `reason=`, may
@@ -54,15 +56,19 @@ fn parse_row(line: &str) -> Option<Row> {
         scenario: f.get("scenario")?.to_string(),
         ops: f.get("ops")?.parse().ok()?,
         nanos: f.get("nanos")?.parse().ok()?,
+        sleeps: f.get("sleeps")?.parse().ok()?,
     })
 }
 
 /// The line of one measurement.
-pub fn line(rep: u32, subject: Subject, scenario: Scenario, ops: u64, nanos: u128) -> String {
+pub fn line(rep: u32, subject: Subject, scenario: Scenario, measured: &Measured) -> String {
     format!(
-        "mesh rep={rep} subject={} scenario={} ops={ops} nanos={nanos}",
+        "mesh rep={rep} subject={} scenario={} ops={} nanos={} sleeps={}",
         subject.name(),
-        scenario.name()
+        scenario.name(),
+        measured.ops,
+        measured.elapsed.as_nanos(),
+        measured.sleeps
     )
 }
 
@@ -83,6 +89,16 @@ fn figure(scenario: &str, row: &Row) -> f64 {
     } else {
         row.nanos as f64 / row.ops as f64
     }
+}
+
+/// Times the two sides blocked per round trip, or per 1000 messages.
+fn sleeps_per_unit(scenario: &str, row: &Row) -> f64 {
+    let per = if scenario == Scenario::Throughput.name() {
+        1000.0
+    } else {
+        1.0
+    };
+    row.sleeps as f64 * per / row.ops as f64
 }
 
 /// Median, min and max of a non-empty list.
@@ -148,22 +164,30 @@ pub fn markdown(text: &str) -> Result<String, String> {
         let values: Vec<f64> = figures(subject, scenario).iter().map(|&(_, v)| v).collect();
         (!values.is_empty()).then(|| summary(&values))
     };
+    let sleeps = |subject: Subject, scenario: Scenario| -> Option<f64> {
+        let values: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.subject == subject.name() && r.scenario == scenario.name())
+            .map(|r| sleeps_per_unit(scenario.name(), r))
+            .collect();
+        (!values.is_empty()).then(|| summary(&values).0)
+    };
     let reference = Subject::ALL[0];
 
     let mut out = String::new();
     let w = &mut out;
     writeln!(
         w,
-        "| subject | round trip, ns: median (min–max) | round trip vs {r} | throughput, Mmsg/s: median (min–max) | throughput vs {r} |",
+        "| subject | round trip, ns: median (min–max) | round trip vs {r} | blocked per round trip | throughput, Mmsg/s: median (min–max) | throughput vs {r} | blocked per 1000 messages |",
         r = reference.name()
     )
     .unwrap();
-    writeln!(w, "| --- | ---: | ---: | ---: | ---: |").unwrap();
+    writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |").unwrap();
     for &subject in &subjects {
         write!(w, "| {} |", subject.name()).unwrap();
         for scenario in Scenario::ALL {
             let cells = match median(subject, scenario) {
-                None => ["n/a".to_string(), "n/a".to_string()],
+                None => ["n/a".to_string(), "n/a".to_string(), "n/a".to_string()],
                 Some((med, min, max)) => {
                     let name = scenario.name();
                     let spread = format!(
@@ -176,10 +200,12 @@ pub fn markdown(text: &str) -> Result<String, String> {
                         Some((base, _, _)) if base > 0.0 => format!("{:.2}×", med / base),
                         _ => "n/a".to_string(),
                     };
-                    [spread, ratio]
+                    let blocked = sleeps(subject, scenario)
+                        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+                    [spread, ratio, blocked]
                 }
             };
-            write!(w, " {} | {} |", cells[0], cells[1]).unwrap();
+            write!(w, " {} | {} | {} |", cells[0], cells[1], cells[2]).unwrap();
         }
         writeln!(w).unwrap();
     }
@@ -188,7 +214,11 @@ pub fn markdown(text: &str) -> Result<String, String> {
         w,
         "Ratios are median over median. Round trip: the subject's time as a multiple of {r}'s \
          (above 1.00× is slower than {r}). Throughput: the subject's rate as a multiple of {r}'s \
-         (above 1.00× moves more messages per second than {r}).",
+         (above 1.00× moves more messages per second than {r}). *Blocked*: how many times \
+         the two sides' threads blocked (voluntary context switches of both, counted over the \
+         measured section; median over the repetitions), per round trip or per 1000 messages: \
+         about 2 per round trip means both sides sleep and are woken every time, 0 that \
+         neither ever sleeps.",
         r = reference.name()
     )
     .unwrap();
@@ -260,20 +290,31 @@ pub fn markdown(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    fn measured(ops: u64, nanos: u64, sleeps: u64) -> Measured {
+        Measured {
+            ops,
+            elapsed: std::time::Duration::from_nanos(nanos),
+            sleeps,
+        }
+    }
+
     #[test]
     fn lines_round_trip_and_median_is_the_middle() {
+        let rt = Scenario::RoundTrip;
         let text = [
             "mesh-plan reps=3".to_string(),
-            line(1, Subject::CoreioUring, Scenario::RoundTrip, 10, 100_000),
-            line(2, Subject::CoreioUring, Scenario::RoundTrip, 10, 300_000),
-            line(3, Subject::CoreioUring, Scenario::RoundTrip, 10, 200_000),
-            line(1, Subject::Flume, Scenario::RoundTrip, 10, 100_000),
+            line(1, Subject::CoreioUring, rt, &measured(10, 100_000, 20)),
+            line(2, Subject::CoreioUring, rt, &measured(10, 300_000, 10)),
+            line(3, Subject::CoreioUring, rt, &measured(10, 200_000, 0)),
+            line(1, Subject::Flume, rt, &measured(10, 100_000, 5)),
             failed_line(2, Subject::Flume, Scenario::Throughput, "it broke\nbadly"),
         ]
         .join("\n");
         let md = markdown(&text).unwrap();
-        assert!(md.contains("| coreio-uring | **20,000** (10,000–30,000) | 1.00× | n/a | n/a |"));
-        assert!(md.contains("| flume-threads | **10,000** (10,000–10,000) | 0.50× |"));
+        assert!(md.contains(
+            "| coreio-uring | **20,000** (10,000–30,000) | 1.00× | 1.00 | n/a | n/a | n/a |"
+        ));
+        assert!(md.contains("| flume-threads | **10,000** (10,000–10,000) | 0.50× | 0.50 |"));
         assert!(md.contains("| 2 | flume-threads | throughput | it broke badly |"));
     }
 

@@ -15,12 +15,19 @@
 //! thread subjects run A and B on two `std` threads pinned with `sched_setaffinity`. Either
 //! way the clock is read by A, inside the measured code, so start-up is never measured.
 //!
+//! Beside the time, A counts how often the two sides blocked during the measured section: the
+//! growth of both threads' `voluntary_ctxt_switches` (from `/proc/self/task/TID/status`, read
+//! just before the clock starts and just after it stops). A side that parks its thread while
+//! it waits adds one per wait; a side that spins adds none. This explains most differences
+//! between the subjects, so it goes into the report beside the figures.
+//!
 //! The async scenarios are generic over [`AsyncChannel`] and the blocking ones over
 //! [`BlockingChannel`], so every channel runs the very same loop.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coreio::sync::Event;
@@ -173,7 +180,7 @@ impl Subject {
         let uring = || coreio_builder(Backend::IoUring);
         let epoll = || coreio_builder(Backend::Epoll);
         let spin = || uring().spin_before_park(SPIN_BEFORE_PARK);
-        let elapsed = match (self, scenario) {
+        let (elapsed, sleeps) = match (self, scenario) {
             (Subject::CoreioUring, s) => async_scenario::<Mesh>(uring(), s, plan)?,
             (Subject::CoreioUringSpin, s) => async_scenario::<Mesh>(spin(), s, plan)?,
             (Subject::CoreioEpoll, s) => async_scenario::<Mesh>(epoll(), s, plan)?,
@@ -190,7 +197,11 @@ impl Subject {
             Scenario::RoundTrip => plan.round_trips,
             Scenario::Throughput => plan.messages,
         };
-        Ok(Measured { ops, elapsed })
+        Ok(Measured {
+            ops,
+            elapsed,
+            sleeps,
+        })
     }
 }
 
@@ -200,6 +211,66 @@ pub struct Measured {
     /// Round trips or messages.
     pub ops: u64,
     pub elapsed: Duration,
+    /// Times either side blocked (voluntary context switches of both threads) meanwhile.
+    pub sleeps: u64,
+}
+
+/// What side A reports: the measured time and how often both sides blocked meanwhile.
+type SideA = (Duration, u64);
+
+/// The threads of side A and side B, for counting how often they block.
+#[derive(Clone, Default)]
+struct Sleeps(Arc<[AtomicI32; 2]>);
+
+impl Sleeps {
+    /// Records the calling thread as side `side` (0 for A, 1 for B).
+    fn register(&self, side: usize) {
+        // SAFETY: `gettid` has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        self.0[side].store(tid, Ordering::Release);
+    }
+
+    /// Voluntary context switches of both threads so far (a thread not registered yet counts
+    /// zero; both are registered before side A reads this, since the warm-up needs both).
+    fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|tid| tid.load(Ordering::Acquire))
+            .filter(|&tid| tid > 0)
+            .map(|tid| {
+                let path = format!("/proc/self/task/{tid}/status");
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|status| {
+                        status.lines().find_map(|line| {
+                            line.strip_prefix("voluntary_ctxt_switches:")?
+                                .trim()
+                                .parse::<u64>()
+                                .ok()
+                        })
+                    })
+                    .unwrap_or_else(|| panic!("no voluntary_ctxt_switches in {path}"))
+            })
+            .sum()
+    }
+
+    /// Runs `section` and returns its time and the blocking it caused.
+    async fn measure(&self, section: impl Future<Output = ()>) -> SideA {
+        let before = self.total();
+        let start = Instant::now();
+        section.await;
+        let elapsed = start.elapsed();
+        (elapsed, self.total() - before)
+    }
+
+    /// The blocking form of [`Sleeps::measure`].
+    fn measure_blocking(&self, section: impl FnOnce()) -> SideA {
+        let before = self.total();
+        let start = Instant::now();
+        section();
+        let elapsed = start.elapsed();
+        (elapsed, self.total() - before)
+    }
 }
 
 fn coreio_builder(backend: Backend) -> Builder {
@@ -272,8 +343,10 @@ fn async_scenario<C: AsyncChannel>(
     builder: Builder,
     scenario: Scenario,
     plan: &Plan,
-) -> Result<Duration, String> {
+) -> Result<SideA, String> {
     let p = *plan;
+    let sleeps = Sleeps::default();
+    let counter = sleeps.clone();
     match scenario {
         Scenario::RoundTrip => {
             let (to_b, at_b) = C::bounded(PING_PONG_CAPACITY);
@@ -281,6 +354,7 @@ fn async_scenario<C: AsyncChannel>(
             on_two_cores(
                 builder,
                 p.cpus,
+                &sleeps,
                 move || async move {
                     let mut at_a = at_a;
                     let mut round = async |first: u64, count: u64| {
@@ -291,11 +365,11 @@ fn async_scenario<C: AsyncChannel>(
                         }
                     };
                     round(0, p.warmup_round_trips).await;
-                    let start = Instant::now();
-                    round(p.warmup_round_trips, p.round_trips).await;
-                    let elapsed = start.elapsed();
+                    let measured = counter
+                        .measure(round(p.warmup_round_trips, p.round_trips))
+                        .await;
                     C::send(&to_b, STOP).await;
-                    elapsed
+                    measured
                 },
                 move || async move {
                     let mut at_b = at_b;
@@ -316,6 +390,7 @@ fn async_scenario<C: AsyncChannel>(
             on_two_cores(
                 builder,
                 p.cpus,
+                &sleeps,
                 move || async move {
                     let mut at_a = at_a;
                     let mut pass = async |count: u64| {
@@ -326,9 +401,7 @@ fn async_scenario<C: AsyncChannel>(
                         assert_eq!(sum, sum_below(count), "B's sum is wrong");
                     };
                     pass(passes[0]).await;
-                    let start = Instant::now();
-                    pass(passes[1]).await;
-                    start.elapsed()
+                    counter.measure(pass(passes[1])).await
                 },
                 move || async move {
                     let mut at_b = at_b;
@@ -346,17 +419,16 @@ fn async_scenario<C: AsyncChannel>(
 }
 
 /// `submit_to` round trips: core A awaits `submit_to(B, ..)` for each value.
-fn submit_round_trips(builder: Builder, plan: &Plan) -> Result<Duration, String> {
+fn submit_round_trips(builder: Builder, plan: &Plan) -> Result<SideA, String> {
     let p = *plan;
-    let done = Event::new();
+    let sleeps = Sleeps::default();
+    let counter = sleeps.clone();
     let b_core = CoreId(p.cpus[1]);
-    let b_done = done.clone();
     on_two_cores(
         builder,
         p.cpus,
+        &sleeps,
         move || async move {
-            // B's root waits for this; set it however A ends, a panic included.
-            let _done = SetOnDrop(done);
             let round = async |first: u64, count: u64| {
                 for value in first..first + count {
                     let answer = coreio::mesh::submit_to(b_core, move || async move { value + 1 })
@@ -366,12 +438,12 @@ fn submit_round_trips(builder: Builder, plan: &Plan) -> Result<Duration, String>
                 }
             };
             round(0, p.warmup_round_trips).await;
-            let start = Instant::now();
-            round(p.warmup_round_trips, p.round_trips).await;
-            start.elapsed()
+            counter
+                .measure(round(p.warmup_round_trips, p.round_trips))
+                .await
         },
-        // B only serves its mailbox, for as long as its root runs.
-        move || async move { b_done.wait().await },
+        // B has no code of its own: its core serves its mailbox until A is done.
+        || async {},
     )
 }
 
@@ -385,19 +457,21 @@ impl Drop for SetOnDrop {
 }
 
 /// The root future of either core.
-type Root = Pin<Box<dyn Future<Output = Option<Duration>>>>;
+type Root = Pin<Box<dyn Future<Output = Option<SideA>>>>;
 
 /// Runs `a()` as the root future of the core on `cpus[0]` and `b()` as that of `cpus[1]`, in a
-/// runtime built from `builder`; returns what `a` measured.
+/// runtime built from `builder`, each core's thread registered in `sleeps`; returns what `a`
+/// measured. B's root returns only once A's has.
 fn on_two_cores<A, FA, B, FB>(
     builder: Builder,
     cpus: [usize; 2],
+    sleeps: &Sleeps,
     a: A,
     b: B,
-) -> Result<Duration, String>
+) -> Result<SideA, String>
 where
     A: FnOnce() -> FA + Send,
-    FA: Future<Output = Duration> + 'static,
+    FA: Future<Output = SideA> + 'static,
     B: FnOnce() -> FB + Send,
     FB: Future<Output = ()> + 'static,
 {
@@ -408,17 +482,30 @@ where
     let backend = rt.backend();
     let a = Mutex::new(Some(a));
     let b = Mutex::new(Some(b));
+    // B's core outlives A's measurement, so that A can read B's thread's counters, and keeps
+    // serving its mailbox until then (what `submit_to` needs).
+    let a_done = Event::new();
     let outputs = rt.run(|core| -> Root {
         // One root per core, so each closure is taken exactly once.
         if core.0 == cpus[0] {
+            sleeps.register(0);
             let a = a.lock().unwrap().take().expect("core A started twice");
             let future = a();
-            Box::pin(async move { Some(future.await) })
+            // Set however A ends, a panic included.
+            let a_done = SetOnDrop(a_done.clone());
+            Box::pin(async move {
+                let measured = future.await;
+                drop(a_done);
+                Some(measured)
+            })
         } else {
+            sleeps.register(1);
             let b = b.lock().unwrap().take().expect("core B started twice");
             let future = b();
+            let a_done = a_done.clone();
             Box::pin(async move {
                 future.await;
+                a_done.wait().await;
                 None
             })
         }
@@ -426,7 +513,7 @@ where
     let mut measured = None;
     for output in outputs {
         match output {
-            Ok(Some(elapsed)) => measured = Some(elapsed),
+            Ok(Some(side_a)) => measured = Some(side_a),
             Ok(None) => {}
             Err(error) => return Err(format!("{backend} runtime: {error}")),
         }
@@ -483,17 +570,17 @@ impl BlockingChannel for Crossbeam {
     }
 }
 
-fn blocking_scenario<C: BlockingChannel>(
-    scenario: Scenario,
-    plan: &Plan,
-) -> Result<Duration, String> {
+fn blocking_scenario<C: BlockingChannel>(scenario: Scenario, plan: &Plan) -> Result<SideA, String> {
     let p = *plan;
+    let sleeps = Sleeps::default();
+    let counter = sleeps.clone();
     match scenario {
         Scenario::RoundTrip => {
             let (to_b, at_b) = C::bounded(PING_PONG_CAPACITY);
             let (to_a, at_a) = C::bounded(PING_PONG_CAPACITY);
             on_two_threads(
                 p.cpus,
+                &sleeps,
                 move || {
                     let round = |first: u64, count: u64| {
                         for value in first..first + count {
@@ -503,11 +590,10 @@ fn blocking_scenario<C: BlockingChannel>(
                         }
                     };
                     round(0, p.warmup_round_trips);
-                    let start = Instant::now();
-                    round(p.warmup_round_trips, p.round_trips);
-                    let elapsed = start.elapsed();
+                    let measured =
+                        counter.measure_blocking(|| round(p.warmup_round_trips, p.round_trips));
                     C::send(&to_b, STOP);
-                    elapsed
+                    measured
                 },
                 move || {
                     loop {
@@ -526,6 +612,7 @@ fn blocking_scenario<C: BlockingChannel>(
             let passes = [p.warmup_messages, p.messages];
             on_two_threads(
                 p.cpus,
+                &sleeps,
                 move || {
                     let pass = |count: u64| {
                         for value in 0..count {
@@ -535,9 +622,7 @@ fn blocking_scenario<C: BlockingChannel>(
                         assert_eq!(sum, sum_below(count), "B's sum is wrong");
                     };
                     pass(passes[0]);
-                    let start = Instant::now();
-                    pass(passes[1]);
-                    start.elapsed()
+                    counter.measure_blocking(|| pass(passes[1]))
                 },
                 move || {
                     for count in passes {
@@ -553,26 +638,33 @@ fn blocking_scenario<C: BlockingChannel>(
     }
 }
 
-/// Runs `a` on a thread pinned to `cpus[0]` and `b` on one pinned to `cpus[1]`; returns what
-/// `a` measured. A side that panics drops its channel ends, so the other fails too and both
-/// threads end.
-fn on_two_threads<A, B>(cpus: [usize; 2], a: A, b: B) -> Result<Duration, String>
+/// Runs `a` on a thread pinned to `cpus[0]` and `b` on one pinned to `cpus[1]`, both
+/// registered in `sleeps`; returns what `a` measured. Thread B ends only once A has, so that A
+/// can read B's counters. A side that panics drops its channel ends, so the other fails too
+/// and both threads end.
+fn on_two_threads<A, B>(cpus: [usize; 2], sleeps: &Sleeps, a: A, b: B) -> Result<SideA, String>
 where
-    A: FnOnce() -> Duration + Send,
+    A: FnOnce() -> SideA + Send,
     B: FnOnce() + Send,
 {
+    // Dropped by thread A when it ends (by unwinding too), which ends B's wait.
+    let (a_alive, a_gone) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let side_b = std::thread::Builder::new()
             .name("mesh-bench-b".into())
             .spawn_scoped(scope, move || {
                 pin_current_thread(cpus[1]).expect("cannot pin thread B");
+                sleeps.register(1);
                 b();
+                let _ = a_gone.recv();
             })
             .map_err(|e| format!("cannot start thread B: {e}"))?;
         let side_a = std::thread::Builder::new()
             .name("mesh-bench-a".into())
             .spawn_scoped(scope, move || {
+                let _alive = a_alive;
                 pin_current_thread(cpus[0]).expect("cannot pin thread A");
+                sleeps.register(0);
                 a()
             })
             .map_err(|e| format!("cannot start thread A: {e}"))?;
