@@ -3,7 +3,8 @@
 # docs/benchmarks-mesh.md.
 #
 #   benches/mesh_compare.sh             the full run: 5 repetitions, 100,000 round trips and
-#                                       5,000,000 messages per measurement (about 5 min on 2 CPUs)
+#                                       5,000,000 messages per measurement (about 5 min on a quiet
+#                                       2-CPU machine)
 #   benches/mesh_compare.sh --quick     a smoke run of about 10 s (3 reps, 2,000 round trips,
 #                                       200,000 messages); add --no-doc to keep the doc as it is
 #   benches/mesh_compare.sh --quick --no-doc --out target/mesh-compare/ci     (what CI runs)
@@ -34,7 +35,8 @@
 #   -h, --help        print this help
 #
 # Run it on a quiet machine: with two CPUs, any other busy process shares a CPU with one side.
-# The load average before and after is written into the report.
+# The script warns when the CPUs were busy in the 5 s before the run, and the report says how
+# much CPU time other jobs took before and during it.
 set -euo pipefail
 
 shell_quote() {
@@ -135,17 +137,52 @@ args=(--reps "$reps" --round-trips "$round_trips" --messages "$messages" --capac
 [[ -z $opt_subjects ]] || args+=(--subjects "$opt_subjects")
 run_command="env -u COREIO_BACKEND benches/target/release/mesh_compare $(shell_quote "${args[@]}")"
 
+# How busy the CPUs were just before the run, from /proc/stat: the load average lags by
+# minutes, and during the run it counts the benchmark's own two threads.
+cpu_busy_percent() { # seconds
+  local a b
+  read -r -a a < <(grep '^cpu ' /proc/stat)
+  sleep "$1"
+  read -r -a b < <(grep '^cpu ' /proc/stat)
+  awk -v a="${a[*]:1:8}" -v b="${b[*]:1:8}" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ")
+    for (i = 1; i <= n; i++) { d = y[i] - x[i]; total += d; if (i == 4 || i == 5) idle += d }
+    printf "%d", (total > 0 ? 100 * (total - idle) / total : 0)
+  }'
+}
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${load_before%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-  note "warning: load average $load_before: another job is running, and it shares a CPU with one side"
+busy_before=$(cpu_busy_percent 5)
+if ((busy_before > 10)); then
+  note "warning: the CPUs were ${busy_before}% busy over the last 5 s: another job is running, and it shares a CPU with one side"
 fi
 note "results in $out_dir/"
 note "running: $run_command"
-measure_started=$(date +%s)
+read -r -a stat_before < <(grep '^cpu ' /proc/stat)
+measure_started=$(date +%s.%N)
 status=0
 env -u COREIO_BACKEND "$bin" "${args[@]}" >"$results" 2> >(tee "$out_dir/progress.log" >&2) || status=$?
-measure_seconds=$(($(date +%s) - measure_started))
+measure_ended=$(date +%s.%N)
+read -r -a stat_after < <(grep '^cpu ' /proc/stat)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+measure_seconds=$(awk -v a="$measure_started" -v b="$measure_ended" 'BEGIN { printf "%d", b - a + 0.5 }')
+# CPU time the other jobs used during the run, roughly: the machine's busy time from /proc/stat
+# (user, nice, system, irq, softirq; idle and iowait are not busy, steal is time the hypervisor
+# gave to others) less mesh_compare's own (its `mesh-cpu` line), over all CPU time. /proc/stat
+# is sampled at clock ticks, so this is good to a few points only.
+own_cpu=$(sed -n 's/^mesh-cpu seconds=//p' "$results")
+others_during=$(awk -v a="${stat_before[*]:1:8}" -v b="${stat_after[*]:1:8}" \
+  -v hz="$(getconf CLK_TCK)" -v own="${own_cpu:-0}" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    busy = 0; total = 0
+    for (i = 1; i <= 8; i++) {
+      d = y[i] - x[i]; total += d
+      if (i != 4 && i != 5 && i != 8) busy += d
+    }
+    if (total <= 0) { print "unknown"; exit }
+    others = busy - own * hz; if (others < 0) others = 0
+    printf "about %.0f%% of both CPUs; stolen by the hypervisor: %.1f%%", \
+      100 * others / total, 100 * (y[8] - x[8]) / total
+  }')
 ((status == 0)) || die "mesh_compare exited with status $status (see $out_dir/progress.log)"
 if ! grep -q '^mesh ' "$results"; then
   note "no measurement was made (see $out_dir/progress.log); no report written"
@@ -179,6 +216,11 @@ thousands() { # 1234567 -> 1,234,567
   echo "$n$grouped"
 }
 
+if ((build)); then
+  built_text="builds benches/micro (\`cargo build --release --manifest-path benches/Cargo.toml -p coreio-bench-micro --bin mesh_compare\`) and runs"
+else
+  built_text="runs, with the binary built beforehand (\`--no-build\`)"
+fi
 report=$out_dir/benchmarks-mesh.md
 tables=$("$bin" --report "$results") || die "mesh_compare --report failed"
 {
@@ -202,7 +244,9 @@ it rather than editing this file. Every figure below comes from the one run desc
 | repetitions | $(plan_field reps), subjects interleaved, their order rotated by one each repetition |
 | round trip | $(thousands "$(plan_field round_trips)") measured after $(thousands "$(plan_field warmup_round_trips)") warm-up round trips, channels of capacity 1 |
 | throughput | $(thousands "$(plan_field messages)") \`u64\` messages measured after a warm-up pass of $(thousands "$(plan_field warmup_messages)"), channel capacity $(plan_field capacity) |
-| load average (1, 5, 15 min) before / after | $load_before / $load_after |
+| CPU time used by other jobs in the 5 s before the run | ${busy_before}% of both CPUs |
+| CPU time used by other jobs during the run (\`/proc/stat\` less this run's own) | $others_during |
+| load average (1, 5, 15 min) before / after | $load_before / $load_after (the run's own threads count in the latter) |
 | measuring time | $measure_seconds s |
 
 Command, from the repository root:
@@ -211,15 +255,15 @@ Command, from the repository root:
 $command_line
 \`\`\`
 
-which builds benches/micro and runs:
+which $built_text:
 
 \`\`\`sh
 $run_command
 \`\`\`
 
-The machine may have been shared with other jobs during the run (see the load average); with
-two CPUs, any other busy process shares a CPU with one side, so treat differences of a few
-percent as noise and look at the spread (min–max) of each figure.
+The machine may have been shared with other jobs during the run; with two CPUs, any other busy
+process shares a CPU with one side, so treat differences of a few percent as noise and look at
+the spread (min–max) of each figure and at every repetition (the last tables).
 
 ## What is measured
 
@@ -275,8 +319,8 @@ $tables
   wakes it through the receiving core's injector queue, which costs the sender a lock and a
   wake too. crossbeam-channel's receiver spins on an empty channel for a while instead, and
   registers nothing.
-* **submit_to** allocates the boxed closure and a reply slot, and spawns a task on core B for
-  every call, so its round trip is a channel round trip plus a spawn and two allocations.
+* **submit_to** boxes the closure, allocates a reply slot and spawns a task on core B for
+  every call: three allocations and a spawn per round trip that the channel does not make.
 * **flume-async-on-coreio** runs flume's queue with coreio's wakers: the difference from
   coreio-uring is the channel, not the runtime.
 EOF

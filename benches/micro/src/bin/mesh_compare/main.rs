@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The first form measures and prints one result line per measurement on stdout (progress goes
-//! to stderr); the second reads such lines and prints the Markdown tables that
+//! to stderr), and at the end a `mesh-cpu` line with the CPU time the process used; the second reads such lines and prints the Markdown tables that
 //! `benches/mesh_compare.sh` puts into `docs/benchmarks-mesh.md`. The subjects and scenarios
 //! are described in `subjects.rs`, the lines in `report.rs`.
 //!
@@ -183,7 +183,23 @@ fn run(options: &Options) -> Result<(), String> {
             }
         }
     }
+    // For the report: whatever else the CPUs did during the run is the rest of their time.
+    emit(format!("mesh-cpu seconds={:.3}", own_cpu_seconds()));
     Ok(())
+}
+
+/// User and system CPU time of this process so far, every thread included (those that ended
+/// too).
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain data, for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `rusage`; RUSAGE_SELF is a valid `who`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 fn main() -> ExitCode {
