@@ -131,11 +131,10 @@ impl Driver {
         }
     }
 
-    /// Queues a `MSG_RING` that wakes the core owning `target_ring`, sent with this core's next
-    /// submission batch; `fallback` wakes it by eventfd if the message fails. Returns false
-    /// (and queues nothing) when this core cannot send one: it runs epoll, its kernel lacks
-    /// `MSG_RING`, or the driver is busy dispatching, as when a completion's waker wakes a task
-    /// of another core.
+    /// Sends a `MSG_RING` from this core's ring that wakes the core owning `target_ring`;
+    /// `fallback` wakes it by eventfd if the message fails. Returns false (and sends nothing)
+    /// when this core cannot send one: it runs epoll, its kernel lacks `MSG_RING`, or the
+    /// driver is busy dispatching, as when a completion's waker wakes a task of another core.
     pub(crate) fn post_ring_wake(
         &self,
         target_ring: RawFd,

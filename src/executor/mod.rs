@@ -13,8 +13,9 @@
 //! if it is the one that lowers `sleeping`, wakes the core. So a sleeping core is woken once per
 //! sleep, however many remote wakes and messages arrive, and an awake core is not woken at all.
 //! That handshake is `sleep.rs` (with its loom model); this module delivers the wake: a
-//! `MSG_RING` from the sender's own ring when both cores run io_uring (submitted with the
-//! sender's next batch, so it costs no syscall of its own), else an eventfd write.
+//! `MSG_RING` submitted at once from the sender's own ring when both cores run io_uring (one
+//! `io_uring_enter` for the sender, and no eventfd read or poll re-arm for the sleeper), else
+//! an eventfd write.
 //!
 //! This module owns the queues, the task registry used to cancel every task at shutdown, the
 //! cooperative budget, and [`spawn`]/[`yield_now`]. It must never poll a task on another thread,

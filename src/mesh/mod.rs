@@ -42,8 +42,9 @@
 //! A post is a push onto a lock-free queue. The receiving core is woken only if it sleeps, and
 //! then once for the whole batch of posts and cross-core task wakes that reach it before it
 //! runs again; an awake core is not woken at all. Between two io_uring cores the wake is an
-//! `IORING_OP_MSG_RING` that the sending core adds to its next submission batch, which posts a
-//! completion straight into the sleeping core's ring; otherwise it is one eventfd write.
+//! `IORING_OP_MSG_RING` submitted from the sending core's own ring, which posts a completion
+//! straight into the sleeping core's ring (no eventfd read or poll re-arm there); otherwise it
+//! is one eventfd write.
 //!
 //! # What this module owns
 //!

@@ -156,6 +156,11 @@ impl UringDriver {
             inner.ops.remove(key);
             return false;
         }
+        // Send it now rather than with this core's next batch: the sleeping core should start
+        // on its queue while this one goes on producing. (Deferring it to the next park saved
+        // the syscall but made a busy sender fill a whole channel before the receiver woke;
+        // docs/benchmarks-mesh.md.) If this submit fails, the entry goes with the next batch.
+        let _ = inner.submit_now();
         true
     }
 
@@ -300,15 +305,29 @@ impl Inner {
     /// unless `timeout` is zero. Interruptions and a busy completion queue are not errors: the
     /// caller reaps what is there and the core loop comes back.
     fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let to_submit = self.ring.submission().len() as u32;
-        let mut flags = EnterFlags::GETEVENTS;
         let (min_complete, timespec) = match timeout {
             Some(Duration::ZERO) => (0, None),
             Some(timeout) => (1, Some(Timespec::from(timeout))),
             None => (1, None),
         };
         let args = timespec.as_ref().map(|ts| SubmitArgs::new().timespec(ts));
-        let (arg_ptr, arg_size) = match &args {
+        self.enter_raw(min_complete, EnterFlags::GETEVENTS, args.as_ref())
+    }
+
+    /// Hands the queued entries to the kernel now, without waiting and without processing
+    /// completions (they stay queued for the next `park` to reap).
+    fn submit_now(&mut self) -> io::Result<()> {
+        self.enter_raw(0, EnterFlags::empty(), None)
+    }
+
+    fn enter_raw(
+        &mut self,
+        min_complete: u32,
+        mut flags: EnterFlags,
+        args: Option<&SubmitArgs<'_, '_>>,
+    ) -> io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        let (arg_ptr, arg_size) = match args {
             Some(args) => {
                 flags |= EnterFlags::EXT_ARG;
                 (
