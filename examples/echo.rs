@@ -20,6 +20,9 @@
 //! the core's remaining tasks (the accept loop and open connections). The server then prints
 //! what each core served and exits 0.
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -31,7 +34,6 @@ use std::time::Duration;
 use coreio::net::{LoadBalance, TcpListener, TcpStream};
 use coreio::sync::Event;
 use coreio::{Backend, Builder, CoreId};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT] [--cores N] [--backend auto|uring|epoll] [--spin-us N]
@@ -188,22 +190,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 }
 
 fn run(options: Options) -> Result<(), String> {
-    // Before any thread exists, so that every thread (the runtime's included) inherits the mask
-    // and the signals wait for `sigwait` instead of killing the process.
-    let signals = block_stop_signals()?;
+    // Before any thread exists, so that every thread (the runtime's included) inherits the mask.
     let stop = Event::new();
-    {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("echo-signals".into())
-            .spawn(move || {
-                if let Some(name) = wait_for_signal(&signals) {
-                    println!("echo: {name} received, stopping");
-                    stop.set();
-                }
-            })
-            .map_err(|err| format!("cannot start the signal thread: {err}"))?;
-    }
+    process::stop_on_signals("echo", stop.clone())?;
 
     let mut builder = Builder::new()
         .thread_name_prefix("echo")
@@ -229,7 +218,7 @@ fn run(options: Options) -> Result<(), String> {
     // Port 0: reserve a free port for all cores. The reservation is bound with SO_REUSEPORT but
     // never listens, so it receives no connection; it is closed when the server stops.
     let (addr, _reservation) = if options.addr.port() == 0 {
-        let (addr, socket) = reserve_port(options.addr)
+        let (addr, socket) = process::reserve_port(options.addr)
             .map_err(|err| format!("cannot find a free port on {}: {err}", options.addr))?;
         (addr, Some(socket))
     } else {
@@ -390,62 +379,4 @@ async fn echo(stream: TcpStream) {
             return;
         }
     }
-}
-
-/// Binds a socket with `SO_REUSEPORT` on port 0 and returns the address the kernel picked.
-fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Socket)> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&SockAddr::from(addr))?;
-    let bound = socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
-    Ok((bound, socket))
-}
-
-/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts later).
-fn block_stop_signals() -> Result<libc::sigset_t, String> {
-    // SAFETY: an all-zero `sigset_t` is valid storage; `sigemptyset` initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid, writable storage for a signal set, and SIGINT and SIGTERM are
-    // valid signal numbers, so these calls cannot fail.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
-    let res = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if res != 0 {
-        return Err(format!(
-            "cannot block SIGINT and SIGTERM: {}",
-            std::io::Error::from_raw_os_error(res)
-        ));
-    }
-    Ok(set)
-}
-
-/// Waits for one of the signals in `set` (blocked in this thread); `None` if `sigwait` fails.
-fn wait_for_signal(set: &libc::sigset_t) -> Option<&'static str> {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: `set` is an initialised signal set and `signal` is valid, writable storage.
-    let res = unsafe { libc::sigwait(set, &mut signal) };
-    if res != 0 {
-        eprintln!(
-            "echo: sigwait failed ({}); Ctrl-C will not stop the server cleanly",
-            std::io::Error::from_raw_os_error(res)
-        );
-        return None;
-    }
-    Some(match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
-    })
 }
