@@ -198,7 +198,6 @@ impl LocalExecutor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let key = self.registry.borrow_mut().insert(Waker::noop().clone());
         let shared = Arc::clone(&self.shared);
         let schedule = move |runnable: Runnable| {
             let mut runnable = Some(runnable);
@@ -228,8 +227,7 @@ impl LocalExecutor {
         // This replaces `spawn_local`, whose per-poll thread-id check cost about a tenth of a
         // spawn and 8 bytes a task (benches/micro).
         let (runnable, task) =
-            unsafe { async_task::spawn_unchecked(task::TaskFuture::new(future, key), schedule) };
-        self.registry.borrow_mut()[key] = runnable.waker();
+            unsafe { async_task::spawn_unchecked(task::TaskFuture::new(future), schedule) };
         if self.shutting_down.get() {
             // Nothing runs any more: cancel the task at once; its handle reports Cancelled.
             drop(runnable);
@@ -237,6 +235,14 @@ impl LocalExecutor {
             runnable.schedule();
         }
         JoinHandle::new(task)
+    }
+
+    /// Records the waker of a task that has just gone idle for the first time, so shutdown can
+    /// reach it; returns its registry key. A task is registered only once it waits: one that
+    /// finishes in its first poll never touches the registry, and one not yet polled sits in a
+    /// run queue, which shutdown drains.
+    pub(crate) fn register(&self, waker: &Waker) -> usize {
+        self.registry.borrow_mut().insert(waker.clone())
     }
 
     /// Forgets a finished or dropped task (called by the task's own wrapper).
