@@ -30,6 +30,8 @@
 #   --no-doc          do not rewrite docs/benchmarks.md and docs/benchmarks-echo.svg
 #   --no-build        use the binaries already built
 #   --report-only     run nothing: rewrite the report from the results already in --out DIR
+#   --perf            also sample the server with `perf record -g` during each run's measured
+#                     window, into DIR/logs/<run>.perf.data (benches/echo_profile.sh reads them)
 #   -h, --help        print this help
 #
 # Spin (environment only): CLIENT_SPIN_US (default 50) is echo_bench's --spin-us, so the load
@@ -85,7 +87,7 @@ note() { echo "echo_compare: $*" >&2; }
 
 opt_reps=${REPS-} opt_duration=${DURATION-} opt_warmup=${WARMUP-} opt_conns=${CONNS-}
 opt_sizes=${SIZES-} opt_servers=${SERVERS-} open_rate=${OPEN_RATE-} out_dir=${RESULTS_DIR-}
-quick=0 write_doc=1 build=1 report_only=0
+quick=0 write_doc=1 build=1 report_only=0 perf=0
 while (($# > 0)); do
   flag=$1
   value=
@@ -117,6 +119,7 @@ while (($# > 0)); do
   --no-doc) write_doc=0 ;;
   --no-build) build=0 ;;
   --report-only) report_only=1 ;;
+  --perf) perf=1 ;;
   -h | --help)
     usage
     exit 0
@@ -263,6 +266,10 @@ declare -p meta_date meta_machine meta_cpu meta_nproc meta_command pinned_arg \
   servers_list conns_list sizes_list >"$out_dir/meta.env"
 
 [[ -x $bench_bin ]] || die "no load generator at $bench_bin"
+if ((perf)); then
+  perf --version >/dev/null 2>&1 ||
+    die "--perf needs perf (Debian: apt-get install linux-perf; Ubuntu: linux-tools-\$(uname -r))"
+fi
 
 # Raise the open-file limit: 1000 connections need 1000 descriptors on each side.
 hard_nofile=$(ulimit -Hn)
@@ -451,7 +458,15 @@ run_one() {
     --size "$size" --duration "$duration" --warmup "$warmup" --cores 1 --json
     --server-pid "$server_pid" --label "$name" --spin-us "$client_spin_us")
   ((rate > 0)) && cmd+=(--rate "$rate")
+  local perf_pid=
+  if ((perf)); then
+    # cpu-clock at a fixed rate: every sample stands for the same CPU time, in a VM too.
+    (sleep "$warmup" && exec perf record -q -e cpu-clock -F 999 -g -p "$server_pid" \
+      -o "$logs/$tag.perf.data" -- sleep "$duration") >"$logs/$tag.perf.log" 2>&1 &
+    perf_pid=$!
+  fi
   out=$(timeout --kill-after=5 "$client_limit" "${cmd[@]}" 2>"$clog") || status=$?
+  [[ -z $perf_pid ]] || wait "$perf_pid" || warn "perf record failed: see $logs/$tag.perf.log"
   local server_died=
   if ! kill -0 "$server_pid" 2>/dev/null; then
     local server_status=0
