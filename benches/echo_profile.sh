@@ -41,7 +41,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root=$PWD
+
 invocation="benches/echo_profile.sh${*:+ $*}"
 
 die() {
@@ -50,7 +50,7 @@ die() {
 }
 
 servers="coreio coreio-epoll tokio-ct monoio uring-raw" conns="16 64 1000" sizes="64"
-reps=3 duration=3 warmup=1 out_dir= write_doc=1 build_flag=()
+reps=3 duration=3 warmup=1 out_dir='' write_doc=1 build_flag=()
 while (($# > 0)); do
   case $1 in
   --servers | --conns | --sizes | --reps | --duration | --warmup | --out)
