@@ -41,7 +41,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-
 invocation="benches/echo_profile.sh${*:+ $*}"
 
 die() {
