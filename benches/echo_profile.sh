@@ -34,6 +34,7 @@
 #   --out DIR         results directory (default target/echo-profile/<UTC time>/)
 #   --no-doc          do not write docs/profile-echo.md
 #   --no-build        use the binaries already built
+#   --report-only     run nothing: rewrite the report from the runs already in --out DIR
 #   -h, --help        print this help
 #
 # Needs perf (Debian: apt-get install linux-perf). perf samples at 999 Hz, which costs the
@@ -49,7 +50,7 @@ die() {
 }
 
 servers="coreio coreio-epoll tokio-ct monoio uring-raw" conns="16 64 1000" sizes="64"
-reps=3 duration=3 warmup=1 out_dir='' write_doc=1 build_flag=()
+reps=3 duration=3 warmup=1 out_dir='' write_doc=1 build_flag=() report_only=0
 while (($# > 0)); do
   case $1 in
   --servers | --conns | --sizes | --reps | --duration | --warmup | --out)
@@ -67,6 +68,7 @@ while (($# > 0)); do
     ;;
   --no-doc) write_doc=0 ;;
   --no-build) build_flag=(--no-build) ;;
+  --report-only) report_only=1 ;;
   -h | --help)
     sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit 0
@@ -77,12 +79,26 @@ while (($# > 0)); do
 done
 perf --version >/dev/null 2>&1 ||
   die "perf is missing (Debian: apt-get install linux-perf; Ubuntu: linux-tools-\$(uname -r))"
+if ((report_only)); then
+  [[ -n $out_dir ]] || die "--report-only needs --out DIR (a directory this script filled before)"
+  [[ -s $out_dir/runs/results.jsonl ]] || die "--report-only: no $out_dir/runs/results.jsonl"
+fi
 out_dir=${out_dir:-target/echo-profile/$(date -u +%Y%m%dT%H%M%SZ)}
 runs_dir=$out_dir/runs
 
-bash benches/echo_compare.sh --perf --no-doc "${build_flag[@]}" --out "$runs_dir" \
-  --servers "$servers" --conns "$conns" --sizes "$sizes" --reps "$reps" \
-  --duration "$duration" --warmup "$warmup"
+if ((report_only)); then
+  # What the runs were made with, for the report's header.
+  if [[ -f $out_dir/meta.env ]]; then
+    # shellcheck source=/dev/null
+    source "$out_dir/meta.env"
+  fi
+else
+  mkdir -p "$out_dir"
+  declare -p invocation servers conns sizes reps duration warmup >"$out_dir/meta.env"
+  bash benches/echo_compare.sh --perf --no-doc "${build_flag[@]}" --out "$runs_dir" \
+    --servers "$servers" --conns "$conns" --sizes "$sizes" --reps "$reps" \
+    --duration "$duration" --warmup "$warmup"
+fi
 
 # One line per sampled stack: its category. perf script prints each sample as a block of frames
 # (leaf first), blocks separated by blank lines.
@@ -143,7 +159,7 @@ report=$out_dir/profile-echo.md
   echo
   echo "Each sample goes to the first category its call stack matches: **TCP send** (a frame is \`tcp_sendmsg\`; on loopback this includes delivering the segment to the client's socket, softirq work done in the sender's context), **TCP receive** (\`tcp_recvmsg\`), **io_uring / epoll** (any io_uring or epoll frame: submission, completion, poll arming, task work, waiting), **other kernel** (syscall entry and exit, scheduling, timers, interrupts), **user space** (runtime, application, libc). Shares times the run's server CPU per echoed message give nanoseconds per message. Note that the socket layer around the TCP calls (looking the socket up, checks, copying the request) lands in **io_uring / epoll** for an io_uring server, whose socket calls run inside io_uring, and in **other kernel** for an epoll server, whose socket calls are syscalls: compare the three columns outside TCP together."
   echo
-  echo "The TCP work is the same whatever the runtime (the same segments through the same stack); what a runtime controls is the part outside TCP. **TCP alone ÷ tokio-ct's CPU** divides a server's TCP work by tokio-ct's whole CPU per message in the same cell: the ratio to tokio-ct that server would reach if it spent nothing at all outside TCP, a floor no runtime on this kernel and machine can go under."
+  echo "The TCP work is the same kernel code whatever the runtime (the same segments through the same stack), though its cost per message moves from run to run with batching, cache state and the machine's other load; what a runtime controls is the part outside TCP. **TCP alone ÷ tokio-ct's CPU** divides a server's TCP work by tokio-ct's whole CPU per message in the same cell: the ratio to tokio-ct that server would have reached in these runs had it spent nothing at all outside TCP."
   echo
   for size in $sizes; do
     for n in $conns; do
