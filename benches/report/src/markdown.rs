@@ -413,9 +413,9 @@ fn targets(out: &mut String, input: &Input) {
     }
     out.push_str(
         "\nWhy these ratios sit near 1×: most of every server's CPU per message is the kernel's \
-         TCP work, the same whatever the runtime. `benches/echo_profile.sh` measures the split \
-         (docs/profile-echo.md), including the ratio a runtime would reach if it spent nothing \
-         outside TCP.\n",
+         TCP work, the same kernel code whatever the runtime. `benches/echo_profile.sh` measures \
+         the split (docs/profile-echo.md), including the ratio a runtime would have reached had it \
+         spent nothing outside TCP.\n",
     );
 
     let peers: Vec<&String> = input
