@@ -1,4 +1,4 @@
-//! [`Builder`]: choosing cores, ring size, scheduling interval and backend, with every bad
+//! [`Builder`]: choosing cores, ring size, scheduling intervals and backend, with every bad
 //! input reported by [`Builder::build`] as a clear error, never a panic.
 //!
 //! This module owns configuration and its validation, and the once-per-process backend probe.
@@ -22,6 +22,17 @@ pub const MAX_RING_ENTRIES: u32 = 32768;
 /// Default number of task polls between two non-blocking checks of the driver: a prime, so
 /// the check does not fall into step with periodic task patterns (tokio's figure).
 pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
+/// Default number of tasks a core takes from its queues between two looks at its remote queue
+/// (the injector of tasks woken from other threads and cores) *before* its local queue.
+///
+/// A core otherwise serves its local queue first and the remote queue only when the local one
+/// is empty, and tasks that keep yielding keep the local queue full: without this periodic look
+/// a task woken from another thread would never run. 31 is tokio's figure for its
+/// current-thread scheduler: a remote wake waits behind at most 30 local polls, while the
+/// extra look at the remote queue (a few atomic loads when it is empty) is made on one poll in
+/// 31. It is a prime, like [`DEFAULT_EVENT_INTERVAL`], so neither check falls into step with
+/// periodic task patterns or with the other.
+pub const DEFAULT_REMOTE_QUEUE_INTERVAL: u32 = 31;
 /// Longest [`Builder::spin_before_park`]: beyond this, spinning is a busy loop, not a wait.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 
@@ -51,6 +62,7 @@ pub struct Builder {
     cores: CoreSelection,
     ring_entries: u32,
     event_interval: u32,
+    remote_queue_interval: u32,
     spin_before_park: Duration,
     thread_name: String,
     backend: Backend,
@@ -61,6 +73,7 @@ pub struct Builder {
 pub(crate) struct CoreConfig {
     pub(crate) driver: DriverConfig,
     pub(crate) event_interval: u32,
+    pub(crate) remote_queue_interval: u32,
     pub(crate) spin_before_park: Duration,
     pub(crate) thread_name: String,
 }
@@ -72,13 +85,14 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Every core the process may run on, default ring size and event interval, backend
-    /// [`Backend::Auto`].
+    /// Every core the process may run on, default ring size, event interval and remote queue
+    /// interval, backend [`Backend::Auto`].
     pub fn new() -> Builder {
         Builder {
             cores: CoreSelection::All,
             ring_entries: DEFAULT_RING_ENTRIES,
             event_interval: DEFAULT_EVENT_INTERVAL,
+            remote_queue_interval: DEFAULT_REMOTE_QUEUE_INTERVAL,
             spin_before_park: Duration::ZERO,
             thread_name: "coreio".into(),
             backend: Backend::Auto,
@@ -107,6 +121,24 @@ impl Builder {
     /// Task polls between two non-blocking checks of the I/O driver (default 61).
     pub fn event_interval(mut self, polls: u32) -> Builder {
         self.event_interval = polls;
+        self
+    }
+
+    /// Every `polls`-th task a core polls is taken from its remote queue (tasks woken from other
+    /// threads and cores) when that holds one, even though the local queue is not empty
+    /// (default [`DEFAULT_REMOTE_QUEUE_INTERVAL`], 31; at least 1).
+    ///
+    /// This bounds how long a remote wake can wait behind local tasks that keep yielding. A
+    /// smaller value serves remote wakes sooner, at the price of looking at the remote queue
+    /// more often; 1 takes remote tasks before local ones on every poll.
+    ///
+    /// ```
+    /// let rt = coreio::Builder::new().cores(1).remote_queue_interval(7).build();
+    /// assert!(rt.is_ok());
+    /// assert!(coreio::Builder::new().remote_queue_interval(0).build().is_err());
+    /// ```
+    pub fn remote_queue_interval(mut self, polls: u32) -> Builder {
+        self.remote_queue_interval = polls;
         self
     }
 
@@ -141,7 +173,7 @@ impl Builder {
     ///
     /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
     /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
-    /// entries or event interval out of range; an unknown `COREIO_BACKEND`; io_uring forced but
+    /// entries, event interval or remote queue interval out of range; an unknown `COREIO_BACKEND`; io_uring forced but
     /// unavailable (the [`RingSetupError`] names the cause and the remedy).
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
@@ -177,6 +209,13 @@ impl Builder {
         if self.event_interval == 0 {
             return Err(invalid("event_interval must be at least 1".into()));
         }
+        if self.remote_queue_interval == 0 {
+            return Err(invalid(
+                "remote_queue_interval must be at least 1, got 0 (1 takes remote tasks first \
+                 on every poll)"
+                    .into(),
+            ));
+        }
         if self.spin_before_park > MAX_SPIN_BEFORE_PARK {
             return Err(invalid(format!(
                 "spin_before_park must be at most {MAX_SPIN_BEFORE_PARK:?}, got {:?}",
@@ -191,6 +230,7 @@ impl Builder {
                 ring_entries: self.ring_entries,
             },
             event_interval: self.event_interval,
+            remote_queue_interval: self.remote_queue_interval,
             spin_before_park: self.spin_before_park,
             thread_name: self.thread_name.clone(),
         })

@@ -136,7 +136,8 @@ mod sys;
 pub mod time;
 
 pub use builder::{
-    Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_RING_ENTRIES, MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK,
+    Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
+    MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK,
 };
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};

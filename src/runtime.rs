@@ -234,7 +234,7 @@ where
     let io_error = |error| CoreError::Io { core, error };
     let shared = Arc::clone(mesh.shared(index));
     let _closed = CloseOnExit(Arc::clone(&shared));
-    let executor = LocalExecutor::new(Arc::clone(&shared));
+    let executor = LocalExecutor::new(Arc::clone(&shared), config.remote_queue_interval);
     let driver = Driver::new(&config.driver, executor.wake_fd()).map_err(io_error)?;
     if let Some(ring_fd) = driver.ring_fd_for_wakes() {
         match ring_fd {

@@ -154,6 +154,20 @@ fn event_interval_zero_is_invalid() {
 }
 
 #[test]
+fn remote_queue_interval_zero_is_invalid() {
+    for backend in [Backend::Auto, Backend::Epoll, Backend::IoUring] {
+        let builder = Builder::new()
+            .cores(1)
+            .backend(backend)
+            .remote_queue_interval(0);
+        assert_invalid(build(builder.clone()), &["remote_queue_interval", "0"]);
+        assert_invalid(block_on_err(builder), &["remote_queue_interval"]);
+    }
+    let default = coreio::DEFAULT_REMOTE_QUEUE_INTERVAL;
+    build(Builder::new().cores(1).remote_queue_interval(default)).unwrap();
+}
+
+#[test]
 fn spin_before_park_over_the_limit_is_invalid() {
     let too_long = coreio::MAX_SPIN_BEFORE_PARK + Duration::from_nanos(1);
     let builder = Builder::new().cores(1).spin_before_park(too_long);
@@ -174,11 +188,19 @@ fn extreme_valid_settings_are_accepted() {
             .cores(1)
             .backend(Backend::Epoll)
             .ring_entries(MAX_RING_ENTRIES)
-            .event_interval(u32::MAX),
+            .event_interval(u32::MAX)
+            .remote_queue_interval(u32::MAX),
     )
     .unwrap();
     assert_eq!(rt.cores().len(), 1);
-    let rt = build(Builder::new().cores(1).ring_entries(1).event_interval(1)).unwrap();
+    let rt = build(
+        Builder::new()
+            .cores(1)
+            .ring_entries(1)
+            .event_interval(1)
+            .remote_queue_interval(1),
+    )
+    .unwrap();
     assert_ne!(
         rt.backend(),
         Backend::Auto,

@@ -492,6 +492,12 @@ both_backends! {
         });
     }
 
+    fn yield_loop_does_not_starve_remote_wakes(backend: Backend) {
+        // With the default interval, and with 1 (the remote queue first on every poll).
+        remote_wake_under_yield_loop(Builder::new().backend(backend), backend);
+        remote_wake_under_yield_loop(Builder::new().backend(backend).remote_queue_interval(1), backend);
+    }
+
     fn io_that_never_blocks_is_made_to_yield(backend: Backend) {
         // 4000 one-byte writes fit in a loopback socket's buffers many times over (the kernel
         // coalesces them), so on epoll every write completes without Pending; only the
@@ -539,6 +545,45 @@ both_backends! {
             }
         });
     }
+}
+
+/// Two tasks that yield to each other keep the local run queue non-empty forever, while the root
+/// task waits for a message sent from a plain thread: the send wakes it into the injector,
+/// which must still be served. No timer is armed while the root waits: a
+/// timer fires on the core itself and wakes its task locally, which would hide the starvation.
+/// A hang is the failure (nextest kills the test after 2 minutes).
+fn remote_wake_under_yield_loop(builder: Builder, backend: Backend) {
+    let yields = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = coreio::mesh::channel::<u64>(1);
+    let sender = {
+        let yields = yields.clone();
+        std::thread::spawn(move || {
+            // Send only once both yielders are well under way (they run after the root has
+            // started waiting), so the wake arrives while the local queue is never empty.
+            while yields.load(Ordering::Relaxed) < 1000 {
+                std::thread::yield_now();
+            }
+            tx.try_send(42).unwrap();
+        })
+    };
+    let got = builder
+        .block_on(async move {
+            util::assert_backend(backend);
+            for _ in 0..2 {
+                let yields = yields.clone();
+                coreio::spawn(async move {
+                    loop {
+                        yields.fetch_add(1, Ordering::Relaxed);
+                        coreio::yield_now().await;
+                    }
+                });
+            }
+            // The yielders are cancelled when the root returns.
+            rx.recv().await.unwrap()
+        })
+        .expect("the runtime failed to start");
+    assert_eq!(got, 42);
+    sender.join().unwrap();
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! Each core runs one [`LocalExecutor`]: a FIFO run queue of [`async_task::Runnable`]s that only
 //! its own thread touches, plus an injector queue (lock-free, [`concurrent_queue`]) through
 //! which wakers fired on *other* threads hand tasks back. Tasks never leave their core, so their
-//! futures may be `!Send`.
+//! futures may be `!Send`. The local queue is served first, but every `remote_queue_interval`-th
+//! task ([`Builder::remote_queue_interval`](crate::Builder::remote_queue_interval)) comes from
+//! the injector when it holds one, so local tasks that keep yielding cannot starve remote wakes.
 //!
 //! Beside the injector sits the core's mailbox: closures other cores post with
 //! [`mesh::submit_to`](crate::mesh::submit_to), run by the core loop between task polls.
@@ -163,6 +165,11 @@ impl EventfdWake for Shared {
 pub(crate) struct LocalExecutor {
     local: RefCell<VecDeque<Runnable>>,
     shared: Arc<Shared>,
+    /// Every this many calls, [`next_task`](LocalExecutor::next_task) looks at the injector
+    /// before the local queue (`Builder::remote_queue_interval`, at least 1).
+    remote_queue_interval: u32,
+    /// Calls to `next_task` since it last looked at the injector first.
+    remote_tick: Cell<u32>,
     /// Wakers of every live task, so shutdown can reach tasks that sit idle in a driver.
     registry: RefCell<Slab<Waker>>,
     shutting_down: Cell<bool>,
@@ -172,11 +179,14 @@ pub(crate) struct LocalExecutor {
 
 impl LocalExecutor {
     /// An executor for the core whose cross-thread state is `shared` (made beforehand, so the
-    /// other cores can address this one before it starts).
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    /// other cores can address this one before it starts), serving the injector first every
+    /// `remote_queue_interval` tasks (validated by the builder; 0 is taken as 1).
+    pub(crate) fn new(shared: Arc<Shared>, remote_queue_interval: u32) -> Self {
         LocalExecutor {
             local: RefCell::new(VecDeque::with_capacity(LOCAL_QUEUE_RETAINED)),
             shared,
+            remote_queue_interval: remote_queue_interval.max(1),
+            remote_tick: Cell::new(0),
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
             budget: Cell::new(TASK_BUDGET),
@@ -252,8 +262,25 @@ impl LocalExecutor {
         }
     }
 
-    /// Takes the next task to poll: local tasks first, then tasks woken from other threads.
+    /// Takes the next task to poll: local tasks first, then tasks woken from other threads —
+    /// except that every `remote_queue_interval`-th call looks at the injector first.
+    ///
+    /// Without that exception a local queue that never empties (two tasks that `yield_now` to
+    /// each other: each requeues itself locally) would leave every task woken from another
+    /// thread or core in the injector forever. With it, the injector's oldest task is taken at
+    /// least once every `remote_queue_interval` calls, however full the local queue. The cost on
+    /// the hot path is a `Cell` counter; the injector (atomics) is touched only on those calls
+    /// and when the local queue is empty, as before.
     pub(crate) fn next_task(&self) -> Option<Runnable> {
+        let tick = self.remote_tick.get() + 1;
+        if tick >= self.remote_queue_interval {
+            self.remote_tick.set(0);
+            if let Ok(runnable) = self.shared.injector.pop() {
+                return Some(runnable);
+            }
+        } else {
+            self.remote_tick.set(tick);
+        }
         let mut local = self.local.borrow_mut();
         let next = local.pop_front();
         // A burst (a million tasks spawned at once) leaves the queue with a million slots;
@@ -269,6 +296,10 @@ impl LocalExecutor {
     }
 
     /// Runs up to [`JOBS_PER_TICK`] closures from the mailbox (each typically spawns a task).
+    ///
+    /// Busy tasks cannot starve the mailbox the way they could the injector: the core loop calls
+    /// this at the top of every pass, and a pass polls at most `event_interval` tasks, however
+    /// full the run queues are.
     pub(crate) fn run_mailbox(&self) {
         for _ in 0..JOBS_PER_TICK {
             match self.shared.mailbox.pop() {
