@@ -1,5 +1,6 @@
-//! TCP: echo under load across cores, connection errors, half-close, options, addresses,
-//! `read_exact`/`write_all`, and buffer handling (`Vec` lengths, slices).
+//! TCP: echo under load across cores, connection errors, half-close, what a dropped stream
+//! sends (FIN or RST), options, addresses, `read_exact`/`write_all`, and buffer handling (`Vec`
+//! lengths, slices).
 
 #[macro_use]
 mod util;
@@ -67,6 +68,28 @@ async fn echo_client(addr: SocketAddr, conn: u64) -> io::Result<()> {
     let (res, rest) = stream.read(Vec::with_capacity(16)).await;
     assert_eq!(res?, 0, "unexpected data after the last echo: {rest:?}");
     Ok(())
+}
+
+/// Bytes waiting in `stream`'s receive queue, not yet read (`FIONREAD`).
+fn queued_input(stream: &TcpStream) -> usize {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: `stream` owns an open socket for the whole call, and FIONREAD writes one `c_int`
+    // through the pointer, which points to a live, writable `c_int`.
+    let res = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    assert_eq!(res, 0, "FIONREAD: {}", io::Error::last_os_error());
+    usize::try_from(queued).unwrap()
+}
+
+/// Waits (bounded, about `PATIENCE`) until at least `len` bytes are queued unread on `stream`;
+/// returns whether they were.
+async fn wait_for_queued_input(stream: &TcpStream, len: usize) -> bool {
+    for _ in 0..PATIENCE.as_millis() {
+        if queued_input(stream) >= len {
+            return true;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    queued_input(stream) >= len
 }
 
 both_backends! {
@@ -239,6 +262,66 @@ both_backends! {
                 // write_all reports it too.
                 let (res, _) = client.write_all(vec![1u8; 100_000]).await;
                 assert!(res.is_err());
+            }
+        });
+    }
+
+    fn dropping_a_stream_with_unread_input_resets_the_peer(backend: Backend) {
+        // Linux's close(2) answers unread input with an RST, not a FIN (RFC 2525, 2.17), and
+        // coreio closes with a plain close(2) on both backends. With and without a first part
+        // read: what counts is what is still in the receive queue at the drop.
+        block_on(backend, async {
+            for read_first in [false, true] {
+                let (client, server) = pair().await;
+                let (res, _) = server.write_all(&b"reply"[..]).await;
+                res.unwrap();
+                let (res, _) = client.write_all(&b"hello world"[..]).await;
+                res.unwrap();
+                let mut unread = 11;
+                if read_first {
+                    let (res, buf) = server.read_exact(Vec::with_capacity(5)).await;
+                    res.unwrap();
+                    assert_eq!(buf, b"hello");
+                    unread -= 5;
+                }
+                // Drop only once every byte has arrived, so that the reset is certain.
+                assert!(
+                    wait_for_queued_input(&server, unread).await,
+                    "read_first={read_first}: the client's bytes never arrived"
+                );
+                drop(server);
+                // What had already reached the client is still readable; then the reset.
+                let (res, buf) = client.read_exact(Vec::with_capacity(5)).await;
+                res.unwrap();
+                assert_eq!(buf, b"reply");
+                let (res, _) = timeout(PATIENCE, client.read(Vec::with_capacity(64)))
+                    .await
+                    .expect("the reset never reached the client");
+                let err = res.expect_err("the client read data or a FIN, not the reset");
+                assert_eq!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionReset,
+                    "read_first={read_first}: {err}"
+                );
+            }
+        });
+    }
+
+    fn dropping_a_stream_with_nothing_unread_sends_a_fin(backend: Backend) {
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let (res, _) = client.write_all(&b"hello world"[..]).await;
+            res.unwrap();
+            let (res, buf) = server.read_exact(Vec::with_capacity(11)).await;
+            res.unwrap();
+            assert_eq!(buf, b"hello world");
+            assert_eq!(queued_input(&server), 0);
+            drop(server);
+            for _ in 0..2 {
+                let (res, _) = timeout(PATIENCE, client.read(Vec::with_capacity(64)))
+                    .await
+                    .expect("the FIN never reached the client");
+                assert_eq!(res.expect("a clean close, not a reset"), 0);
             }
         });
     }

@@ -20,7 +20,21 @@ use crate::net::{Handoff, HandoffError};
 /// `&self`, so one task can read while another writes.
 ///
 /// Dropping the stream closes the socket once every operation on it has finished: operations
-/// whose futures were dropped are cancelled first, and the peer then sees a FIN.
+/// whose futures were dropped are cancelled first. The close is a plain `close(2)` on both
+/// backends, so what the peer sees is Linux's doing, not coreio's:
+///
+/// - **Nothing left unread** (the socket's receive queue is empty): a FIN, sent after whatever
+///   was written and is still queued. The peer reads that data, then end of stream (`Ok(0)`).
+/// - **Unread input** (bytes the peer sent that were never read): the kernel discards them and
+///   resets the connection with an RST instead of a FIN (RFC 2525, section 2.17), dropping
+///   any written data not yet sent. The peer can still read what had already reached it, then
+///   its next read or write fails with [`ConnectionReset`](std::io::ErrorKind::ConnectionReset)
+///   (`ECONNRESET`). On io_uring a read future dropped mid-operation may already have taken
+///   bytes off the queue (see `docs/backends.md`), so only what the kernel still holds counts.
+///
+/// To close gracefully when the peer may still be sending, [`shutdown`](Self::shutdown) the
+/// write half (the peer reads end of stream), read until `Ok(0)` (the peer has closed its side
+/// too; discard or handle what arrives), then drop the stream.
 ///
 /// A stream belongs to the core that made it, so it is neither `Send` nor `Sync`:
 ///
