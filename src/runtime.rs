@@ -10,6 +10,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -35,7 +36,10 @@ impl fmt::Display for CoreId {
 
 /// Why a core produced no output.
 pub enum CoreError {
-    /// The core's root future panicked; the other cores were not affected.
+    /// The core's root future panicked, or a panic unwound out of the core's loop: a waker the
+    /// driver or the timers woke, a buffer's `Drop` run when the driver released it, a mailbox
+    /// job's `Drop` run when the stopping core discarded it. The core shut its driver down
+    /// first (nothing the kernel still held was freed); the other cores were not affected.
     Panicked {
         /// The core.
         core: CoreId,
@@ -175,7 +179,7 @@ impl Runtime {
                         });
                     if spawned.is_err() {
                         // No thread will ever drain this core's mailbox.
-                        mesh.shared(index).close();
+                        drop(mesh.shared(index).close());
                     }
                     spawned.map_err(|error| CoreError::Io { core, error })
                 })
@@ -215,7 +219,9 @@ struct CloseOnExit(Arc<Shared>);
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
-        self.0.close();
+        // A panic of a discarded job's `Drop` was reported by the core's teardown, which closed
+        // the mailbox first; one found only here has no one left to report to.
+        drop(self.0.close());
     }
 }
 
@@ -251,26 +257,35 @@ where
         mesh,
     };
     context::enter(&ctx, || {
-        let handle = ctx.executor.spawn(root());
-        let looped = core_loop(&ctx, config, || handle.is_finished());
-        let output = if looped.is_ok() {
-            let waker = std::task::Waker::noop();
-            match pin!(handle).poll(&mut Context::from_waker(waker)) {
-                Poll::Ready(output) => Some(output),
-                Poll::Pending => unreachable!("the loop only ends early when the root finished"),
-            }
-        } else {
-            None
-        };
-        ctx.executor.shutdown();
-        ctx.driver.shutdown();
-        match (looped, output) {
-            (Err(error), _) => Err(CoreError::Io { core, error }),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Ok(()), Some(Err(JoinError::Panicked(payload)))) => {
-                Err(CoreError::Panicked { core, payload })
-            }
-            (Ok(()), Some(Err(JoinError::Cancelled)) | None) => Err(CoreError::Io {
+        // A panic can unwind out of the loop (the root's own panics are caught by its task):
+        // from a waker the driver or the timers wake, or a buffer's `Drop` when the driver
+        // releases it. It is caught here so that the teardown below always runs: without it
+        // the ring and the operation slab would be freed with operations live in the kernel.
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            let handle = ctx.executor.spawn(root());
+            core_loop(&ctx, config, || handle.is_finished()).map(|()| {
+                let waker = std::task::Waker::noop();
+                match pin!(handle).poll(&mut Context::from_waker(waker)) {
+                    Poll::Ready(output) => output,
+                    Poll::Pending => {
+                        unreachable!("the loop only ends early when the root finished")
+                    }
+                }
+            })
+        }));
+        // Cancel every task (their operations become orphans), then wait for the kernel to let
+        // go of every buffer. Both report a panic of user code run meanwhile (a future's or a
+        // mailbox job's `Drop`, a waker) after finishing their work regardless.
+        let executor_panic = ctx.executor.shutdown();
+        let driver_panic = ctx.driver.shutdown();
+        let teardown_panic = executor_panic.or(driver_panic);
+        let panicked = |payload| Err(CoreError::Panicked { core, payload });
+        match (ran, teardown_panic) {
+            (Err(payload), _) | (Ok(Ok(Err(JoinError::Panicked(payload)))), _) => panicked(payload),
+            (Ok(Err(error)), _) => Err(CoreError::Io { core, error }),
+            (Ok(Ok(_)), Some(payload)) => panicked(payload),
+            (Ok(Ok(Ok(value))), None) => Ok(value),
+            (Ok(Ok(Err(JoinError::Cancelled))), None) => Err(CoreError::Io {
                 core,
                 error: io::Error::other("the root future was cancelled"),
             }),

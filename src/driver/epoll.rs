@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use super::{Direction, Operation};
+use super::{Direction, DriverId, Operation};
 use crate::sys::{self, syscall};
 
 /// epoll `data` of the executor's wake eventfd; socket tokens are slab keys, far below it.
@@ -62,6 +62,7 @@ impl Source {
 }
 
 pub(crate) struct EpollDriver {
+    id: DriverId,
     epoll: OwnedFd,
     wake_fd: RawFd,
     inner: RefCell<Inner>,
@@ -73,7 +74,7 @@ struct Inner {
 }
 
 impl EpollDriver {
-    pub(crate) fn new(wake_fd: RawFd) -> io::Result<EpollDriver> {
+    pub(crate) fn new(id: DriverId, wake_fd: RawFd) -> io::Result<EpollDriver> {
         let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: `epoll_create1` just returned this descriptor and nothing else owns it.
         let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
@@ -88,6 +89,7 @@ impl EpollDriver {
             &mut event
         ))?;
         Ok(EpollDriver {
+            id,
             epoll,
             wake_fd,
             inner: RefCell::new(Inner {
@@ -95,6 +97,10 @@ impl EpollDriver {
                 events: Vec::with_capacity(EVENTS_PER_WAIT),
             }),
         })
+    }
+
+    pub(crate) fn id(&self) -> DriverId {
+        self.id
     }
 
     /// Registers `fd` for both directions, edge-triggered; returns its token.

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::{fmt, io};
 
-use super::Driver;
+use super::{Driver, DriverId};
 use crate::context;
 use crate::sys;
 
@@ -22,6 +22,9 @@ pub(crate) struct SharedFd {
 
 struct Inner {
     fd: RawFd,
+    /// The driver of the core that wrapped the fd: the only one its operations may use, and
+    /// the one whose epoll instance holds it.
+    owner: DriverId,
     /// The epoll driver's token for this fd, on the epoll backend.
     epoll_token: Option<usize>,
 }
@@ -31,12 +34,15 @@ impl SharedFd {
     /// that is what the core runs.
     pub(crate) fn new(fd: OwnedFd) -> io::Result<SharedFd> {
         let raw = fd.into_raw_fd();
-        let registered = context::with(|ctx| match &ctx.driver {
-            Driver::Epoll(driver) => driver.register(raw).map(Some),
-            Driver::IoUring(_) => Ok(None),
+        let registered = context::with(|ctx| {
+            let token = match &ctx.driver {
+                Driver::Epoll(driver) => driver.register(raw).map(Some),
+                Driver::IoUring(_) => Ok(None),
+            };
+            token.map(|token| (ctx.driver.id(), token))
         });
-        let epoll_token = match registered {
-            Some(Ok(token)) => token,
+        let (owner, epoll_token) = match registered {
+            Some(Ok(registered)) => registered,
             Some(Err(err)) => {
                 sys::close(raw);
                 return Err(err);
@@ -49,6 +55,7 @@ impl SharedFd {
         Ok(SharedFd {
             inner: Rc::new(Inner {
                 fd: raw,
+                owner,
                 epoll_token,
             }),
         })
@@ -56,6 +63,11 @@ impl SharedFd {
 
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd
+    }
+
+    /// The driver this descriptor belongs to.
+    pub(crate) fn owner(&self) -> DriverId {
+        self.inner.owner
     }
 
     /// Takes the descriptor back out, open, when no operation holds a clone: deregistered from
@@ -67,7 +79,9 @@ impl SharedFd {
         let inner = std::mem::ManuallyDrop::new(inner);
         if let Some(token) = inner.epoll_token {
             context::with(|ctx| {
-                if let Driver::Epoll(driver) = &ctx.driver {
+                if let Driver::Epoll(driver) = &ctx.driver
+                    && driver.id() == inner.owner
+                {
                     driver.deregister_open(inner.fd, token);
                 }
             });
@@ -86,8 +100,13 @@ impl SharedFd {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(token) = self.epoll_token {
+            // Only in its own driver: the same token in another runtime's epoll driver names
+            // another fd. Away from it, closing still removes the fd from its epoll set; only
+            // the token's slot stays taken until that driver goes.
             context::with(|ctx| {
-                if let Driver::Epoll(driver) = &ctx.driver {
+                if let Driver::Epoll(driver) = &ctx.driver
+                    && driver.id() == self.owner
+                {
                     driver.deregister(token);
                 }
             });

@@ -20,10 +20,12 @@ use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
 pub(crate) use op::{Direction, Op, Operation};
+pub(crate) use uring::settled;
 pub use uring::{RingSetupCause, RingSetupError};
 
 /// Which I/O backend a core uses.
@@ -71,6 +73,27 @@ impl fmt::Display for Backend {
     }
 }
 
+/// Identifies one driver for the life of the process: ids are never reused, unlike addresses.
+///
+/// An operation in flight and a registered descriptor remember the driver they belong to, so
+/// that one polled or dropped under another runtime on the same thread (a nested or a later
+/// `block_on`) is caught instead of reaching that runtime's slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DriverId(u64);
+
+impl DriverId {
+    fn next() -> DriverId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        DriverId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for DriverId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "driver #{}", self.0)
+    }
+}
+
 /// Wakes a sleeping core through its eventfd: what a core falls back to when a `MSG_RING` it
 /// sent to wake that core fails.
 pub(crate) trait EventfdWake: Send + Sync {
@@ -97,12 +120,21 @@ impl Driver {
     /// Builds the driver on the calling (core) thread; `wake_fd` is the executor's eventfd that
     /// remote wakers write to.
     pub(crate) fn new(config: &DriverConfig, wake_fd: RawFd) -> io::Result<Driver> {
+        let id = DriverId::next();
         match config.backend {
-            Backend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(wake_fd)?)),
+            Backend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(id, wake_fd)?)),
             Backend::IoUring | Backend::Auto => Ok(Driver::IoUring(uring::UringDriver::new(
+                id,
                 config.ring_entries,
                 wake_fd,
             )?)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> DriverId {
+        match self {
+            Driver::IoUring(driver) => driver.id(),
+            Driver::Epoll(driver) => driver.id(),
         }
     }
 
@@ -115,6 +147,10 @@ impl Driver {
 
     /// Submits queued work and waits for events: not at all with `Some(Duration::ZERO)`, at
     /// most `timeout` otherwise, indefinitely with `None`. Wakes the tasks whose I/O finished.
+    ///
+    /// Wakers and the release of orphaned buffers are user code: they run after the driver's
+    /// own state is consistent and unborrowed. If one panics, the others still run, and the
+    /// first panic is then resumed from here, for the core to shut down and report.
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Driver::IoUring(driver) => driver.park(timeout),
@@ -146,12 +182,14 @@ impl Driver {
         }
     }
 
-    /// Called once every task is gone: waits for the kernel to finish with every buffer it was
-    /// given, so none is freed while the kernel may still write to it.
-    pub(crate) fn shutdown(&self) {
+    /// Called once every task is gone, also after a panic unwound out of the core loop: waits
+    /// for the kernel to finish with every buffer it was given, so none is freed while the
+    /// kernel may still write to it. Returns the first panic of a waker or a buffer's `Drop`
+    /// run meanwhile (the rest still ran).
+    pub(crate) fn shutdown(&self) -> Option<crate::executor::Payload> {
         match self {
             Driver::IoUring(driver) => driver.shutdown(),
-            Driver::Epoll(_) => {}
+            Driver::Epoll(_) => None,
         }
     }
 }

@@ -10,6 +10,13 @@
 //! the terminal completion — see `uring::Lifecycle`. On epoll the syscall has finished by the
 //! time the future returns, so dropping the future frees the data at once.
 //!
+//! An `Op` in a ring remembers which driver it was submitted to. Polled or dropped where that
+//! driver is not the current one (a future moved to another runtime on the same thread, or
+//! outliving its runtime), it never touches the current driver's slots: if its own ring has
+//! settled (shut down with every completion seen) it hands its data back with an error; if the
+//! kernel may still own the data, the data is leaked, and a poll panics naming the misuse.
+//! Likewise an operation on a descriptor registered by another runtime fails with an error.
+//!
 //! This module owns the [`Op`] state machine. It must never let the kernel see memory that a
 //! dropped future freed.
 
@@ -20,7 +27,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::squeue;
 
-use super::Driver;
+use super::{Driver, DriverId, settled};
 use crate::context;
 
 /// Which readiness an epoll-backed operation waits for after `EAGAIN`.
@@ -80,18 +87,20 @@ pub(crate) struct Completion<T> {
 enum State {
     /// Not yet submitted (io_uring) or not yet attempted (epoll).
     Idle,
-    /// Submitted to the ring under this driver key.
-    InRing(usize),
+    /// Submitted under `key` to the ring of `driver`, which owns the slot.
+    InRing { key: usize, driver: DriverId },
     /// The completion was handed out.
     Done,
 }
 
 /// How the first poll of an `Op` went on each backend.
 enum Start {
-    /// io_uring: queued under this key, or the ring refused it.
-    Submitted(io::Result<usize>),
+    /// io_uring: queued under this key of this driver, or the ring refused it.
+    Submitted(io::Result<(usize, DriverId)>),
     /// epoll: the syscall's outcome, `Pending` while waiting for readiness.
     Attempted(Poll<io::Result<u32>>),
+    /// The descriptor was registered by another runtime's driver.
+    Foreign,
 }
 
 /// A future that runs an [`Operation`] on the current core's driver.
@@ -134,10 +143,15 @@ impl<T: Operation> Future for Op<T> {
                 let started = context::with(|ctx| {
                     // A task that spent its budget yields before starting more I/O.
                     ready!(ctx.executor.poll_budget(cx));
+                    if data.epoll_source().0.owner() != ctx.driver.id() {
+                        return Poll::Ready(Start::Foreign);
+                    }
                     Poll::Ready(match &ctx.driver {
-                        Driver::IoUring(driver) => {
-                            Start::Submitted(driver.submit(data.uring_entry()))
-                        }
+                        Driver::IoUring(driver) => Start::Submitted(
+                            driver
+                                .submit(data.uring_entry())
+                                .map(|key| (key, driver.id())),
+                        ),
                         Driver::Epoll(driver) => Start::Attempted(driver.attempt(data, cx)),
                     })
                 });
@@ -146,32 +160,60 @@ impl<T: Operation> Future for Op<T> {
                     Some(Poll::Pending) | Some(Poll::Ready(Start::Attempted(Poll::Pending))) => {
                         Poll::Pending
                     }
-                    Some(Poll::Ready(Start::Submitted(Ok(key)))) => {
-                        this.state = State::InRing(key);
-                        this.poll_ring(key, cx)
+                    Some(Poll::Ready(Start::Foreign)) => this.finish(Err(foreign_fd())),
+                    Some(Poll::Ready(Start::Submitted(Ok((key, driver))))) => {
+                        this.state = State::InRing { key, driver };
+                        this.poll_ring(key, driver, cx)
                     }
                     Some(Poll::Ready(Start::Submitted(Err(err)))) => this.finish(Err(err)),
                     Some(Poll::Ready(Start::Attempted(Poll::Ready(result)))) => this.finish(result),
                 }
             }
-            State::InRing(key) => this.poll_ring(key, cx),
+            State::InRing { key, driver } => this.poll_ring(key, driver, cx),
             State::Done => panic!("coreio: an I/O operation was polled after it completed"),
         }
     }
 }
 
 impl<T: Operation> Op<T> {
-    fn poll_ring(&mut self, key: usize, cx: &mut Context<'_>) -> Poll<Completion<T>> {
+    fn poll_ring(
+        &mut self,
+        key: usize,
+        owner: DriverId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Completion<T>> {
         let polled = context::with(|ctx| match &ctx.driver {
-            Driver::IoUring(driver) => driver.poll_op(key, cx),
-            Driver::Epoll(_) => unreachable!("an Op in a ring runs on an io_uring core"),
+            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
+            _ => None,
         });
-        match polled {
+        match polled.flatten() {
             Some(Poll::Ready(result)) => self.finish(decode_result(result)),
             Some(Poll::Pending) => Poll::Pending,
-            // The core is gone while the op was in flight: the driver already reclaimed it.
-            None => self.finish(Err(context::no_runtime())),
+            None => self.away_from_its_ring(owner),
         }
+    }
+
+    /// Polled where its ring is not the current driver: outside any runtime, or under another
+    /// one on this thread.
+    #[track_caller]
+    fn away_from_its_ring(&mut self, owner: DriverId) -> Poll<Completion<T>> {
+        if settled(owner) {
+            // The ring shut down after seeing this operation's terminal completion (the result
+            // went with it): the kernel is done with the data, which can go back to the caller.
+            return self.finish(Err(io::Error::other(
+                "the coreio runtime this I/O operation was started on has shut down",
+            )));
+        }
+        // The kernel may still write into the buffer, through a ring this thread cannot reach
+        // from here: the buffer can be neither handed back nor freed.
+        self.state = State::Done;
+        std::mem::forget(self.data.take());
+        panic!(
+            "coreio: an I/O operation was polled outside the runtime that started it (the \
+             future moved to another runtime on this thread, or outlived its runtime while the \
+             kernel still held the operation); its buffer is leaked, since the kernel may still \
+             write to it"
+        );
     }
 
     fn finish(&mut self, result: io::Result<u32>) -> Poll<Completion<T>> {
@@ -183,20 +225,37 @@ impl<T: Operation> Op<T> {
     }
 }
 
+/// The error of an operation on a descriptor that another runtime registered.
+fn foreign_fd() -> io::Error {
+    io::Error::other(
+        "this socket belongs to another coreio runtime: a socket serves only the runtime (and \
+         the core) that created it; move it between cores with a Handoff",
+    )
+}
+
 impl<T: Operation> Drop for Op<T> {
     fn drop(&mut self) {
-        if let State::InRing(key) = self.state {
-            let mut data = self.data.take();
-            // Hand the data to the driver: it outlives this future until the kernel is done.
-            context::with(|ctx| {
-                if let (Driver::IoUring(driver), Some(data)) = (&ctx.driver, data.take()) {
-                    driver.abandon(key, data);
-                }
-            });
-            if let Some(data) = data {
-                // No io_uring driver on this thread any more, so nobody can tell when the kernel
-                // is done with the buffer: leaking it is the only safe choice. The runtime never
-                // drops a driver while operations are in flight, so this is a last resort.
+        let State::InRing { key, driver: owner } = self.state else {
+            return;
+        };
+        let mut data = self.data.take();
+        // Hand the data to its driver: it outlives this future until the kernel is done.
+        context::with(|ctx| {
+            if let Driver::IoUring(driver) = &ctx.driver
+                && driver.id() == owner
+                && let Some(data) = data.take()
+            {
+                driver.abandon(key, data);
+            }
+        });
+        if let Some(data) = data {
+            if settled(owner) {
+                // Its ring saw the terminal completion before shutting down.
+                drop(data);
+            } else {
+                // Its ring is out of reach (another runtime is current) or gave up waiting at
+                // shutdown, so nobody can tell when the kernel is done with the buffer:
+                // leaking it is the only safe choice.
                 std::mem::forget(data);
             }
         }

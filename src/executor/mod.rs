@@ -31,6 +31,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -145,13 +146,18 @@ impl Shared {
 
     /// Refuses further tasks and jobs, and drops the jobs still queued (their senders see the
     /// core gone). Called on the core's thread when it stops, or by the runtime for a core that
-    /// never started.
-    pub(crate) fn close(&self) {
+    /// never started. A job whose `Drop` panics does not keep the others: they are all dropped,
+    /// and the first panic is returned.
+    pub(crate) fn close(&self) -> Option<Payload> {
         self.injector.close();
         self.mailbox.close();
+        let mut first_panic = None;
         while let Ok(job) = self.mailbox.pop() {
-            drop(job);
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(job))) {
+                first_panic.get_or_insert(payload);
+            }
         }
+        first_panic
     }
 }
 
@@ -347,8 +353,12 @@ impl LocalExecutor {
 
     /// Cancels every task: each future is dropped on this thread, so the operations it had in
     /// flight become orphans the driver finishes. Afterwards remote wakes are no-ops and posts
-    /// to the mailbox fail.
-    pub(crate) fn shutdown(&self) {
+    /// to the mailbox fail. Runs to the end whatever panics meanwhile (the `Drop` of a queued
+    /// mailbox job); returns the first panic.
+    ///
+    /// A future whose own `Drop` panics aborts the process: async-task does that, since its
+    /// task could not be torn down consistently otherwise.
+    pub(crate) fn shutdown(&self) -> Option<Payload> {
         self.shutting_down.set(true);
         loop {
             let wakers = std::mem::take(&mut *self.registry.borrow_mut());
@@ -363,7 +373,7 @@ impl LocalExecutor {
                 break;
             }
         }
-        self.shared.close();
+        self.shared.close()
     }
 }
 

@@ -14,16 +14,28 @@
 //! `MSG_RING` instead, which posts a completion straight into this ring: no eventfd write, no
 //! read, no re-arm. This ring sends such messages too, as entries of its own batch.
 //!
+//! Completions never run user code while the driver's state is borrowed: waking a waker and
+//! releasing an orphan's data (a user buffer's `Drop`) are queued as [`Deferred`] work while
+//! the completion queue is reaped, and run once the borrow is released, each under
+//! `catch_unwind`, so a panicking waker or buffer neither leaves the slab half-updated nor
+//! stops the rest of the batch; the first panic is resumed afterwards. Shutdown (after the last
+//! task, also when a panic unwound out of the core loop) cancels everything in flight and waits
+//! for the terminal completions; what the kernel does not finish within [`SHUTDOWN_GRACE`] is
+//! leaked, never freed, and the ring is then marked unsettled for good (see [`settled`]).
+//!
 //! This module owns the ring, the slab of operations and their lifecycle. It must never block
-//! anywhere but in `park`, never run user code beyond waking wakers, and never free an orphan's
-//! data before its completion.
+//! anywhere but in `park` and `shutdown`, never run user code while `inner` is borrowed, and
+//! never free an orphan's data before its completion.
 
 mod setup;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,7 +46,8 @@ use slab::Slab;
 pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
-use super::{EventfdWake, Operation};
+use super::{DriverId, EventfdWake, Operation};
+use crate::executor::Payload;
 use crate::sys;
 
 /// `user_data` of the poll kept armed on the executor's wake eventfd.
@@ -64,6 +77,47 @@ enum Lifecycle {
     RingWake(Arc<dyn EventfdWake>),
 }
 
+/// User code a completion calls for, run by [`UringDriver::run_deferred`] once the driver's
+/// state is no longer borrowed.
+enum Deferred {
+    /// The operation's future waits with this waker.
+    Wake(Waker),
+    /// An orphan's terminal completion: release what it owns (close an accepted fd, drop the
+    /// buffer — a user type whose `Drop` may do anything, panic or call into the driver).
+    Release(Box<dyn Orphan>, i32),
+    /// A `MSG_RING` wake failed: wake the target core by eventfd instead.
+    WakeByEventfd(Arc<dyn EventfdWake>),
+}
+
+impl Deferred {
+    fn run(self) {
+        match self {
+            Deferred::Wake(waker) => waker.wake(),
+            Deferred::Release(orphan, result) => orphan.complete(result),
+            Deferred::WakeByEventfd(fallback) => fallback.wake_by_eventfd(),
+        }
+    }
+}
+
+/// Rings whose kernel side may still own operation data: every ring not yet shut down, and
+/// every ring whose shutdown gave up waiting and leaked what the kernel still held. Consulted
+/// only off the hot path, when an operation is polled or dropped away from its own driver.
+static UNSETTLED: Mutex<Vec<DriverId>> = Mutex::new(Vec::new());
+
+fn unsettled() -> MutexGuard<'static, Vec<DriverId>> {
+    // The list stays valid whatever panicked while it was locked (a push or a retain).
+    UNSETTLED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether the kernel is done with every operation ever submitted through driver `id`: true for
+/// a ring that shut down and saw all its terminal completions, and for any epoll driver. An
+/// operation of a settled driver can hand its buffer back; one of an unsettled driver must not.
+pub(crate) fn settled(id: DriverId) -> bool {
+    !unsettled().contains(&id)
+}
+
 /// An operation whose future is gone.
 trait Orphan {
     fn complete(self: Box<Self>, result: i32);
@@ -77,6 +131,7 @@ impl<T: Operation> Orphan for T {
 
 /// One core's ring and its in-flight operations.
 pub(crate) struct UringDriver {
+    id: DriverId,
     inner: RefCell<Inner>,
 }
 
@@ -91,16 +146,24 @@ struct Inner {
     wake_armed: bool,
     /// Completions dispatched so far (wrapping); tells `park` whether a flush woke anyone.
     completions_reaped: u64,
+    /// User code the reaped completions call for, not run yet.
+    deferred: Vec<Deferred>,
+    /// An empty vector with capacity, swapped with `deferred` so steady state never allocates.
+    spare: Vec<Deferred>,
+    /// `shutdown` has run: nothing is in flight any more (or it was leaked).
+    shut_down: bool,
 }
 
 impl UringDriver {
-    pub(crate) fn new(entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
+    pub(crate) fn new(id: DriverId, entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
         let (ring, flags) = build_ring(entries)?;
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
         let msg_ring = setup::supports(&ring, opcode::MsgRingData::CODE);
         let capacity = ring.params().cq_entries() as usize;
+        unsettled().push(id);
         Ok(UringDriver {
+            id,
             inner: RefCell::new(Inner {
                 ring,
                 registered_index,
@@ -109,12 +172,27 @@ impl UringDriver {
                 wake_fd,
                 wake_armed: false,
                 completions_reaped: 0,
+                deferred: Vec::with_capacity(capacity),
+                spare: Vec::with_capacity(capacity),
+                shut_down: false,
             }),
         })
     }
 
+    pub(crate) fn id(&self) -> DriverId {
+        self.id
+    }
+
+    /// Whether the ring's fd is registered (`IORING_REGISTER_RING_FDS`), so enters skip the
+    /// kernel's fd lookup.
+    #[cfg(test)]
+    pub(crate) fn ring_fd_registered(&self) -> bool {
+        self.inner.borrow().registered_index.is_some()
+    }
+
     /// Queues an operation's entry; returns its key. Entering the kernel happens in `park`,
-    /// unless the submission queue is full, when the batch is flushed first.
+    /// unless the submission queue is full, when the batch is flushed first (what that flush
+    /// reaps is dispatched by the next `park`).
     pub(crate) fn submit(&self, entry: squeue::Entry) -> io::Result<usize> {
         let mut inner = self.inner.borrow_mut();
         let key = inner.ops.insert(Lifecycle::Submitted);
@@ -188,14 +266,20 @@ impl UringDriver {
     }
 
     /// The future of operation `key` was dropped: take over its data and cancel it.
+    ///
+    /// Runs no user code: an operation that already completed is released by the next `park`
+    /// like any orphan, not here, because this runs inside the `Drop` of a future, where a
+    /// panicking buffer `Drop` would abort the process (async-task aborts on a panic in a
+    /// task's future drop).
     pub(crate) fn abandon<T: Operation>(&self, key: usize, data: T) {
         let mut inner = self.inner.borrow_mut();
         match inner.ops.get_mut(key) {
             Some(Lifecycle::Completed(result)) => {
                 let result = *result;
                 inner.ops.remove(key);
-                drop(inner);
-                data.orphan_completed(result);
+                inner
+                    .deferred
+                    .push(Deferred::Release(Box::new(data), result));
             }
             Some(lifecycle) => {
                 *lifecycle = Lifecycle::Orphaned(Box::new(data));
@@ -211,56 +295,128 @@ impl UringDriver {
     }
 
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut inner = self.inner.borrow_mut();
-        // Arming the wake poll may find the submission queue full and flush it, which reaps
-        // completions and wakes tasks: the core must then not block.
-        let woke_before = inner.completions_reaped;
-        inner.arm_wake_poll()?;
-        let timeout = if inner.completions_reaped != woke_before {
-            Some(Duration::ZERO)
-        } else {
-            timeout
+        let parked = {
+            let mut inner = self.inner.borrow_mut();
+            // Arming the wake poll may find the submission queue full and flush it, which reaps
+            // completions; so may an earlier submission. Their wakes are still to run, and the
+            // core must not block before they have.
+            let woke_before = inner.completions_reaped;
+            let armed = inner.arm_wake_poll();
+            let timeout = if inner.completions_reaped != woke_before || !inner.deferred.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
+            armed
+                .and_then(|()| inner.enter(timeout))
+                .map(|()| inner.reap())
         };
-        inner.enter(timeout)?;
-        inner.reap();
-        Ok(())
+        if let Some(payload) = self.run_deferred() {
+            resume_unwind(payload);
+        }
+        parked
     }
 
-    /// Cancels everything still in flight and waits (bounded) for the terminal completions.
-    pub(crate) fn shutdown(&self) {
-        let mut inner = self.inner.borrow_mut();
-        let keys: Vec<u64> = inner
-            .ops
-            .iter()
-            .filter(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
-            .map(|(key, _)| key as u64)
-            .collect();
-        for key in keys
-            .into_iter()
-            .chain(inner.wake_armed.then_some(WAKE_TOKEN))
-        {
-            let cancel = opcode::AsyncCancel::new(key)
-                .build()
-                .user_data(CANCEL_TOKEN);
-            let _ = inner.push(&cancel);
-        }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while inner.has_pending() && Instant::now() < deadline {
-            if let Err(err) = inner.enter(Some(Duration::from_millis(10))) {
-                log::error!("io_uring_enter failed during shutdown: {err}");
-                break;
+    /// Runs the user code the reaped completions call for, with `inner` unborrowed (a buffer's
+    /// `Drop` may call into the driver). Every item runs even if an earlier one panics; the
+    /// first panic is returned for the caller to resume or report.
+    fn run_deferred(&self) -> Option<Payload> {
+        let mut first_panic = None;
+        loop {
+            let mut batch = {
+                let mut inner = self.inner.borrow_mut();
+                if inner.deferred.is_empty() {
+                    return first_panic;
+                }
+                let spare = std::mem::take(&mut inner.spare);
+                std::mem::replace(&mut inner.deferred, spare)
+            };
+            for item in batch.drain(..) {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(move || item.run())) {
+                    // Later payloads are dropped: one panic is reported per core.
+                    first_panic.get_or_insert(payload);
+                }
             }
-            inner.reap();
+            // Items run meanwhile may have queued more; the next round takes those.
+            self.inner.borrow_mut().spare = batch;
         }
+    }
+
+    /// Cancels everything still in flight and waits (bounded) for the terminal completions,
+    /// releasing orphans as they complete; then gives up the ring's registration. Runs once,
+    /// after the core's tasks are gone — also when a panic unwound out of the core loop, since
+    /// without it the kernel could write into buffers freed with the slab. Returns the first
+    /// panic of a waker or a buffer's `Drop` run meanwhile; the rest of the shutdown still ran.
+    pub(crate) fn shutdown(&self) -> Option<Payload> {
+        self.shutdown_within(SHUTDOWN_GRACE)
+    }
+
+    /// [`shutdown`](UringDriver::shutdown), waiting at most `grace` for the kernel.
+    fn shutdown_within(&self, grace: Duration) -> Option<Payload> {
+        let mut first_panic = self.run_deferred();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.shut_down {
+                return first_panic;
+            }
+            inner.shut_down = true;
+            let keys: Vec<u64> = inner
+                .ops
+                .iter()
+                .filter(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
+                .map(|(key, _)| key as u64)
+                .collect();
+            for key in keys
+                .into_iter()
+                .chain(inner.wake_armed.then_some(WAKE_TOKEN))
+            {
+                let cancel = opcode::AsyncCancel::new(key)
+                    .build()
+                    .user_data(CANCEL_TOKEN);
+                let _ = inner.push(&cancel);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            {
+                let mut inner = self.inner.borrow_mut();
+                if !inner.has_pending() || Instant::now() >= deadline {
+                    break;
+                }
+                if let Err(err) = inner.enter(Some(Duration::from_millis(10))) {
+                    log::error!("io_uring_enter failed during shutdown: {err}");
+                    break;
+                }
+                inner.reap();
+            }
+            if let Some(payload) = self.run_deferred() {
+                first_panic.get_or_insert(payload);
+            }
+        }
+        let mut inner = self.inner.borrow_mut();
         if inner.has_pending() {
             log::error!(
-                "coreio: {} io_uring operations did not finish within {SHUTDOWN_GRACE:?} of \
-                 shutdown; leaking their buffers rather than freeing memory the kernel may write",
+                "coreio: {} io_uring operations did not finish within {grace:?} of shutdown; \
+                 leaking their buffers rather than freeing memory the kernel may write",
                 inner.ops.len()
             );
             for (_, lifecycle) in std::mem::take(&mut inner.ops) {
                 std::mem::forget(lifecycle);
             }
+        } else {
+            unsettled().retain(|&id| id != self.id);
+        }
+        inner.unregister_ring_fd();
+        first_panic
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        // The runtime always shuts its driver down first; this covers any path that does not,
+        // so the ring and the slab are never freed with operations live in the kernel.
+        if !self.inner.get_mut().shut_down {
+            drop(self.shutdown());
         }
     }
 }
@@ -370,7 +526,18 @@ impl Inner {
         }
     }
 
-    /// Dispatches every completion in the queue.
+    /// Gives up the ring fd's registration. The registration lives in the thread's io_uring
+    /// context, not in the ring: left in place it would keep the ring alive until the thread
+    /// exits, and a thread that runs many runtimes in turn would run out of slots (16).
+    fn unregister_ring_fd(&mut self) {
+        if let Some(index) = self.registered_index.take() {
+            unregister_ring_fd(self.ring.as_raw_fd(), index);
+        }
+    }
+
+    /// Dispatches every completion in the queue: updates the slab, and queues the wakes and
+    /// orphan releases that follow as [`Deferred`] work, for `run_deferred` to run once the
+    /// driver is no longer borrowed.
     fn reap(&mut self) {
         loop {
             let mut drained = 0usize;
@@ -378,8 +545,6 @@ impl Inner {
             {
                 let mut cq = self.ring.completion();
                 capacity = cq.capacity();
-                // Waking only queues tasks, and an orphan's completion only closes or frees what
-                // it owned, so nothing here re-enters the driver.
                 for cqe in &mut cq {
                     drained += 1;
                     let user_data = cqe.user_data();
@@ -390,7 +555,7 @@ impl Inner {
                             sys::eventfd_drain(self.wake_fd);
                         }
                         CANCEL_TOKEN | RING_WAKE_TOKEN => {}
-                        key => complete_op(&mut self.ops, key as usize, result),
+                        key => complete_op(&mut self.ops, &mut self.deferred, key as usize, result),
                     }
                 }
             }
@@ -407,17 +572,17 @@ impl Inner {
     }
 }
 
-fn complete_op(ops: &mut Slab<Lifecycle>, key: usize, result: i32) {
+fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usize, result: i32) {
     let Some(lifecycle) = ops.get_mut(key) else {
         debug_assert!(false, "completion for unknown operation {key}");
         return;
     };
     match std::mem::replace(lifecycle, Lifecycle::Completed(result)) {
         Lifecycle::Submitted => {}
-        Lifecycle::Waiting(waker) => waker.wake(),
+        Lifecycle::Waiting(waker) => deferred.push(Deferred::Wake(waker)),
         Lifecycle::Orphaned(orphan) => {
             ops.remove(key);
-            orphan.complete(result);
+            deferred.push(Deferred::Release(orphan, result));
         }
         Lifecycle::RingWake(fallback) => {
             ops.remove(key);
@@ -426,7 +591,7 @@ fn complete_op(ops: &mut Slab<Lifecycle>, key: usize, result: i32) {
                     "MSG_RING wake failed ({}); waking by eventfd",
                     io::Error::from_raw_os_error(-result)
                 );
-                fallback.wake_by_eventfd();
+                deferred.push(Deferred::WakeByEventfd(fallback));
             }
         }
         Lifecycle::Completed(_) => debug_assert!(false, "operation {key} completed twice"),
@@ -460,4 +625,40 @@ fn register_ring_fd(ring_fd: RawFd) -> Option<u32> {
         )
     };
     (res == 1).then_some(update.offset)
+}
+
+/// Undoes [`register_ring_fd`]. Hand-written like it: the io-uring crate's
+/// `Submitter::register_ring_fd` keeps the registered index inside a `Submitter` that borrows
+/// the ring, which the driver would have to hold beside the ring it borrows.
+fn unregister_ring_fd(ring_fd: RawFd, index: u32) {
+    /// `struct io_uring_rsrc_update` from the kernel's uapi.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
+    let mut update = RsrcUpdate {
+        offset: index,
+        resv: 0,
+        data: 0,
+    };
+    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call, naming
+    // a slot this ring registered; the plain ring fd is still open.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd as libc::c_long,
+            IORING_UNREGISTER_RING_FDS,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    if res != 1 {
+        log::debug!(
+            "unregistering the ring fd failed: {}",
+            io::Error::last_os_error()
+        );
+    }
 }
