@@ -263,6 +263,52 @@ unsafe impl IoBufMut for FlagBuf {
     }
 }
 
+thread_local! {
+    /// A stream that `ClosingWaker` drops when it is woken.
+    static TO_CLOSE: std::cell::RefCell<Option<TcpStream>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A waker that, when woken, drops the stream in `TO_CLOSE`: user code that calls back into
+/// the driver (a socket's close deregisters it on epoll) from inside a wake.
+struct ClosingWaker(Waker);
+
+impl Wake for ClosingWaker {
+    fn wake(self: Arc<Self>) {
+        TO_CLOSE.with(|stream| drop(stream.borrow_mut().take()));
+        self.0.wake_by_ref();
+    }
+}
+
+both_backends! {
+    /// The driver wakes a waker that closes a socket of the same core: the driver is not
+    /// borrowed at that moment, the socket closes, and the core carries on.
+    fn a_waker_that_calls_into_the_driver_is_fine(backend: Backend) {
+        let closed = util::block_on(backend, async move {
+            let (client, server) = util::pair().await;
+            let (other_client, other_server) = util::pair().await;
+            TO_CLOSE.with(|slot| *slot.borrow_mut() = Some(other_server));
+            let mut read = Box::pin(server.read(Vec::with_capacity(8)));
+            let task_waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+            let waker = Waker::from(Arc::new(ClosingWaker(task_waker)));
+            assert!(poll_once_with(read.as_mut(), &waker).is_pending());
+            let (res, _) = client.write_all(b"wake".to_vec()).await;
+            res.unwrap();
+            // The driver wakes the closing waker (on epoll: the readable event; on io_uring:
+            // the completion) the next time the core parks.
+            let woken = util::wait_until(1000, || TO_CLOSE.with(|slot| slot.borrow().is_none()));
+            assert!(woken.await, "the driver never woke the read's waker");
+            let (res, buf) = read.await;
+            assert_eq!(res.unwrap(), 4);
+            assert_eq!(buf, b"wake");
+            // The waker closed the other server socket: its peer reads the end of stream.
+            let (res, _) = other_client.read(Vec::with_capacity(8)).await;
+            res.unwrap()
+        });
+        assert_eq!(closed, 0);
+        assert!(TO_CLOSE.with(|slot| slot.borrow().is_none()));
+    }
+}
+
 /// A buffer whose `Drop` panics, or re-enters the driver, when the runtime frees it.
 struct BadDropBuf {
     vec: Vec<u8>,

@@ -17,12 +17,19 @@
 //! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
 //! ever dropped, at the cost of a spurious poll in that rare case.
 //!
+//! Wakers are user code (a combinator may poll an operation with a waker of its own): `park`
+//! collects the ones its events call for and wakes them after releasing its borrow, each under
+//! `catch_unwind`, so one that panics or calls back into the driver neither finds it borrowed
+//! nor costs the others their wake-up; the first panic is resumed afterwards.
+//!
 //! This module owns the epoll instance and the per-fd wakers. It must never block outside
-//! `park`, and never retry a syscall itself: operations do that.
+//! `park`, never wake a waker while `inner` is borrowed, and never retry a syscall itself:
+//! operations do that.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -71,6 +78,9 @@ pub(crate) struct EpollDriver {
 struct Inner {
     sources: Slab<Source>,
     events: Vec<libc::epoll_event>,
+    /// The wakers the last `epoll_wait` calls for, woken once `inner` is released; kept for
+    /// its capacity.
+    to_wake: Vec<Waker>,
 }
 
 impl EpollDriver {
@@ -95,6 +105,7 @@ impl EpollDriver {
             inner: RefCell::new(Inner {
                 sources: Slab::with_capacity(1024),
                 events: Vec::with_capacity(EVENTS_PER_WAIT),
+                to_wake: Vec::with_capacity(EVENTS_PER_WAIT),
             }),
         })
     }
@@ -196,18 +207,34 @@ impl EpollDriver {
             Direction::Read => &mut source.reader,
             Direction::Write => &mut source.writer,
         };
-        match slot {
-            Some(current) if current.will_wake(waker) => {}
-            _ => {
-                if let Some(previous) = slot.replace(waker.clone()) {
-                    // Another task was waiting here: let it retry rather than lose its wake.
-                    previous.wake();
-                }
-            }
+        let previous = match slot {
+            Some(current) if current.will_wake(waker) => None,
+            _ => slot.replace(waker.clone()),
+        };
+        drop(inner);
+        if let Some(previous) = previous {
+            // Another task was waiting here: let it retry rather than lose its wake.
+            previous.wake();
         }
     }
 
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut to_wake = self.wait(timeout)?;
+        let mut first_panic = None;
+        for waker in to_wake.drain(..) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
+                first_panic.get_or_insert(payload);
+            }
+        }
+        self.inner.borrow_mut().to_wake = to_wake;
+        match first_panic {
+            Some(payload) => resume_unwind(payload),
+            None => Ok(()),
+        }
+    }
+
+    /// One `epoll_wait`; returns the wakers its events call for, in order.
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Vec<Waker>> {
         let mut inner = self.inner.borrow_mut();
         let timeout_ms = match timeout {
             None => -1,
@@ -227,7 +254,12 @@ impl EpollDriver {
         };
         // SAFETY: `epoll_wait` initialised the first `ready` entries, `ready <= capacity`.
         unsafe { inner.events.set_len(ready) };
-        let Inner { sources, events } = &mut *inner;
+        let Inner {
+            sources,
+            events,
+            to_wake,
+        } = &mut *inner;
+        let mut to_wake = std::mem::take(to_wake);
         for event in events.drain(..) {
             let token = event.u64;
             if token == WAKE_TOKEN {
@@ -245,15 +277,11 @@ impl EpollDriver {
             }
             if failed || readable {
                 source.maybe_readable = true;
-                if let Some(waker) = source.reader.take() {
-                    waker.wake();
-                }
+                to_wake.extend(source.reader.take());
             }
             let writable = flags & libc::EPOLLOUT != 0;
-            if let Some(waker) = source.writer.take_if(|_| failed || writable) {
-                waker.wake();
-            }
+            to_wake.extend(source.writer.take_if(|_| failed || writable));
         }
-        Ok(())
+        Ok(to_wake)
     }
 }
