@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::driver::{Op, SharedFd};
+use crate::driver::{Claim, Op, SharedFd};
 use crate::mesh::Counted;
 use crate::net::ops::{Connect, Recv, Send};
 use crate::net::{Handoff, HandoffError};
@@ -21,6 +21,11 @@ use crate::net::{Handoff, HandoffError};
 ///
 /// Dropping the stream closes the socket once every operation on it has finished: operations
 /// whose futures were dropped are cancelled first, and the peer then sees a FIN.
+///
+/// Reads are cancel-safe, on both backends: dropping a [`read`](TcpStream::read) future (in a
+/// `timeout`, a `select`-style loop, an aborted task) never loses bytes, and the next read
+/// returns whatever the dropped one had taken from the socket, in order. (A *write* future
+/// dropped midway may have sent part of its buffer, as with any runtime.)
 ///
 /// A stream belongs to the core that made it, so it is neither `Send` nor `Sync`:
 ///
@@ -63,7 +68,8 @@ impl TcpStream {
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
         let TcpStream { fd, counted } = self;
         match fd.try_into_owned() {
-            Ok(fd) => Ok(Handoff::new(fd)),
+            // What dropped reads left is not carried yet: dropped with `_held`.
+            Ok((fd, _held)) => Ok(Handoff::new(fd)),
             Err(fd) => Err(HandoffError::new(TcpStream { fd, counted })),
         }
     }
@@ -77,22 +83,35 @@ impl TcpStream {
 
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
     /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    ///
+    /// Cancel-safe: dropping the future before it completes never loses bytes. Whatever it
+    /// had already taken from the socket (on io_uring the kernel may complete the receive
+    /// after the future is gone) is returned by the next read, before anything newer.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        let mut buf = buf;
         if buf.bytes_total() == 0 {
             // The kernel would wait for a byte it has nowhere to put.
             return (Ok(0), buf);
         }
-        let completion = Op::new(Recv {
-            socket: self.fd.clone(),
-            buf,
-        })
-        .await;
+        let held = self.fd.held();
+        if !held.is_clear() {
+            // A dropped read left something, or is still finishing: its bytes come first, so
+            // wait until it has, then hand out what it took (see `driver::held`).
+            held.settled().await;
+            if let Some(result) = held.read_into(&mut buf) {
+                return (result, buf);
+            }
+        }
+        let completion = Claim::new(held, Recv::new(self.fd.clone(), buf)).await;
         let buf = completion.data.finish(&completion.result);
         (completion.result.map(|n| n as usize), buf)
     }
 
     /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
     /// closes first.
+    ///
+    /// Not cancel-safe as a whole: the bytes it has read so far are in `buf`, which a dropped
+    /// future drops with it. Each read inside it is, so nothing else is lost.
     pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
         let total = buf.bytes_total();
         let mut filled = 0;
