@@ -69,9 +69,12 @@ impl Kept {
 }
 
 /// Bytes (and an error) that reads whose futures were dropped took from a stream and nobody
-/// has read yet.
+/// has read yet. It travels with the stream when the stream moves to another core.
+///
+/// `pub` only so that the sealed trait behind `net::Adopt` can name it: it lives in a private
+/// module and has no public constructor or field, so nothing outside the crate can reach it.
 #[derive(Default)]
-struct Unread {
+pub struct Unread {
     /// `bytes[start..]` are still to be returned, in the order the socket delivered them.
     bytes: Vec<u8>,
     start: usize,
@@ -85,12 +88,22 @@ impl Unread {
         self.start == self.bytes.len() && self.error.is_none()
     }
 
+    /// How many bytes are held.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
     fn push_bytes(&mut self, bytes: &[u8]) {
         if self.start > 0 {
             self.bytes.drain(..self.start);
             self.start = 0;
         }
         self.bytes.extend_from_slice(bytes);
+    }
+
+    fn append(&mut self, mut later: Unread) {
+        self.push_bytes(&later.bytes[later.start..]);
+        self.error = self.error.or(later.error.take());
     }
 
     /// Copies up to `capacity` held bytes to `dst`, as a receive would, or takes the held error
@@ -183,6 +196,23 @@ impl Held {
     /// The oldest held connection. Call after [`settled`](Held::settled).
     pub(crate) fn take_accepted(&self) -> Option<Accepted> {
         self.take_from_kept(|kept| kept.accepted.pop_front())
+    }
+
+    /// Everything held for the stream, for a hand-off to another core.
+    pub(crate) fn into_unread(self) -> Option<Unread> {
+        let kept = self.kept.into_inner()?;
+        (!kept.unread.is_empty()).then_some(kept.unread)
+    }
+
+    /// Puts bytes carried by a hand-off back in front of anything held.
+    pub(crate) fn restore_unread(&self, unread: Unread) {
+        if unread.is_empty() {
+            return;
+        }
+        self.with_kept(|kept| {
+            let later = std::mem::replace(&mut kept.unread, unread);
+            kept.unread.append(later);
+        });
     }
 
     fn with_kept(&self, f: impl FnOnce(&mut Kept)) {

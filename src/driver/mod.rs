@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
-pub(crate) use held::{Accepted, Claim, OpShare};
+pub(crate) use held::{Accepted, Claim, OpShare, Unread};
 pub(crate) use op::{Direction, Op, Operation};
 pub use uring::{RingSetupCause, RingSetupError};
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::driver::{Claim, Op, SharedFd};
+use crate::driver::{Claim, Op, SharedFd, Unread};
 use crate::mesh::Counted;
 use crate::net::ops::{Connect, Recv, Send};
 use crate::net::{Handoff, HandoffError};
@@ -65,11 +65,12 @@ impl TcpStream {
     ///
     /// Fails, giving the stream back, while operations on it are still in flight: only those
     /// whose futures were dropped can be, and they finish within a pass of the core loop.
+    /// Bytes that dropped reads took and nobody has read yet travel with the stream: the first
+    /// reads on the adopting core return them.
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
         let TcpStream { fd, counted } = self;
         match fd.try_into_owned() {
-            // What dropped reads left is not carried yet: dropped with `_held`.
-            Ok((fd, _held)) => Ok(Handoff::new(fd)),
+            Ok((fd, held)) => Ok(Handoff::new(fd, held.into_unread())),
             Err(fd) => Err(HandoffError::new(TcpStream { fd, counted })),
         }
     }
@@ -79,6 +80,15 @@ impl TcpStream {
             fd: SharedFd::new(fd)?,
             counted: Counted::here(),
         })
+    }
+
+    /// Adopts a handed-off socket with the bytes it carried.
+    pub(crate) fn from_handoff(fd: OwnedFd, unread: Option<Unread>) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_fd(fd)?;
+        if let Some(unread) = unread {
+            stream.fd.held().restore_unread(unread);
+        }
+        Ok(stream)
     }
 
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
