@@ -3,13 +3,16 @@
 //! A `TcpStream` and every operation it has in flight each hold a clone; the descriptor is
 //! closed when the last clone goes, i.e. after the stream is dropped *and* the kernel has
 //! completed every operation on it. On the epoll backend the fd is registered with the core's
-//! epoll instance once, when it is wrapped, and deregistered when it is closed. This module owns
-//! that close-after-last-use rule; it must never close an fd an operation may still use.
+//! epoll instance once, when it is wrapped, and deregistered when it is closed. The descriptor
+//! also carries its [`Held`] area, where reads and accepts whose futures were dropped leave what
+//! they took for the next ones (see `super::held`). This module owns that close-after-last-use
+//! rule; it must never close an fd an operation may still use.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::{fmt, io};
 
+use super::held::Held;
 use super::{Driver, DriverId};
 use crate::context;
 use crate::sys;
@@ -27,6 +30,8 @@ struct Inner {
     owner: DriverId,
     /// The epoll driver's token for this fd, on the epoll backend.
     epoll_token: Option<usize>,
+    /// What dropped reads and accepts left for the owner; empty (and unallocated) almost always.
+    held: Held,
 }
 
 impl SharedFd {
@@ -57,6 +62,7 @@ impl SharedFd {
                 fd: raw,
                 owner,
                 epoll_token,
+                held: Held::default(),
             }),
         })
     }
@@ -71,11 +77,13 @@ impl SharedFd {
     }
 
     /// Takes the descriptor back out, open, when no operation holds a clone: deregistered from
-    /// this core's epoll instance (on that backend) so another core can adopt it. Gives the
-    /// `SharedFd` back while operations (dropped ones the kernel has not finished included)
-    /// still use it.
-    pub(crate) fn try_into_owned(self) -> Result<OwnedFd, SharedFd> {
-        let inner = Rc::try_unwrap(self.inner).map_err(|inner| SharedFd { inner })?;
+    /// this core's epoll instance (on that backend) so another core can adopt it, together with
+    /// what its [`Held`] area holds, for the new owner. Gives the `SharedFd` back while
+    /// operations (dropped ones the kernel has not finished included) still use it.
+    pub(crate) fn try_into_owned(self) -> Result<(OwnedFd, Held), SharedFd> {
+        let mut inner = Rc::try_unwrap(self.inner).map_err(|inner| SharedFd { inner })?;
+        // Taken out before `inner` is forgotten below, so that nothing it holds leaks.
+        let held = std::mem::take(&mut inner.held);
         let inner = std::mem::ManuallyDrop::new(inner);
         if let Some(token) = inner.epoll_token {
             context::with(|ctx| {
@@ -88,7 +96,12 @@ impl SharedFd {
         }
         // SAFETY: `inner` was the last owner of `fd` and is never dropped (ManuallyDrop), so
         // its close does not run: ownership of the open descriptor passes to the `OwnedFd`.
-        Ok(unsafe { OwnedFd::from_raw_fd(inner.fd) })
+        Ok((unsafe { OwnedFd::from_raw_fd(inner.fd) }, held))
+    }
+
+    /// The holding area for what dropped reads and accepts on this fd took.
+    pub(crate) fn held(&self) -> &Held {
+        &self.inner.held
     }
 
     /// The epoll token, on the epoll backend.

@@ -9,10 +9,12 @@
 //!
 //! Each operation is one struct implementing [`Operation`], with its io_uring form and its epoll
 //! form side by side (see `crate::net::ops`); [`Op`] is the future that drives it on whichever
-//! backend runs.
+//! backend runs. What a read or an accept whose future was dropped took (io_uring only) is kept
+//! on its socket for the next one: see `held`.
 
 pub(crate) mod epoll;
 mod fd;
+mod held;
 mod op;
 pub(crate) mod uring;
 
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
+pub(crate) use held::{Accepted, Claim, OpShare, Unread};
 pub(crate) use op::{Direction, Op, Operation};
 pub(crate) use uring::settled;
 pub use uring::{RingSetupCause, RingSetupError};

@@ -8,8 +8,10 @@
 //! [`mesh::submit_to`](crate::mesh::submit_to).
 //!
 //! This module owns that detach/adopt protocol. It must never detach a socket that an
-//! operation still uses (the kernel may still be reading into a buffer of this core), and never
-//! leak the descriptor: a `Handoff` nobody adopts closes the socket when dropped.
+//! operation still uses (the kernel may still be reading into a buffer of this core), never
+//! lose the bytes dropped reads took and nobody read yet (they travel in the `Handoff` and come
+//! back on adoption), and never leak the descriptor: a `Handoff` nobody adopts closes the
+//! socket when dropped.
 
 use std::fmt;
 use std::io;
@@ -17,10 +19,13 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::TcpStream;
+use crate::driver::Unread;
 
 /// A socket detached from its core, on its way to another one. `Send`, unlike the socket.
 ///
 /// Dropping it closes the socket. Adopting it outside a coreio runtime fails (and closes it).
+/// Bytes that reads dropped on the old core had taken from the socket travel with it, and the
+/// first reads on the new core return them.
 ///
 /// ```
 /// use coreio::net::{Handoff, TcpListener, TcpStream};
@@ -41,6 +46,8 @@ use super::TcpStream;
 /// ```
 pub struct Handoff<S> {
     fd: OwnedFd,
+    /// Bytes dropped reads took from the socket and nobody has read yet.
+    unread: Option<Unread>,
     /// The socket type it turns back into; `fn() -> S` keeps `Handoff` Send and Sync whatever
     /// `S` is, since no `S` is held.
     socket: PhantomData<fn() -> S>,
@@ -54,8 +61,21 @@ pub trait Adopt: Sized + sealed::Sealed {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::TcpStream {}
+    use std::io;
+    use std::os::fd::OwnedFd;
+
+    use crate::driver::Unread;
+
+    pub trait Sealed: Sized {
+        /// Wraps a detached descriptor on the current core, with the bytes it carried.
+        fn adopt_with(fd: OwnedFd, unread: Option<Unread>) -> io::Result<Self>;
+    }
+
+    impl Sealed for super::TcpStream {
+        fn adopt_with(fd: OwnedFd, unread: Option<Unread>) -> io::Result<Self> {
+            super::TcpStream::from_handoff(fd, unread)
+        }
+    }
 }
 
 impl Adopt for TcpStream {
@@ -65,9 +85,10 @@ impl Adopt for TcpStream {
 }
 
 impl<S: Adopt> Handoff<S> {
-    pub(crate) fn new(fd: OwnedFd) -> Handoff<S> {
+    pub(crate) fn new(fd: OwnedFd, unread: Option<Unread>) -> Handoff<S> {
         Handoff {
             fd,
+            unread,
             socket: PhantomData,
         }
     }
@@ -75,7 +96,7 @@ impl<S: Adopt> Handoff<S> {
     /// Makes the socket the current core's: its operations go through this core's driver from
     /// now on. Fails outside a coreio runtime, or when the epoll backend cannot register it.
     pub fn adopt(self) -> io::Result<S> {
-        S::adopt_fd(self.fd)
+        S::adopt_with(self.fd, self.unread)
     }
 }
 
@@ -87,7 +108,10 @@ impl<S> AsRawFd for Handoff<S> {
 
 impl<S> fmt::Debug for Handoff<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handoff").field("fd", &self.fd).finish()
+        f.debug_struct("Handoff")
+            .field("fd", &self.fd)
+            .field("unread", &self.unread.as_ref().map_or(0, Unread::len))
+            .finish()
     }
 }
 

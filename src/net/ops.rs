@@ -5,6 +5,11 @@
 //! buffer, and any address storage (boxed, so its address survives the struct being moved into
 //! the driver as an orphan). This module owns that parity; it must never hand the kernel a
 //! pointer into the struct itself.
+//!
+//! [`Recv`] and [`Accept`] are cancel-safe: their socket is an [`OpShare`], which counts them in
+//! the socket's holding area (see `crate::driver::held`), and an orphan that completed with a
+//! result (bytes, an error, a connection) leaves it there for the next read or accept instead
+//! of dropping it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,8 +19,8 @@ use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::driver::{Direction, Operation, SharedFd};
-use crate::sys::{self, syscall};
+use crate::driver::{Accepted, Direction, OpShare, Operation, SharedFd};
+use crate::sys::syscall;
 
 /// Flags for every accepted socket: coreio sockets are non-blocking and close-on-exec.
 const ACCEPT_FLAGS: i32 = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
@@ -54,14 +59,16 @@ impl AddrBuf {
 
 /// Accepts one connection on a listening socket.
 pub(crate) struct Accept {
-    pub(crate) listener: SharedFd,
+    pub(crate) listener: OpShare,
     pub(crate) peer: Box<AddrBuf>,
 }
 
 impl Accept {
+    /// An accept on `listener`; await it with a [`Claim`](crate::driver::Claim) on the same
+    /// socket's holding area.
     pub(crate) fn new(listener: SharedFd) -> Self {
         Accept {
-            listener,
+            listener: OpShare::new(listener),
             peer: AddrBuf::boxed(),
         }
     }
@@ -102,9 +109,14 @@ unsafe impl Operation for Accept {
     }
 
     fn orphan_completed(self, result: i32) {
-        // Nobody will ever see this connection: close it rather than leak the fd.
+        // The connection is the listener's: queue it for the next accept. If the listener is
+        // gone too, this share is its last owner, and dropping it closes the queued connection
+        // with the listener. Errors are not kept: a failed accept took nothing, and the causes
+        // (a full fd table, an aborted connection) are met again by the next accept.
         if result >= 0 {
-            sys::close(result);
+            let fd = Accept::accepted(result as u32);
+            let peer = self.peer.to_socket_addr();
+            self.listener.held().keep_accepted(Accepted { fd, peer });
         }
     }
 }
@@ -171,8 +183,19 @@ unsafe impl Operation for Connect {
 
 /// Receives into a buffer's capacity.
 pub(crate) struct Recv<B> {
-    pub(crate) socket: SharedFd,
-    pub(crate) buf: B,
+    socket: OpShare,
+    buf: B,
+}
+
+impl<B> Recv<B> {
+    /// A receive on `socket` into `buf`; await it with a [`Claim`](crate::driver::Claim) on the
+    /// same socket's holding area.
+    pub(crate) fn new(socket: SharedFd, buf: B) -> Self {
+        Recv {
+            socket: OpShare::new(socket),
+            buf,
+        }
+    }
 }
 
 // SAFETY: the kernel writes only into `buf`'s heap memory (`IoBufMut` guarantees it does not
@@ -203,16 +226,41 @@ unsafe impl<B: IoBufMut> Operation for Recv<B> {
         // arriving after that raises a new edge-triggered event.
         result > 0 && result < clamp_len(self.buf.bytes_total())
     }
+
+    fn orphan_completed(mut self, result: i32) {
+        // What the receive took is the stream's: keep it for the next read. The buffer itself
+        // is freed when `self` drops below, as for any orphan; only the bytes are copied out.
+        // (If the stream is gone too, the share is the socket's last owner and what is kept
+        // goes with it.)
+        let held = self.socket.held();
+        match result {
+            0 => {} // End of stream stays visible to the next receive.
+            n if n > 0 => {
+                let n = (n as usize).min(self.buf.bytes_total());
+                // SAFETY: the kernel reported writing `n` bytes at the buffer's start (never
+                // more than `bytes_total()`, clamped again above), so they are initialised, and
+                // nothing else touches the buffer while this borrow lives.
+                let bytes = unsafe { std::slice::from_raw_parts(self.buf.stable_mut_ptr(), n) };
+                held.keep_bytes(bytes);
+            }
+            // The cancellation won, or nothing was taken: nothing to keep.
+            _ if matches!(-result, libc::ECANCELED | libc::EINTR | libc::EAGAIN) => {}
+            // A socket reports its pending error once; the dropped read took it.
+            _ => held.keep_error(-result),
+        }
+    }
 }
 
 impl<B: IoBufMut> Recv<B> {
     /// Records the bytes a successful receive wrote and gives the buffer back.
-    pub(crate) fn finish(mut self, result: &io::Result<u32>) -> B {
+    pub(crate) fn finish(self, result: &io::Result<u32>) -> B {
+        let Recv { socket, mut buf } = self;
         if let Ok(n) = result {
             // SAFETY: the kernel reported writing `n` bytes from the buffer's start.
-            unsafe { self.buf.set_init(*n as usize) };
+            unsafe { buf.set_init(*n as usize) };
         }
-        self.buf
+        drop(socket);
+        buf
     }
 }
 

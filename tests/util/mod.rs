@@ -236,6 +236,28 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Bytes waiting in a connected socket's receive queue (`FIONREAD`, alias `SIOCINQ`).
+pub fn queued(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is an open socket of the caller and `n` a writable c_int for the result.
+    let res = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    assert_eq!(res, 0, "FIONREAD: {}", io::Error::last_os_error());
+    n as usize
+}
+
+/// Whether a listening socket has a connection waiting to be accepted.
+pub fn acceptable(fd: std::os::fd::RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pollfd` is one valid, writable pollfd; a zero timeout never blocks.
+    let res = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    assert!(res >= 0, "poll: {}", io::Error::last_os_error());
+    pollfd.revents & libc::POLLIN != 0
+}
+
 /// The scheduler state letter (`R`, `S`, ...) of thread `tid` of this process.
 pub fn thread_state(tid: libc::pid_t) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;

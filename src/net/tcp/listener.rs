@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::TcpStream;
-use crate::driver::{Op, SharedFd};
+use crate::driver::{Claim, SharedFd};
 use crate::net::ops::Accept;
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
@@ -87,22 +87,27 @@ impl TcpListener {
     /// memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the listener logs one warning, backs off
     /// (1 ms doubling to 100 ms) and tries again, so the server keeps serving the connections it
     /// has and resumes accepting as soon as descriptors free up. Other errors are returned.
+    ///
+    /// Cancel-safe: dropping the future before it completes never loses a connection. One the
+    /// kernel had already accepted for it (on io_uring the accept may complete after the future
+    /// is gone) is queued on the listener and returned by the next accept.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let mut backoff = MIN_ACCEPT_BACKOFF;
+        let held = self.fd.held();
         loop {
-            let completion = Op::new(Accept::new(self.fd.clone())).await;
+            if !held.is_clear() {
+                // A dropped accept left a connection, or is still finishing: wait until it
+                // has, then serve what it took before accepting anew (see `driver::held`).
+                held.settled().await;
+                if let Some(accepted) = held.take_accepted() {
+                    return self.stream_for(accepted.fd, accepted.peer);
+                }
+            }
+            let completion = Claim::new(held, Accept::new(self.fd.clone())).await;
             match completion.result {
                 Ok(fd) => {
-                    if self.starved.replace(false) {
-                        log::info!("coreio: accept on {} recovered", self.local_addr);
-                    }
                     let socket = Accept::accepted(fd);
-                    let peer = completion
-                        .data
-                        .peer
-                        .to_socket_addr()
-                        .ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
-                    return Ok((TcpStream::from_fd(socket)?, peer));
+                    return self.stream_for(socket, completion.data.peer.to_socket_addr());
                 }
                 Err(err) => match err.raw_os_error() {
                     Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR) => continue,
@@ -120,6 +125,21 @@ impl TcpListener {
                 },
             }
         }
+    }
+}
+
+impl TcpListener {
+    /// Wraps a connection the kernel accepted (just now, or for a dropped accept).
+    fn stream_for(
+        &self,
+        socket: OwnedFd,
+        peer: Option<SocketAddr>,
+    ) -> io::Result<(TcpStream, SocketAddr)> {
+        if self.starved.replace(false) {
+            log::info!("coreio: accept on {} recovered", self.local_addr);
+        }
+        let peer = peer.ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
+        Ok((TcpStream::from_fd(socket)?, peer))
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::driver::{Op, SharedFd};
+use crate::driver::{Claim, Op, SharedFd, Unread};
 use crate::mesh::Counted;
 use crate::net::ops::{Connect, Recv, Send};
 use crate::net::{Handoff, HandoffError};
@@ -35,6 +35,11 @@ use crate::net::{Handoff, HandoffError};
 /// To close gracefully when the peer may still be sending, [`shutdown`](Self::shutdown) the
 /// write half (the peer reads end of stream), read until `Ok(0)` (the peer has closed its side
 /// too; discard or handle what arrives), then drop the stream.
+///
+/// Reads are cancel-safe, on both backends: dropping a [`read`](TcpStream::read) future (in a
+/// `timeout`, a `select`-style loop, an aborted task) never loses bytes, and the next read
+/// returns whatever the dropped one had taken from the socket, in order. (A *write* future
+/// dropped midway may have sent part of its buffer, as with any runtime.)
 ///
 /// A stream belongs to the core that made it, so it is neither `Send` nor `Sync`:
 ///
@@ -74,10 +79,12 @@ impl TcpStream {
     ///
     /// Fails, giving the stream back, while operations on it are still in flight: only those
     /// whose futures were dropped can be, and they finish within a pass of the core loop.
+    /// Bytes that dropped reads took and nobody has read yet travel with the stream: the first
+    /// reads on the adopting core return them.
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
         let TcpStream { fd, counted } = self;
         match fd.try_into_owned() {
-            Ok(fd) => Ok(Handoff::new(fd)),
+            Ok((fd, held)) => Ok(Handoff::new(fd, held.into_unread())),
             Err(fd) => Err(HandoffError::new(TcpStream { fd, counted })),
         }
     }
@@ -89,24 +96,46 @@ impl TcpStream {
         })
     }
 
+    /// Adopts a handed-off socket with the bytes it carried.
+    pub(crate) fn from_handoff(fd: OwnedFd, unread: Option<Unread>) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_fd(fd)?;
+        if let Some(unread) = unread {
+            stream.fd.held().restore_unread(unread);
+        }
+        Ok(stream)
+    }
+
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
     /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    ///
+    /// Cancel-safe: dropping the future before it completes never loses bytes. Whatever it
+    /// had already taken from the socket (on io_uring the kernel may complete the receive
+    /// after the future is gone) is returned by the next read, before anything newer.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        let mut buf = buf;
         if buf.bytes_total() == 0 {
             // The kernel would wait for a byte it has nowhere to put.
             return (Ok(0), buf);
         }
-        let completion = Op::new(Recv {
-            socket: self.fd.clone(),
-            buf,
-        })
-        .await;
+        let held = self.fd.held();
+        if !held.is_clear() {
+            // A dropped read left something, or is still finishing: its bytes come first, so
+            // wait until it has, then hand out what it took (see `driver::held`).
+            held.settled().await;
+            if let Some(result) = held.read_into(&mut buf) {
+                return (result, buf);
+            }
+        }
+        let completion = Claim::new(held, Recv::new(self.fd.clone(), buf)).await;
         let buf = completion.data.finish(&completion.result);
         (completion.result.map(|n| n as usize), buf)
     }
 
     /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
     /// closes first.
+    ///
+    /// Not cancel-safe as a whole: the bytes it has read so far are in `buf`, which a dropped
+    /// future drops with it. Each read inside it is, so nothing else is lost.
     pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
         let total = buf.bytes_total();
         let mut filled = 0;
