@@ -502,6 +502,48 @@ both_backends! {
     }
 }
 
+// Periods so long that the next tick is beyond any `Instant` arithmetic: the schedule is
+// clamped to the module's far future, so the first tick comes at once and the next one never.
+both_backends! {
+    fn interval_with_a_huge_period_ticks_once_then_waits(backend: Backend) {
+        block_on(backend, async {
+            let behaviors =
+                [MissedTickBehavior::Burst, MissedTickBehavior::Delay, MissedTickBehavior::Skip];
+            let periods = [Duration::MAX, Duration::from_secs(u64::MAX / 4)];
+            for behavior in behaviors {
+                for period in periods {
+                    let start = Instant::now();
+                    let mut ticks = interval(period);
+                    ticks.set_missed_tick_behavior(behavior);
+                    assert_eq!(ticks.period(), period);
+                    let first = ticks.tick().await;
+                    assert!(first >= start && first <= Instant::now(), "{behavior:?}: first tick");
+                    let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+                    assert!(second.is_err(), "{behavior:?}, {period:?}: a second tick came");
+                    // Still usable, and still not due, after the timed-out wait.
+                    assert!(poll_tick_once(&mut ticks).await.is_pending());
+                }
+            }
+        });
+    }
+
+    fn interval_at_with_a_huge_period_ticks_at_start_then_waits(backend: Backend) {
+        block_on(backend, async {
+            let behaviors =
+                [MissedTickBehavior::Burst, MissedTickBehavior::Delay, MissedTickBehavior::Skip];
+            for behavior in behaviors {
+                let start = Instant::now() + Duration::from_millis(2);
+                let mut ticks = interval_at(start, Duration::MAX);
+                ticks.set_missed_tick_behavior(behavior);
+                assert_eq!(ticks.tick().await, start);
+                assert!(Instant::now() >= start, "{behavior:?}: the first tick came early");
+                let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+                assert!(second.is_err(), "{behavior:?}: a second tick came");
+            }
+        });
+    }
+}
+
 #[test]
 fn polling_a_sleep_outside_a_runtime_panics() {
     let err = std::panic::catch_unwind(|| {

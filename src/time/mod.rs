@@ -64,7 +64,8 @@ use wheel::{TimerKey, TimerWheel};
 const TICK: Duration = Duration::from_millis(1);
 
 /// The furthest a deadline is taken to be (about 30 years); later ones are clamped to it, so
-/// `sleep(Duration::MAX)` sleeps "forever" instead of overflowing `Instant`.
+/// `sleep(Duration::MAX)` sleeps "forever", and an `Interval` whose next tick would be later
+/// waits that long, instead of overflowing `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// One core's timers: the wheel and the instant its tick 0 stands for.
@@ -143,10 +144,21 @@ impl Timers {
     }
 }
 
+/// `from + by`, clamped to `now + FAR_FUTURE` (also where the sum would overflow `Instant`).
+///
+/// `now` must be a reading of the clock: `now + FAR_FUTURE` is then centuries away from
+/// overflowing, unlike `from + FAR_FUTURE` for an arbitrary `from`.
+fn deadline_from(from: Instant, by: Duration, now: Instant) -> Instant {
+    let far = now + FAR_FUTURE;
+    match from.checked_add(by) {
+        Some(at) if at <= far => at,
+        _ => far,
+    }
+}
+
 fn deadline_after(duration: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(duration.min(FAR_FUTURE))
-        .unwrap_or(now + FAR_FUTURE)
+    deadline_from(now, duration, now)
 }
 
 /// Waits until `duration` has elapsed.
@@ -205,14 +217,11 @@ impl Sleep {
             context::with(|ctx| ctx.timers.cancel(key));
         }
     }
-}
 
-impl Future for Sleep {
-    type Output = ();
-
+    /// [`poll`](Future::poll), with the time the caller read from the clock.
     #[track_caller]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+    fn poll_at(&mut self, now: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if now >= self.deadline {
             self.cancel();
             return Poll::Ready(());
         }
@@ -222,6 +231,15 @@ impl Future for Sleep {
         });
         self.key = Some(key);
         Poll::Pending
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    #[track_caller]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_at(Instant::now(), cx)
     }
 }
 
@@ -320,7 +338,9 @@ pub enum MissedTickBehavior {
 
 /// Ticks every `period`, the first tick at once.
 ///
-/// A zero period is raised to one timer tick (1 ms) rather than spinning.
+/// A zero period is raised to one timer tick (1 ms) rather than spinning. A tick later than
+/// about 30 years ahead is taken to be due then, like every deadline: a period too long for
+/// `Instant` (`Duration::MAX`, say) gives one tick at once and then waits "forever".
 ///
 /// ```
 /// use std::time::Duration;
@@ -336,7 +356,7 @@ pub fn interval(period: Duration) -> Interval {
     interval_at(Instant::now(), period)
 }
 
-/// Ticks every `period`, the first tick at `start`.
+/// Ticks every `period`, the first tick at `start`; see [`interval`].
 pub fn interval_at(start: Instant, period: Duration) -> Interval {
     Interval {
         next: start,
@@ -367,26 +387,12 @@ impl Interval {
     /// Polls for the next tick: the building block of [`tick`](Interval::tick) and of the
     /// `Stream` implementation.
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
-        if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+        let now = Instant::now();
+        if self.sleep.poll_at(now, cx).is_pending() {
             return Poll::Pending;
         }
         let scheduled = self.next;
-        let now = Instant::now();
-        let following = scheduled + self.period;
-        self.next = if following > now {
-            following
-        } else {
-            match self.missed {
-                MissedTickBehavior::Burst => following,
-                MissedTickBehavior::Delay => now + self.period,
-                MissedTickBehavior::Skip => {
-                    let behind = now.duration_since(scheduled).as_nanos();
-                    let periods = behind / self.period.as_nanos() + 1;
-                    let skip = u32::try_from(periods).unwrap_or(u32::MAX);
-                    scheduled + self.period.saturating_mul(skip)
-                }
-            }
-        };
+        self.next = next_tick(scheduled, now, self.period, self.missed);
         self.sleep.reset(self.next);
         Poll::Ready(scheduled)
     }
@@ -399,6 +405,34 @@ impl Interval {
     /// The interval's period.
     pub fn period(&self) -> Duration {
         self.period
+    }
+}
+
+/// The tick after the one scheduled for `scheduled` and taken at `now` (`>= scheduled`), every
+/// `period` (non-zero), under `missed`. Clamped to `now + FAR_FUTURE` like every deadline, so
+/// no period, however long, overflows `Instant`.
+fn next_tick(
+    scheduled: Instant,
+    now: Instant,
+    period: Duration,
+    missed: MissedTickBehavior,
+) -> Instant {
+    let following = deadline_from(scheduled, period, now);
+    if following > now {
+        return following;
+    }
+    match missed {
+        MissedTickBehavior::Burst => following,
+        MissedTickBehavior::Delay => deadline_from(now, period, now),
+        MissedTickBehavior::Skip => {
+            // The first tick of the original schedule after `now`, counted in nanoseconds (a
+            // `u128` holds any number of periods a real delay can span).
+            let period = period.as_nanos();
+            let behind = now.duration_since(scheduled).as_nanos();
+            let ahead = (behind / period + 1).saturating_mul(period);
+            let ahead = u64::try_from(ahead).map_or(Duration::MAX, Duration::from_nanos);
+            deadline_from(scheduled, ahead, now)
+        }
     }
 }
 
@@ -472,6 +506,73 @@ mod tests {
         old_core.fire_due(now + Duration::from_secs(1));
         assert_eq!(wakes(&old_task), 1);
         assert!(old_core.time_to_next(now).is_none() && new_core.time_to_next(now).is_none());
+    }
+
+    const BEHAVIORS: [MissedTickBehavior; 3] = [
+        MissedTickBehavior::Burst,
+        MissedTickBehavior::Delay,
+        MissedTickBehavior::Skip,
+    ];
+
+    #[test]
+    fn a_tick_beyond_instant_is_clamped_to_the_far_future() {
+        let now = Instant::now();
+        for missed in BEHAVIORS {
+            for period in [
+                Duration::MAX,
+                Duration::from_secs(u64::MAX / 4),
+                FAR_FUTURE * 2,
+            ] {
+                assert_eq!(next_tick(now, now, period, missed), now + FAR_FUTURE);
+            }
+            assert_eq!(
+                next_tick(now, now, Duration::from_millis(3), missed),
+                now + Duration::from_millis(3)
+            );
+        }
+    }
+
+    #[test]
+    fn missed_ticks_with_long_periods_do_not_overflow() {
+        let now = Instant::now();
+        // Linux's `Instant` reaches before boot; elsewhere there is nothing to check.
+        let Some(scheduled) = now.checked_sub(FAR_FUTURE + FAR_FUTURE / 3) else {
+            return;
+        };
+        // The following tick is due already: each behaviour takes its own branch.
+        let period = FAR_FUTURE + FAR_FUTURE / 6;
+        let following = scheduled + period;
+        assert!(following <= now);
+        let far = now + FAR_FUTURE;
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Burst),
+            following
+        );
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Delay),
+            far
+        );
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Skip),
+            far
+        );
+        for missed in BEHAVIORS {
+            assert!(next_tick(scheduled, now, Duration::MAX, missed) <= far);
+        }
+    }
+
+    #[test]
+    fn skip_keeps_the_phase_however_far_behind() {
+        let now = Instant::now();
+        let period = Duration::from_millis(1);
+        // More than u32::MAX periods behind (about 50 days).
+        let Some(scheduled) = now.checked_sub(Duration::from_secs(60 * 24 * 3600) + period / 3)
+        else {
+            return;
+        };
+        let next = next_tick(scheduled, now, period, MissedTickBehavior::Skip);
+        assert!(next > now && next <= now + period, "{:?}", next - now);
+        assert_eq!((next - scheduled).as_nanos() % period.as_nanos(), 0);
     }
 
     #[test]
