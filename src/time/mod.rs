@@ -6,7 +6,7 @@
 //! core loop sleeps in its I/O driver until the wheel's next expiration. Cancelling a timer
 //! (dropping its future) is O(1). Deadlines far in the future (days, years) are fine.
 //!
-//! This module owns the per-core [`Timers`] and the timer futures. It must never read the clock
+//! This module owns the per-core `Timers` and the timer futures. It must never read the clock
 //! more than once per poll, never let a timer refresh or cancel an entry of a wheel other than
 //! the one it registered in, and never keep a waker registered for a dropped future — save the
 //! stale entry that a timer which moved leaves behind in its old wheel (see below).
