@@ -8,11 +8,13 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use coreio::time::{
-    Elapsed, MissedTickBehavior, interval, interval_at, sleep, sleep_until, timeout, timeout_at,
+    Elapsed, Interval, MissedTickBehavior, interval, interval_at, sleep, sleep_until, timeout,
+    timeout_at,
 };
 
 use util::{DropFlag, XorShift, block_on};
@@ -21,6 +23,92 @@ use util::{DropFlag, XorShift, block_on};
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
+
+/// Polls the next tick of `ticks` exactly once with the current task's waker.
+async fn poll_tick_once(ticks: &mut Interval) -> Poll<Instant> {
+    std::future::poll_fn(|cx| Poll::Ready(ticks.poll_tick(cx))).await
+}
+
+/// Spawns a task on the current core whose own sleep of `after` is in the core's wheel by the
+/// time this returns; the task ends when the sleep does, checking it did not end early.
+///
+/// Called before a core's first other timer, this is the wheel's first entry: slab index 0,
+/// generation 0, the same index and generation as the first timer of any other fresh wheel. A
+/// moved timer whose key were taken for one of this wheel would refresh or cancel this entry
+/// instead, and this task would never be woken (the test hangs, and nextest fails it).
+async fn own_timer(after: Duration) -> coreio::JoinHandle<()> {
+    let registered = Rc::new(Cell::new(false));
+    let handle = coreio::spawn({
+        let registered = registered.clone();
+        async move {
+            let mut own = sleep(after);
+            assert!(poll_once(&mut own).await.is_pending());
+            registered.set(true);
+            (&mut own).await;
+            assert!(
+                Instant::now() >= own.deadline(),
+                "the core's own timer ended early"
+            );
+        }
+    });
+    while !registered.get() {
+        coreio::yield_now().await;
+    }
+    handle
+}
+
+/// Runs `a()` on one core and `b()` on another, each core with its own timer wheel: the two
+/// cores of a 2-core runtime or, where this process may use a single CPU only, two one-core
+/// runtimes on two threads (two wheels just the same, which is all the timer tests need).
+/// Panics, after both finished, if either panicked.
+fn on_two_cores<A, FA, B, FB>(backend: coreio::Backend, a: A, b: B)
+where
+    A: FnOnce() -> FA + Send,
+    FA: Future<Output = ()> + 'static,
+    B: FnOnce() -> FB + Send,
+    FB: Future<Output = ()> + 'static,
+{
+    if util::two_or_fewer_cores() < 2 {
+        std::thread::scope(|scope| {
+            let a = scope.spawn(move || block_on(backend, a()));
+            let b = scope.spawn(move || block_on(backend, b()));
+            let (a, b) = (a.join(), b.join());
+            a.expect("the first core's work panicked");
+            b.expect("the second core's work panicked");
+        });
+        return;
+    }
+    let rt = coreio::Builder::new()
+        .backend(backend)
+        .cores(2)
+        .build()
+        .expect("a 2-core runtime");
+    let first = rt.cores()[0];
+    let jobs = Mutex::new((Some(a), Some(b)));
+    let outputs = rt.run(|core| {
+        let job: Pin<Box<dyn Future<Output = ()>>> = {
+            let mut jobs = jobs.lock().unwrap();
+            if core == first {
+                Box::pin(jobs.0.take().expect("one first core")())
+            } else {
+                Box::pin(jobs.1.take().expect("one second core")())
+            }
+        };
+        async move {
+            util::assert_backend(backend);
+            job.await
+        }
+    });
+    for output in outputs {
+        output.expect("a core failed");
+    }
+}
+
+/// How long after its creation the timer that moves is due.
+const MOVED_AFTER: Duration = Duration::from_millis(50);
+/// How long after its registration the target core's own timer is due: later than the moved
+/// timer is polled there, so the two are pending in the same wheel at the same time.
+const OWN_AFTER: Duration = Duration::from_millis(100);
 
 /// Records whether the wrapped future ever returned `Pending`.
 struct WentPending<F> {
@@ -272,6 +360,186 @@ both_backends! {
             s.reset(again);
             s.await;
             assert!(Instant::now() >= again);
+        });
+    }
+}
+
+// Timers that move: a timer future is `Send`, so it may be polled on one core (its entry is
+// then in that core's wheel) and awaited on another, or outside the runtime that first polled
+// it. It must then fire at its own deadline, wake the task that now awaits it, and leave the
+// timers of the wheel it arrives in alone.
+both_backends! {
+    fn a_polled_sleep_moved_to_another_core_fires_there(backend: Backend) {
+        let (tx, rx) = coreio::mesh::channel(1);
+        on_two_cores(
+            backend,
+            move || async move {
+                let mut moved = sleep(MOVED_AFTER);
+                assert!(poll_once(&mut moved).await.is_pending());
+                tx.send(moved).await.unwrap();
+            },
+            move || async move {
+                let mut rx = rx;
+                let own = own_timer(OWN_AFTER).await;
+                let mut moved = rx.recv().await.unwrap();
+                (&mut moved).await;
+                assert!(Instant::now() >= moved.deadline(), "the moved sleep ended early");
+                own.await.unwrap();
+            },
+        );
+    }
+
+    fn a_polled_interval_moved_to_another_core_keeps_its_period(backend: Backend) {
+        const PERIOD: Duration = Duration::from_millis(20);
+        let (tx, rx) = coreio::mesh::channel(1);
+        on_two_cores(
+            backend,
+            move || async move {
+                let mut ticks = interval(PERIOD);
+                let first = ticks.tick().await;
+                assert!(poll_tick_once(&mut ticks).await.is_pending());
+                tx.send((ticks, first)).await.unwrap();
+            },
+            move || async move {
+                let mut rx = rx;
+                let own = own_timer(OWN_AFTER).await;
+                let (mut ticks, first) = rx.recv().await.unwrap();
+                // Six ticks (120 ms) outlast the core's own timer (100 ms): both fire meanwhile.
+                for n in 1..=6 {
+                    let at = ticks.tick().await;
+                    assert_eq!(at, first + PERIOD * n, "tick {n} after the move is off schedule");
+                    assert!(Instant::now() >= at, "tick {n} after the move came early");
+                }
+                own.await.unwrap();
+            },
+        );
+    }
+
+    fn a_polled_timeout_moved_to_another_core_elapses_there(backend: Backend) {
+        let (tx, rx) = coreio::mesh::channel(1);
+        on_two_cores(
+            backend,
+            move || async move {
+                let deadline = Instant::now() + MOVED_AFTER;
+                let mut limited = timeout(MOVED_AFTER, std::future::pending::<()>());
+                assert!(poll_once(&mut limited).await.is_pending());
+                tx.send((limited, deadline)).await.unwrap();
+            },
+            move || async move {
+                let mut rx = rx;
+                let own = own_timer(OWN_AFTER).await;
+                let (limited, deadline) = rx.recv().await.unwrap();
+                let _: Elapsed = limited.await.expect_err("a pending future cannot win");
+                assert!(Instant::now() >= deadline, "the moved timeout elapsed early");
+                own.await.unwrap();
+            },
+        );
+    }
+
+    fn dropping_or_resetting_a_moved_sleep_spares_the_cores_own_timers(backend: Backend) {
+        let (tx, rx) = coreio::mesh::channel(1);
+        on_two_cores(
+            backend,
+            move || async move {
+                let mut dropped = sleep(MOVED_AFTER);
+                let mut reset = sleep(MOVED_AFTER);
+                assert!(poll_once(&mut dropped).await.is_pending());
+                assert!(poll_once(&mut reset).await.is_pending());
+                tx.send((dropped, reset)).await.unwrap();
+            },
+            move || async move {
+                let mut rx = rx;
+                // Two own timers, with the keys of the two moved sleeps on a shared key space.
+                let own = [own_timer(OWN_AFTER).await, own_timer(OWN_AFTER).await];
+                let (dropped, mut reset) = rx.recv().await.unwrap();
+                drop(dropped);
+                let again = Instant::now() + Duration::from_millis(10);
+                reset.reset(again);
+                (&mut reset).await;
+                assert!(Instant::now() >= again, "the reset sleep ended early");
+                for own in own {
+                    own.await.unwrap();
+                }
+            },
+        );
+    }
+
+    fn a_sleep_polled_in_one_runtime_completes_in_the_next(backend: Backend) {
+        // The first runtime hands the polled sleep out, to be awaited under the second.
+        #[allow(clippy::async_yields_async)]
+        let mut moved = block_on(backend, async {
+            let mut moved = sleep(MOVED_AFTER);
+            assert!(poll_once(&mut moved).await.is_pending());
+            moved
+        });
+        block_on(backend, async move {
+            let own = own_timer(OWN_AFTER).await;
+            (&mut moved).await;
+            assert!(Instant::now() >= moved.deadline(), "the moved sleep ended early");
+            own.await.unwrap();
+        });
+    }
+
+    fn dropping_a_sleep_of_an_ended_runtime_spares_the_next_runtimes_timers(backend: Backend) {
+        let (dropped, mut reset) = block_on(backend, async {
+            let mut dropped = sleep(MOVED_AFTER);
+            let mut reset = sleep(MOVED_AFTER);
+            assert!(poll_once(&mut dropped).await.is_pending());
+            assert!(poll_once(&mut reset).await.is_pending());
+            (dropped, reset)
+        });
+        block_on(backend, async move {
+            let own = [own_timer(OWN_AFTER).await, own_timer(OWN_AFTER).await];
+            drop(dropped);
+            let again = Instant::now() + Duration::from_millis(10);
+            reset.reset(again);
+            (&mut reset).await;
+            assert!(Instant::now() >= again, "the reset sleep ended early");
+            for own in own {
+                own.await.unwrap();
+            }
+        });
+    }
+}
+
+// Periods so long that the next tick is beyond any `Instant` arithmetic: the schedule is
+// clamped to the module's far future, so the first tick comes at once and the next one never.
+both_backends! {
+    fn interval_with_a_huge_period_ticks_once_then_waits(backend: Backend) {
+        block_on(backend, async {
+            let behaviors =
+                [MissedTickBehavior::Burst, MissedTickBehavior::Delay, MissedTickBehavior::Skip];
+            let periods = [Duration::MAX, Duration::from_secs(u64::MAX / 4)];
+            for behavior in behaviors {
+                for period in periods {
+                    let start = Instant::now();
+                    let mut ticks = interval(period);
+                    ticks.set_missed_tick_behavior(behavior);
+                    assert_eq!(ticks.period(), period);
+                    let first = ticks.tick().await;
+                    assert!(first >= start && first <= Instant::now(), "{behavior:?}: first tick");
+                    let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+                    assert!(second.is_err(), "{behavior:?}, {period:?}: a second tick came");
+                    // Still usable, and still not due, after the timed-out wait.
+                    assert!(poll_tick_once(&mut ticks).await.is_pending());
+                }
+            }
+        });
+    }
+
+    fn interval_at_with_a_huge_period_ticks_at_start_then_waits(backend: Backend) {
+        block_on(backend, async {
+            let behaviors =
+                [MissedTickBehavior::Burst, MissedTickBehavior::Delay, MissedTickBehavior::Skip];
+            for behavior in behaviors {
+                let start = Instant::now() + Duration::from_millis(2);
+                let mut ticks = interval_at(start, Duration::MAX);
+                ticks.set_missed_tick_behavior(behavior);
+                assert_eq!(ticks.tick().await, start);
+                assert!(Instant::now() >= start, "{behavior:?}: the first tick came early");
+                let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+                assert!(second.is_err(), "{behavior:?}: a second tick came");
+            }
         });
     }
 }

@@ -6,8 +6,10 @@
 //! core loop sleeps in its I/O driver until the wheel's next expiration. Cancelling a timer
 //! (dropping its future) is O(1). Deadlines far in the future (days, years) are fine.
 //!
-//! This module owns the per-core [`Timers`] and the timer futures. It must never read the clock
-//! more than once per poll, nor keep a waker registered for a dropped future.
+//! This module owns the per-core `Timers` and the timer futures. It must never read the clock
+//! more than once per poll, never let a timer refresh or cancel an entry of a wheel other than
+//! the one it registered in, and never keep a waker registered for a dropped future — save the
+//! stale entry that a timer which moved leaves behind in its old wheel (see below).
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -22,6 +24,29 @@
 //!     assert!(res.is_err());
 //! }).unwrap();
 //! ```
+//!
+//! # Timers that move
+//!
+//! [`Sleep`], [`Timeout`] and [`Interval`] are `Send`: one may be polled on one core and then
+//! awaited on another (a session's `Interval` handed off with its connection, a future sent
+//! through a [`mesh::channel`](crate::mesh::channel)), or be polled under one runtime and
+//! awaited under a later one on the same thread. A timer's entry is in the wheel of the core
+//! that polled it, and its key names that wheel: every wheel has an id unique in the process,
+//! and a key only ever resolves in the wheel that issued it. So a timer polled where its entry
+//! is not inserts a fresh entry in the current core's wheel, at its own deadline, and forgets
+//! the old key; dropping or resetting it cancels its entry only where the entry is, and touches
+//! nothing elsewhere. On its own core a timer pays one integer comparison for this per poll.
+//!
+//! The forgotten entry is not cancelled: the wheel holding it belongs to another thread (or to
+//! a runtime that has ended), and this module never reaches into it. It expires *lazily*: until
+//! the timer's deadline it keeps a slot and a clone of the waker of the task that last polled
+//! the timer there, and the old core wakes for it, then wakes that task once, spuriously (which
+//! futures allow). So each move leaves at most one stale entry behind, alive no longer than
+//! the timer's deadline or that core (a moved `sleep(Duration::MAX)` stays until its old core
+//! stops), holding a waker, which keeps a task's allocation but not its future. Cancelling it
+//! through the old core's mailbox instead would cost every move and every drop of a moved
+//! timer an allocation and perhaps a wake-up of that core, and could not reach a runtime that
+//! has ended; the lazy way costs nothing until a timer actually moves.
 
 mod wheel;
 
@@ -39,7 +64,8 @@ use wheel::{TimerKey, TimerWheel};
 const TICK: Duration = Duration::from_millis(1);
 
 /// The furthest a deadline is taken to be (about 30 years); later ones are clamped to it, so
-/// `sleep(Duration::MAX)` sleeps "forever" instead of overflowing `Instant`.
+/// `sleep(Duration::MAX)` sleeps "forever", and an `Interval` whose next tick would be later
+/// waits that long, instead of overflowing `Instant`.
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// One core's timers: the wheel and the instant its tick 0 stands for.
@@ -89,7 +115,13 @@ impl Timers {
         }
     }
 
-    /// Registers (or refreshes) the waker of a timer due at `deadline`.
+    /// Registers (or refreshes) the waker of a timer due at `deadline` whose entry, if any, is
+    /// `key`, and returns the key of its entry in this wheel.
+    ///
+    /// A `key` of another wheel (the timer moved here from another core, or from a runtime that
+    /// has ended) finds nothing here, since keys only resolve in the wheel that issued them, so
+    /// the timer gets a fresh entry at its own deadline; its old entry expires lazily where it
+    /// is (see the module docs). So does a key of this wheel whose entry has fired.
     fn register(&self, key: Option<TimerKey>, deadline: Instant, waker: &Waker) -> TimerKey {
         let mut wheel = self.wheel.borrow_mut();
         if let Some(key) = key
@@ -103,6 +135,8 @@ impl Timers {
         wheel.insert(self.tick_at_or_after(deadline), waker.clone())
     }
 
+    /// Cancels the entry `key` if it is one of this wheel's; a key of another wheel is ignored
+    /// (its entry expires lazily there).
     fn cancel(&self, key: TimerKey) {
         if let Ok(mut wheel) = self.wheel.try_borrow_mut() {
             wheel.cancel(key);
@@ -110,10 +144,21 @@ impl Timers {
     }
 }
 
+/// `from + by`, clamped to `now + FAR_FUTURE` (also where the sum would overflow `Instant`).
+///
+/// `now` must be a reading of the clock: `now + FAR_FUTURE` is then centuries away from
+/// overflowing, unlike `from + FAR_FUTURE` for an arbitrary `from`.
+fn deadline_from(from: Instant, by: Duration, now: Instant) -> Instant {
+    let far = now + FAR_FUTURE;
+    match from.checked_add(by) {
+        Some(at) if at <= far => at,
+        _ => far,
+    }
+}
+
 fn deadline_after(duration: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(duration.min(FAR_FUTURE))
-        .unwrap_or(now + FAR_FUTURE)
+    deadline_from(now, duration, now)
 }
 
 /// Waits until `duration` has elapsed.
@@ -131,12 +176,17 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 
 /// Future returned by [`sleep`] and [`sleep_until`].
 ///
+/// It may be moved to another core, or outlive its runtime, after it was polled: it then ends at
+/// its own deadline wherever it is awaited (see the [module docs](self#timers-that-move)).
+///
 /// # Panics
 ///
 /// Polling it outside a coreio runtime panics: there is no timer wheel to wake it.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
+    /// The entry in the wheel of the core that last polled this sleep; that wheel's id is part
+    /// of the key, so on any other core it resolves to nothing.
     key: Option<TimerKey>,
 }
 
@@ -152,24 +202,26 @@ impl Sleep {
     }
 
     /// Moves the deadline; the sleep can be awaited again afterwards.
+    ///
+    /// The old entry is cancelled if it is in the current core's wheel; one left in another
+    /// core's wheel (the sleep moved) expires there lazily.
     pub fn reset(&mut self, deadline: Instant) {
         self.cancel();
         self.deadline = deadline;
     }
 
+    /// Forgets the entry; cancels it when it is in the current core's wheel (outside a runtime,
+    /// or on another core, there is nothing this thread may touch).
     fn cancel(&mut self) {
         if let Some(key) = self.key.take() {
             context::with(|ctx| ctx.timers.cancel(key));
         }
     }
-}
 
-impl Future for Sleep {
-    type Output = ();
-
+    /// [`poll`](Future::poll), with the time the caller read from the clock.
     #[track_caller]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+    fn poll_at(&mut self, now: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if now >= self.deadline {
             self.cancel();
             return Poll::Ready(());
         }
@@ -179,6 +231,15 @@ impl Future for Sleep {
         });
         self.key = Some(key);
         Poll::Pending
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    #[track_caller]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_at(Instant::now(), cx)
     }
 }
 
@@ -229,6 +290,8 @@ pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
 }
 
 /// Future returned by [`timeout`].
+///
+/// Like [`Sleep`], it may be moved to another core after it was polled, and keeps its deadline.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Timeout<F> {
     future: F,
@@ -275,7 +338,9 @@ pub enum MissedTickBehavior {
 
 /// Ticks every `period`, the first tick at once.
 ///
-/// A zero period is raised to one timer tick (1 ms) rather than spinning.
+/// A zero period is raised to one timer tick (1 ms) rather than spinning. A tick later than
+/// about 30 years ahead is taken to be due then, like every deadline: a period too long for
+/// `Instant` (`Duration::MAX`, say) gives one tick at once and then waits "forever".
 ///
 /// ```
 /// use std::time::Duration;
@@ -291,7 +356,7 @@ pub fn interval(period: Duration) -> Interval {
     interval_at(Instant::now(), period)
 }
 
-/// Ticks every `period`, the first tick at `start`.
+/// Ticks every `period`, the first tick at `start`; see [`interval`].
 pub fn interval_at(start: Instant, period: Duration) -> Interval {
     Interval {
         next: start,
@@ -302,6 +367,9 @@ pub fn interval_at(start: Instant, period: Duration) -> Interval {
 }
 
 /// A periodic timer; see [`interval`]. Also a never-ending `Stream` of tick instants.
+///
+/// Like [`Sleep`], it may be moved to another core after it was polled (handed off with a
+/// connection, say), and keeps its schedule.
 #[derive(Debug)]
 pub struct Interval {
     next: Instant,
@@ -319,26 +387,12 @@ impl Interval {
     /// Polls for the next tick: the building block of [`tick`](Interval::tick) and of the
     /// `Stream` implementation.
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
-        if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+        let now = Instant::now();
+        if self.sleep.poll_at(now, cx).is_pending() {
             return Poll::Pending;
         }
         let scheduled = self.next;
-        let now = Instant::now();
-        let following = scheduled + self.period;
-        self.next = if following > now {
-            following
-        } else {
-            match self.missed {
-                MissedTickBehavior::Burst => following,
-                MissedTickBehavior::Delay => now + self.period,
-                MissedTickBehavior::Skip => {
-                    let behind = now.duration_since(scheduled).as_nanos();
-                    let periods = behind / self.period.as_nanos() + 1;
-                    let skip = u32::try_from(periods).unwrap_or(u32::MAX);
-                    scheduled + self.period.saturating_mul(skip)
-                }
-            }
-        };
+        self.next = next_tick(scheduled, now, self.period, self.missed);
         self.sleep.reset(self.next);
         Poll::Ready(scheduled)
     }
@@ -354,6 +408,34 @@ impl Interval {
     }
 }
 
+/// The tick after the one scheduled for `scheduled` and taken at `now` (`>= scheduled`), every
+/// `period` (non-zero), under `missed`. Clamped to `now + FAR_FUTURE` like every deadline, so
+/// no period, however long, overflows `Instant`.
+fn next_tick(
+    scheduled: Instant,
+    now: Instant,
+    period: Duration,
+    missed: MissedTickBehavior,
+) -> Instant {
+    let following = deadline_from(scheduled, period, now);
+    if following > now {
+        return following;
+    }
+    match missed {
+        MissedTickBehavior::Burst => following,
+        MissedTickBehavior::Delay => deadline_from(now, period, now),
+        MissedTickBehavior::Skip => {
+            // The first tick of the original schedule after `now`, counted in nanoseconds (a
+            // `u128` holds any number of periods a real delay can span).
+            let period = period.as_nanos();
+            let behind = now.duration_since(scheduled).as_nanos();
+            let ahead = (behind / period + 1).saturating_mul(period);
+            let ahead = u64::try_from(ahead).map_or(Duration::MAX, Duration::from_nanos);
+            deadline_from(scheduled, ahead, now)
+        }
+    }
+}
+
 impl futures_core::Stream for Interval {
     type Item = Instant;
 
@@ -363,5 +445,145 @@ impl futures_core::Stream for Interval {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (usize::MAX, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// A waker that counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    fn wakes(count: &Count) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_timer_from_another_wheel_gets_its_own_entry_and_cancels_nothing() {
+        let (old_core, new_core) = (Timers::new(), Timers::new());
+        let now = Instant::now();
+        let (old_task, old_waker) = counting();
+        let (own_task, own_waker) = counting();
+        let (new_task, new_waker) = counting();
+        // Each is its wheel's first entry: same slab index, same generation.
+        let moved = old_core.register(None, now + Duration::from_millis(5), &old_waker);
+        let own = new_core.register(None, now + Duration::from_millis(10), &own_waker);
+        // Polled on the new core, the moved timer must not take over `own`'s entry.
+        let moved_here = new_core.register(Some(moved), now + Duration::from_millis(5), &new_waker);
+        assert_ne!(moved_here, own);
+        assert_ne!(moved_here, moved);
+        // Its old key, used to cancel on the new core (a drop or reset there), cancels nothing.
+        new_core.cancel(moved);
+        // Refreshing on its own wheel still keeps the key (the hot path).
+        assert_eq!(
+            new_core.register(Some(moved_here), now + Duration::from_millis(5), &new_waker),
+            moved_here
+        );
+        new_core.fire_due(now + Duration::from_secs(1));
+        assert_eq!(wakes(&own_task), 1, "the new core's own timer was lost");
+        assert_eq!(
+            wakes(&new_task),
+            1,
+            "the moved timer did not fire on its new core"
+        );
+        // The stale entry expires lazily in the old wheel: one spurious wake, then nothing.
+        assert_eq!(wakes(&old_task), 0);
+        old_core.fire_due(now + Duration::from_secs(1));
+        assert_eq!(wakes(&old_task), 1);
+        assert!(old_core.time_to_next(now).is_none() && new_core.time_to_next(now).is_none());
+    }
+
+    const BEHAVIORS: [MissedTickBehavior; 3] = [
+        MissedTickBehavior::Burst,
+        MissedTickBehavior::Delay,
+        MissedTickBehavior::Skip,
+    ];
+
+    #[test]
+    fn a_tick_beyond_instant_is_clamped_to_the_far_future() {
+        let now = Instant::now();
+        for missed in BEHAVIORS {
+            for period in [
+                Duration::MAX,
+                Duration::from_secs(u64::MAX / 4),
+                FAR_FUTURE * 2,
+            ] {
+                assert_eq!(next_tick(now, now, period, missed), now + FAR_FUTURE);
+            }
+            assert_eq!(
+                next_tick(now, now, Duration::from_millis(3), missed),
+                now + Duration::from_millis(3)
+            );
+        }
+    }
+
+    #[test]
+    fn missed_ticks_with_long_periods_do_not_overflow() {
+        let now = Instant::now();
+        // Linux's `Instant` reaches before boot; elsewhere there is nothing to check.
+        let Some(scheduled) = now.checked_sub(FAR_FUTURE + FAR_FUTURE / 3) else {
+            return;
+        };
+        // The following tick is due already: each behaviour takes its own branch.
+        let period = FAR_FUTURE + FAR_FUTURE / 6;
+        let following = scheduled + period;
+        assert!(following <= now);
+        let far = now + FAR_FUTURE;
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Burst),
+            following
+        );
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Delay),
+            far
+        );
+        assert_eq!(
+            next_tick(scheduled, now, period, MissedTickBehavior::Skip),
+            far
+        );
+        for missed in BEHAVIORS {
+            assert!(next_tick(scheduled, now, Duration::MAX, missed) <= far);
+        }
+    }
+
+    #[test]
+    fn skip_keeps_the_phase_however_far_behind() {
+        let now = Instant::now();
+        let period = Duration::from_millis(1);
+        // More than u32::MAX periods behind (about 50 days).
+        let Some(scheduled) = now.checked_sub(Duration::from_secs(60 * 24 * 3600) + period / 3)
+        else {
+            return;
+        };
+        let next = next_tick(scheduled, now, period, MissedTickBehavior::Skip);
+        assert!(next > now && next <= now + period, "{:?}", next - now);
+        assert_eq!((next - scheduled).as_nanos() % period.as_nanos(), 0);
+    }
+
+    #[test]
+    fn cancel_of_a_wheels_own_key_still_cancels() {
+        let timers = Timers::new();
+        let now = Instant::now();
+        let (task, waker) = counting();
+        let key = timers.register(None, now + Duration::from_millis(1), &waker);
+        timers.cancel(key);
+        assert!(timers.time_to_next(now).is_none());
+        timers.fire_due(now + Duration::from_secs(1));
+        assert_eq!(wakes(&task), 0);
     }
 }

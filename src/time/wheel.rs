@@ -43,6 +43,15 @@
 //! [`TimerKey`]s carry a generation so a stale key can never cancel a timer
 //! that later reused the same slab index.
 //!
+//! Every wheel also has an *id*, unique among all the wheels a process ever
+//! creates (a process-wide counter, not an address: a dropped wheel's memory
+//! is reused), and stamps it into the keys it issues. Every operation that
+//! takes a key first checks that id, so a key is only ever resolved in the
+//! wheel that issued it: the key of a timer that moved to another wheel (a
+//! `Send` timer future polled on one core, then on another) never reads,
+//! refreshes or cancels an entry of that other wheel, even though slab
+//! indices and generations of all wheels start at 0 and so coincide.
+//!
 //! # Guarantees
 //!
 //! - An entry never fires while the wheel's time is below its deadline, and
@@ -50,8 +59,13 @@
 //!   `advance(now, ..)`.
 //! - Within one `advance`, entries fire in ascending deadline order; entries
 //!   that were already overdue when inserted fire first, in unspecified order.
+//! - A key never refers to an entry of a wheel other than the one that
+//!   issued it.
 //! - No clocks, wakers, I/O, `unsafe`, or per-operation allocation in steady
-//!   state.
+//!   state; creating a wheel takes one relaxed atomic increment (its id).
+
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use slab::Slab;
 
@@ -72,11 +86,28 @@ const NIL: u32 = u32::MAX;
 /// Pseudo-level under which overflow entries are recorded.
 const OVERFLOW: u8 = LEVELS as u8;
 
-/// Handle to a timer in a [`TimerWheel`]; stale handles are harmless.
+/// Handle to a timer in a [`TimerWheel`]; stale handles, and handles of
+/// other wheels, are harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct TimerKey {
+    /// The id of the wheel that issued the key. Non-zero, so that an
+    /// `Option<TimerKey>` is no larger than a key.
+    wheel: NonZeroU64,
     index: u32,
     generation: u64,
+}
+
+/// The next wheel id. Ids start at 1 and are never reused: a 64-bit counter
+/// incremented once per wheel cannot wrap in a process's life.
+static NEXT_WHEEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A wheel id no other wheel of this process has or will have.
+fn unique_wheel_id() -> NonZeroU64 {
+    // Relaxed suffices: every increment of one atomic reads the value the
+    // previous one wrote, whatever the ordering, so no two calls get the same
+    // id; nothing else is published through the counter.
+    let id = NEXT_WHEEL_ID.fetch_add(1, Ordering::Relaxed);
+    NonZeroU64::new(id).expect("timer wheel: 2^64 wheels created")
 }
 
 struct Entry<T> {
@@ -106,6 +137,8 @@ enum Event {
 
 /// Hierarchical hashed timer wheel holding values of type `T`.
 pub(crate) struct TimerWheel<T> {
+    /// Stamped into every key this wheel issues; see the module docs.
+    id: NonZeroU64,
     entries: Slab<Entry<T>>,
     levels: [Level; LEVELS],
     overflow_head: u32,
@@ -136,6 +169,7 @@ impl<T> TimerWheel<T> {
             heads: [NIL; SLOTS],
         };
         Self {
+            id: unique_wheel_id(),
             entries: Slab::with_capacity(capacity),
             levels: [empty; LEVELS],
             overflow_head: NIL,
@@ -183,25 +217,33 @@ impl<T> TimerWheel<T> {
             slot: 0,
         });
         self.file(index);
-        TimerKey { index, generation }
+        TimerKey {
+            wheel: self.id,
+            index,
+            generation,
+        }
     }
 
     /// Removes a pending timer in O(1) and returns its value; `None` if the
-    /// timer already fired or was cancelled.
+    /// timer already fired or was cancelled, or `key` is another wheel's.
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
         self.entry(key)?;
         self.unlink(key.index);
         Some(self.entries.remove(key.index as usize).value)
     }
 
-    /// Whether `key` refers to a pending timer.
+    /// Whether `key` refers to a pending timer of this wheel.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn contains(&self, key: TimerKey) -> bool {
         self.entry(key).is_some()
     }
 
-    /// Mutable access to a pending timer's value.
+    /// Mutable access to a pending timer's value; `None` if the timer already
+    /// fired or was cancelled, or `key` is another wheel's.
     pub(crate) fn get_mut(&mut self, key: TimerKey) -> Option<&mut T> {
+        if key.wheel != self.id {
+            return None;
+        }
         self.entries
             .get_mut(key.index as usize)
             .filter(|entry| entry.generation == key.generation)
@@ -251,6 +293,7 @@ impl<T> TimerWheel<T> {
                 if entry.deadline <= self.elapsed {
                     let entry = self.entries.remove(index as usize);
                     let key = TimerKey {
+                        wheel: self.id,
                         index,
                         generation: entry.generation,
                     };
@@ -264,7 +307,11 @@ impl<T> TimerWheel<T> {
         self.elapsed = now;
     }
 
+    /// The pending entry `key` refers to, if it is one of this wheel's.
     fn entry(&self, key: TimerKey) -> Option<&Entry<T>> {
+        if key.wheel != self.id {
+            return None;
+        }
         self.entries
             .get(key.index as usize)
             .filter(|entry| entry.generation == key.generation)
@@ -445,6 +492,43 @@ mod tests {
         assert_eq!(wheel.cancel(c), Some(4));
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_expiration(), None);
+    }
+
+    #[test]
+    fn keys_of_another_wheel_never_touch_this_one() {
+        let mut first = TimerWheel::new();
+        let mut second = TimerWheel::new();
+        let theirs = first.insert(10, 1);
+        let ours = second.insert(20, 2);
+        // Both are their wheel's first entry: only the wheel id tells them apart.
+        assert_eq!(
+            (theirs.index, theirs.generation),
+            (ours.index, ours.generation)
+        );
+        assert_ne!(theirs, ours);
+        assert!(!second.contains(theirs));
+        assert!(second.get_mut(theirs).is_none());
+        assert_eq!(second.cancel(theirs), None);
+        assert!(second.contains(ours));
+        assert_eq!(second.len(), 1);
+        // The other wheel's own entry is untouched by all of that, and vice versa.
+        assert_eq!(first.cancel(ours), None);
+        assert_eq!(fired(&mut first, 10), vec![1]);
+        assert_eq!(fired(&mut second, 20), vec![2]);
+        // A wheel made after one was dropped gets a fresh id, never the dropped one's.
+        let dropped = first.id;
+        drop(first);
+        let third = TimerWheel::<u64>::new();
+        assert_ne!(third.id, dropped);
+        assert_ne!(third.id, second.id);
+    }
+
+    #[test]
+    fn an_optional_key_is_no_larger_than_a_key() {
+        assert_eq!(
+            std::mem::size_of::<Option<TimerKey>>(),
+            std::mem::size_of::<TimerKey>()
+        );
     }
 
     #[test]
