@@ -53,6 +53,7 @@ mod wheel;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -72,6 +73,9 @@ const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 pub(crate) struct Timers {
     wheel: RefCell<TimerWheel<Waker>>,
     origin: Instant,
+    /// The wakers of the timers `fire_due` found due, woken once the wheel is released; kept
+    /// for its capacity.
+    due: RefCell<Vec<Waker>>,
 }
 
 impl Timers {
@@ -79,6 +83,7 @@ impl Timers {
         Timers {
             wheel: RefCell::new(TimerWheel::with_capacity(1024)),
             origin: Instant::now(),
+            due: RefCell::new(Vec::new()),
         }
     }
 
@@ -107,11 +112,29 @@ impl Timers {
     }
 
     /// Wakes every timer whose deadline is at or before `now`.
+    ///
+    /// A waker is user code (a combinator may poll a `Sleep` with a waker of its own): the due
+    /// ones are collected first and woken after the wheel is released, so one that panics
+    /// leaves the wheel consistent and the others still woken (the first panic is resumed
+    /// afterwards, for the core to report), and one that touches timers finds them free.
     pub(crate) fn fire_due(&self, now: Instant) {
         let tick = self.tick_at_or_before(now);
-        let mut wheel = self.wheel.borrow_mut();
-        if wheel.next_expiration().is_some_and(|next| next <= tick) {
-            wheel.advance(tick, |_, waker| waker.wake());
+        let mut due = std::mem::take(&mut *self.due.borrow_mut());
+        {
+            let mut wheel = self.wheel.borrow_mut();
+            if wheel.next_expiration().is_some_and(|next| next <= tick) {
+                wheel.advance(tick, |_, waker| due.push(waker));
+            }
+        }
+        let mut first_panic = None;
+        for waker in due.drain(..) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
+                first_panic.get_or_insert(payload);
+            }
+        }
+        *self.due.borrow_mut() = due;
+        if let Some(payload) = first_panic {
+            resume_unwind(payload);
         }
     }
 
@@ -471,6 +494,39 @@ mod tests {
 
     fn wakes(count: &Count) -> usize {
         count.0.load(Ordering::SeqCst)
+    }
+
+    /// A waker that panics when woken.
+    struct Bomb;
+
+    impl Wake for Bomb {
+        fn wake(self: Arc<Self>) {
+            panic!("timer waker bomb");
+        }
+    }
+
+    #[test]
+    fn a_panicking_waker_leaves_the_wheel_sound_and_the_others_woken() {
+        let timers = Timers::new();
+        let now = Instant::now();
+        let due = now + Duration::from_millis(1);
+        let (before, before_waker) = counting();
+        let (after, after_waker) = counting();
+        timers.register(None, due, &before_waker);
+        timers.register(None, due, &Waker::from(Arc::new(Bomb)));
+        timers.register(None, due, &after_waker);
+        let later = timers.register(None, now + Duration::from_secs(60), &before_waker);
+        let fired = catch_unwind(AssertUnwindSafe(|| {
+            timers.fire_due(now + Duration::from_millis(2))
+        }));
+        let payload = fired.expect_err("the bomb's panic is resumed");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"timer waker bomb"));
+        // The timers due with the bomb were woken all the same, and the wheel is usable: the
+        // later timer is still there, and can be cancelled.
+        assert_eq!((wakes(&before), wakes(&after)), (1, 1));
+        assert!(timers.wheel.borrow().contains(later));
+        timers.cancel(later);
+        assert!(timers.wheel.borrow().is_empty());
     }
 
     #[test]
