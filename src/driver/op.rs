@@ -68,8 +68,10 @@ pub(crate) unsafe trait Operation: 'static {
     }
 
     /// io_uring: the operation finished after its future was dropped, with `result` (a byte
-    /// count, an fd, or `-errno`). Operations that produce a resource release it here: an
-    /// accepted socket nobody will ever see is closed.
+    /// count, an fd, or `-errno`). Called by the driver outside its own borrow, after the
+    /// terminal completion. Operations whose result belongs to the socket's owner hand it to
+    /// the socket here (a receive's bytes, an accepted connection: see `driver::held`); what
+    /// the data owns is freed when `self` drops at the end.
     fn orphan_completed(self, result: i32)
     where
         Self: Sized,
