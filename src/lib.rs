@@ -130,6 +130,7 @@ mod executor;
 mod loom;
 pub mod mesh;
 pub mod net;
+mod panic;
 mod runtime;
 pub mod sync;
 mod sys;

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use crate::builder::{Builder, CoreConfig};
 use crate::context::{self, CoreContext};
 use crate::driver::{Backend, Driver};
-use crate::executor::{JoinError, LocalExecutor, Payload, Shared};
+use crate::executor::{JoinError, LocalExecutor, Shared};
 use crate::mesh::Mesh;
+use crate::panic::{self, Payload};
 use crate::sys;
 use crate::time::Timers;
 
@@ -66,10 +67,7 @@ impl CoreError {
     /// The panic message, when the root future panicked with a string.
     pub fn panic_message(&self) -> Option<&str> {
         match self {
-            CoreError::Panicked { payload, .. } => payload
-                .downcast_ref::<&'static str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            CoreError::Panicked { payload, .. } => panic::message(payload),
             CoreError::Io { .. } => None,
         }
     }

@@ -189,7 +189,7 @@ impl Driver {
     /// for the kernel to finish with every buffer it was given, so none is freed while the
     /// kernel may still write to it. Returns the first panic of a waker or a buffer's `Drop`
     /// run meanwhile (the rest still ran).
-    pub(crate) fn shutdown(&self) -> Option<crate::executor::Payload> {
+    pub(crate) fn shutdown(&self) -> Option<crate::panic::Payload> {
         match self {
             Driver::IoUring(driver) => driver.shutdown(),
             Driver::Epoll(_) => None,

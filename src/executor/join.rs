@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use async_task::FallibleTask;
 
-use super::task::Payload;
+use crate::panic::{self, Payload};
 
 /// Why a task produced no output.
 pub enum JoinError {
@@ -40,10 +40,7 @@ impl JoinError {
     /// The panic message when the payload is a string, as most panics' payloads are.
     pub fn panic_message(&self) -> Option<&str> {
         match self {
-            JoinError::Panicked(payload) => payload
-                .downcast_ref::<&'static str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            JoinError::Panicked(payload) => panic::message(payload),
             JoinError::Cancelled => None,
         }
     }

@@ -41,10 +41,10 @@ use concurrent_queue::ConcurrentQueue;
 use slab::Slab;
 
 pub use join::{JoinError, JoinHandle};
-pub(crate) use task::Payload;
 
 use crate::context;
 use crate::driver::EventfdWake;
+use crate::panic::Payload;
 use crate::sys;
 use sleep::SleepFlag;
 

@@ -7,16 +7,13 @@
 //! nothing). It must never hold anything across polls beyond the wrapped future and its
 //! registry key.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::context;
-
-/// A caught panic's payload, as `std::panic::catch_unwind` returns it.
-pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+use crate::panic::Payload;
 
 pub(crate) struct TaskFuture<F> {
     future: F,

@@ -66,8 +66,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::context;
-use crate::executor::{Payload, Shared};
+use crate::executor::Shared;
 use crate::loom::{AtomicUsize, Ordering};
+use crate::panic::{self, Payload};
 use crate::runtime::CoreId;
 use reply::{ReplyReceiver, ReplySender, reply};
 
@@ -206,10 +207,7 @@ impl MailboxError {
     /// The panic message, when the work panicked with a string.
     pub fn panic_message(&self) -> Option<&str> {
         match self {
-            MailboxError::Panicked { payload, .. } => payload
-                .downcast_ref::<&'static str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str)),
+            MailboxError::Panicked { payload, .. } => panic::message(payload),
             _ => None,
         }
     }

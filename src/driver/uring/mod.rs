@@ -47,7 +47,7 @@ pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
 use super::{DriverId, EventfdWake, Operation};
-use crate::executor::Payload;
+use crate::panic::Payload;
 use crate::sys;
 
 /// `user_data` of the poll kept armed on the executor's wake eventfd.
