@@ -1,7 +1,7 @@
 //! The per-core context: what "the current core" means to code running on it.
 //!
-//! Every core thread builds one [`CoreContext`] — its executor, its I/O driver, its timers and
-//! its view of the other cores' mailboxes —
+//! Every core thread builds one [`CoreContext`] — its executor, its I/O driver, its timers, the
+//! running task's budget and its view of the other cores' mailboxes —
 //! and installs it in a thread-local for as long as the core runs. Free functions such as
 //! [`spawn`](crate::spawn) or [`sleep`](crate::time::sleep) and every I/O operation find their
 //! core through [`with`]. This module owns that thread-local and nothing else; it must never
@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::ptr;
 use std::sync::Arc;
 
+use crate::coop::Budget;
 use crate::driver::Driver;
 use crate::executor::LocalExecutor;
 use crate::mesh::Mesh;
@@ -23,6 +24,8 @@ pub(crate) struct CoreContext {
     pub(crate) executor: LocalExecutor,
     pub(crate) driver: Driver,
     pub(crate) timers: Timers,
+    /// The running task's budget (see `coop`).
+    pub(crate) budget: Budget,
     /// The mailboxes of every core of this runtime, this one included.
     pub(crate) mesh: Arc<Mesh>,
 }

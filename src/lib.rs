@@ -125,6 +125,7 @@
 pub mod buf;
 mod builder;
 mod context;
+mod coop;
 mod driver;
 mod executor;
 mod loom;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::builder::{Builder, CoreConfig};
 use crate::context::{self, CoreContext};
+use crate::coop::Budget;
 use crate::driver::{Backend, Driver};
 use crate::executor::{JoinError, LocalExecutor, Shared};
 use crate::mesh::Mesh;
@@ -252,6 +253,7 @@ where
         executor,
         driver,
         timers: Timers::new(),
+        budget: Budget::new(),
         mesh,
     };
     context::enter(&ctx, || {
@@ -307,7 +309,7 @@ fn core_loop(
             let Some(task) = ctx.executor.next_task() else {
                 break;
             };
-            ctx.executor.run_task(task);
+            ctx.executor.run_task(task, &ctx.budget);
             if finished() {
                 return Ok(());
             }

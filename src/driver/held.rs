@@ -40,7 +40,7 @@ use std::task::{Context, Poll, Waker};
 use super::op::Completion;
 use super::{Op, Operation, SharedFd};
 use crate::buf::IoBufMut;
-use crate::context;
+use crate::{context, coop};
 
 /// A socket's holding area: a few counters inline, everything else boxed and allocated only
 /// while something is held or waited for, so a socket that never lost a race pays no memory
@@ -284,10 +284,7 @@ impl Future for Settled<'_> {
         }
         // Handing out held bytes is I/O too: it spends the task's budget like an operation
         // does, so a task reading them in small pieces still yields now and then.
-        match context::with(|ctx| ctx.executor.poll_budget(cx)) {
-            Some(Poll::Pending) => Poll::Pending,
-            Some(Poll::Ready(())) | None => Poll::Ready(()),
-        }
+        coop::poll_proceed(cx)
     }
 }
 

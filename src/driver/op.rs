@@ -144,7 +144,7 @@ impl<T: Operation> Future for Op<T> {
                 };
                 let started = context::with(|ctx| {
                     // A task that spent its budget yields before starting more I/O.
-                    ready!(ctx.executor.poll_budget(cx));
+                    ready!(ctx.budget.poll_proceed(cx));
                     if data.epoll_source().0.owner() != ctx.driver.id() {
                         return Poll::Ready(Start::Foreign);
                     }

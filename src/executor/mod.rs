@@ -19,9 +19,9 @@
 //! `io_uring_enter` for the sender, and no eventfd read or poll re-arm for the sleeper), else
 //! an eventfd write.
 //!
-//! This module owns the queues, the task registry used to cancel every task at shutdown, the
-//! cooperative budget, and [`spawn`]/[`yield_now`]. It must never poll a task on another thread,
-//! and never block: parking is the driver's job.
+//! This module owns the queues, the task registry used to cancel every task at shutdown, and
+//! [`spawn`]/[`yield_now`]; the budget each task poll starts with is `coop`'s. It must never
+//! poll a task on another thread, and never block: parking is the driver's job.
 
 mod join;
 mod sleep;
@@ -43,18 +43,11 @@ use slab::Slab;
 pub use join::{JoinError, JoinHandle};
 
 use crate::context;
+use crate::coop::Budget;
 use crate::driver::EventfdWake;
 use crate::panic::Payload;
 use crate::sys;
 use sleep::SleepFlag;
-
-/// How many operations a task may complete in one poll before it is made to yield.
-///
-/// An operation that completes without ever returning `Pending` (the epoll backend tries the
-/// syscall first) would otherwise let one busy connection starve the others and the timers.
-/// 128 is tokio's figure: high enough that the check costs nothing measurable, low enough that
-/// a task yields within microseconds.
-pub(crate) const TASK_BUDGET: u32 = 128;
 
 /// Slots the local run queue starts with and keeps once empty; more are allocated for a burst
 /// and released when it has drained.
@@ -179,8 +172,6 @@ pub(crate) struct LocalExecutor {
     /// Wakers of every live task, so shutdown can reach tasks that sit idle in a driver.
     registry: RefCell<Slab<Waker>>,
     shutting_down: Cell<bool>,
-    /// Operations the running task may still complete before it must yield.
-    budget: Cell<u32>,
 }
 
 impl LocalExecutor {
@@ -195,7 +186,6 @@ impl LocalExecutor {
             remote_tick: Cell::new(0),
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
-            budget: Cell::new(TASK_BUDGET),
         }
     }
 
@@ -315,9 +305,9 @@ impl LocalExecutor {
         }
     }
 
-    /// Polls one task with a fresh budget.
-    pub(crate) fn run_task(&self, runnable: Runnable) {
-        self.budget.set(TASK_BUDGET);
+    /// Polls one task with a fresh `budget` (the core's, from its context).
+    pub(crate) fn run_task(&self, runnable: Runnable, budget: &Budget) {
+        budget.reset();
         runnable.run();
     }
 
@@ -337,18 +327,6 @@ impl LocalExecutor {
     /// Marks the core awake after parking.
     pub(crate) fn woke_up(&self) {
         self.shared.sleeping.woke_up();
-    }
-
-    /// Spends one unit of the running task's budget. Returns `Pending` (after waking the task
-    /// so it is polled again soon) once the budget is spent.
-    pub(crate) fn poll_budget(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let left = self.budget.get();
-        if left == 0 {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.budget.set(left - 1);
-        Poll::Ready(())
     }
 
     /// Cancels every task: each future is dropped on this thread, so the operations it had in

@@ -11,8 +11,9 @@
 //!
 //! A `send` that finds room, or a `recv` that finds a message, is the queue operation, one
 //! `SeqCst` fence and one relaxed load of the other side's "someone waits" word, plus a check of
-//! the task's cooperative budget (a thread-local). The locks are taken only by a receiver that
-//! found the queue empty, a sender that found it full, and whoever wakes them.
+//! the task's cooperative budget (`coop`: a thread-local lookup and a `Cell`). The locks are
+//! taken only by a receiver that found the queue empty, a sender that found it full, and
+//! whoever wakes them.
 //!
 //! # The wake protocol: register, fence, re-check
 //!
@@ -51,7 +52,7 @@ use std::task::{Context, Poll, Waker, ready};
 use concurrent_queue::{ConcurrentQueue, PopError, PushError};
 use futures_core::Stream;
 
-use crate::context;
+use crate::coop;
 use crate::loom::{Arc, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering, fence};
 
 /// Creates a bounded channel holding up to `capacity` messages; a capacity of 0 is treated as 1
@@ -158,12 +159,6 @@ impl SendWaiters {
 /// Locks `mutex`, ignoring poison: every critical section here leaves its data consistent.
 fn lock<U>(mutex: &Mutex<U>) -> MutexGuard<'_, U> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Spends one unit of the current task's cooperative budget (nothing outside a runtime), so a
-/// task that always finds room or messages still lets its core's other tasks and I/O run.
-fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
-    context::with(|ctx| ctx.executor.poll_budget(cx)).unwrap_or(Poll::Ready(()))
 }
 
 impl<T> Inner<T> {
@@ -398,7 +393,8 @@ impl<T> Future for SendFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        ready!(poll_budget(cx));
+        // A sender that always finds room still lets its core's other tasks and I/O run.
+        ready!(coop::poll_proceed(cx));
         let inner = &*this.sender.inner;
         let value = this.value.take().expect("`send` polled after it completed");
         let value = match inner.push(value) {
@@ -509,7 +505,8 @@ impl<T> Receiver<T> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
-        ready!(poll_budget(cx));
+        // A receiver that always finds messages still lets its core's other tasks and I/O run.
+        ready!(coop::poll_proceed(cx));
         let inner = &*self.inner;
         match inner.pop() {
             Err(PopError::Empty) => {}
