@@ -240,10 +240,11 @@ where
     let shared = Arc::clone(mesh.shared(index));
     let _closed = CloseOnExit(Arc::clone(&shared));
     let executor = LocalExecutor::new(Arc::clone(&shared), config.remote_queue_interval);
-    let driver = Driver::new(&config.driver, executor.wake_fd()).map_err(io_error)?;
+    let wake = shared.wake_target();
+    let driver = Driver::new(&config.driver, wake.eventfd()).map_err(io_error)?;
     if let Some(ring_fd) = driver.ring_fd_for_wakes() {
         match ring_fd {
-            Ok(ring_fd) => shared.set_ring_fd(ring_fd),
+            Ok(ring_fd) => wake.set_ring_fd(ring_fd),
             // Other cores wake this one by eventfd instead: slower, not wrong.
             Err(error) => log::warn!("{core}: cannot share the ring for MSG_RING wakes: {error}"),
         }

@@ -17,6 +17,7 @@ mod fd;
 mod held;
 mod op;
 pub(crate) mod uring;
+mod wake;
 
 use std::fmt;
 use std::io;
@@ -30,6 +31,7 @@ pub(crate) use held::{Accepted, Claim, OpShare, Unread};
 pub(crate) use op::{Direction, Op, Operation};
 pub(crate) use uring::settled;
 pub use uring::{RingSetupCause, RingSetupError};
+pub(crate) use wake::WakeTarget;
 
 /// Which I/O backend a core uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -14,10 +14,10 @@
 //! the injector and the mailbox once more; a remote thread pushes into one of them and then, only
 //! if it is the one that lowers `sleeping`, wakes the core. So a sleeping core is woken once per
 //! sleep, however many remote wakes and messages arrive, and an awake core is not woken at all.
-//! That handshake is `sleep.rs` (with its loom model); this module delivers the wake: a
-//! `MSG_RING` submitted at once from the sender's own ring when both cores run io_uring (one
-//! `io_uring_enter` for the sender, and no eventfd read or poll re-arm for the sleeper), else
-//! an eventfd write.
+//! That handshake is `sleep.rs` (with its loom model); the wake itself is the driver's
+//! (`driver/wake.rs`): a `MSG_RING` submitted at once from the sender's own ring when both
+//! cores run io_uring (one `io_uring_enter` for the sender, and no eventfd read or poll re-arm
+//! for the sleeper), else an eventfd write.
 //!
 //! This module owns the queues, the task registry used to cancel every task at shutdown, and
 //! [`spawn`]/[`yield_now`]; the budget each task poll starts with is `coop`'s. It must never
@@ -30,10 +30,9 @@ mod task;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use async_task::Runnable;
@@ -44,9 +43,8 @@ pub use join::{JoinError, JoinHandle};
 
 use crate::context;
 use crate::coop::Budget;
-use crate::driver::EventfdWake;
+use crate::driver::WakeTarget;
 use crate::panic::Payload;
-use crate::sys;
 use sleep::SleepFlag;
 
 /// Slots the local run queue starts with and keeps once empty; more are allocated for a burst
@@ -60,17 +58,14 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 /// cannot starve the tasks already queued.
 pub(crate) const JOBS_PER_TICK: usize = 64;
 
-/// State other threads may touch: the injector, the mailbox, the sleep flag and the ways to
-/// wake the core (its eventfd, and a duplicate of its ring fd for `MSG_RING`).
+/// State other threads may touch: the injector, the mailbox, the sleep flag and the way to wake
+/// the core (its [`WakeTarget`]: eventfd, and ring for `MSG_RING`).
 pub(crate) struct Shared {
     injector: ConcurrentQueue<Runnable>,
     mailbox: ConcurrentQueue<Job>,
     sleeping: SleepFlag,
-    wake_fd: OwnedFd,
-    /// A duplicate of the core's io_uring fd, set once its driver is up, when that driver runs
-    /// io_uring and the kernel has `MSG_RING`. Holding a duplicate keeps the ring alive for as
-    /// long as a sender can reach it, so a ring message never lands on a closed or reused fd.
-    ring_fd: OnceLock<OwnedFd>,
+    /// In an `Arc` of its own: a `MSG_RING` in flight keeps it (to fall back to the eventfd).
+    wake: Arc<WakeTarget>,
 }
 
 impl Shared {
@@ -79,18 +74,17 @@ impl Shared {
             injector: ConcurrentQueue::unbounded(),
             mailbox: ConcurrentQueue::unbounded(),
             sleeping: SleepFlag::new(),
-            wake_fd: sys::eventfd()?,
-            ring_fd: OnceLock::new(),
+            wake: Arc::new(WakeTarget::new()?),
         })
     }
 
-    /// Records the core's ring, so that other io_uring cores wake it with `MSG_RING`.
-    pub(crate) fn set_ring_fd(&self, ring_fd: OwnedFd) {
-        let _ = self.ring_fd.set(ring_fd);
+    /// How other threads wake the core; its driver watches the eventfd and publishes its ring.
+    pub(crate) fn wake_target(&self) -> &WakeTarget {
+        &self.wake
     }
 
     /// Queues a task woken on a thread that is not this executor's core.
-    fn schedule_remote(self: &Arc<Self>, runnable: Runnable) {
+    fn schedule_remote(&self, runnable: Runnable) {
         match self.injector.push(runnable) {
             Ok(()) => self.notify(),
             // The core has shut down. Every task was cancelled before the injector closed, and
@@ -102,7 +96,7 @@ impl Shared {
     }
 
     /// Posts `job` to the core's mailbox; gives it back when the core has shut down.
-    pub(crate) fn post(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+    pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
         match self.mailbox.push(job) {
             Ok(()) => {
                 self.notify();
@@ -113,19 +107,10 @@ impl Shared {
     }
 
     /// Wakes the core if it sleeps, and only the first caller after it went to sleep.
-    fn notify(self: &Arc<Self>) {
-        if !self.sleeping.notify() {
-            return;
+    fn notify(&self) {
+        if self.sleeping.notify() {
+            self.wake.wake();
         }
-        if let Some(ring_fd) = self.ring_fd.get() {
-            let fallback: Arc<dyn EventfdWake> = self.clone();
-            let sent =
-                context::with(|ctx| ctx.driver.post_ring_wake(ring_fd.as_raw_fd(), fallback));
-            if sent == Some(true) {
-                return;
-            }
-        }
-        sys::eventfd_signal(self.wake_fd.as_raw_fd());
     }
 
     fn has_work(&self) -> bool {
@@ -151,12 +136,6 @@ impl Shared {
             }
         }
         first_panic
-    }
-}
-
-impl EventfdWake for Shared {
-    fn wake_by_eventfd(&self) {
-        sys::eventfd_signal(self.wake_fd.as_raw_fd());
     }
 }
 
@@ -187,11 +166,6 @@ impl LocalExecutor {
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
         }
-    }
-
-    /// The eventfd a remote waker writes to; the driver keeps a read armed on it.
-    pub(crate) fn wake_fd(&self) -> RawFd {
-        self.shared.wake_fd.as_raw_fd()
     }
 
     fn schedule_local(&self, runnable: Runnable) {
