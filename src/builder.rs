@@ -9,10 +9,11 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::core::CoreId;
 use crate::driver::uring::build_ring;
 use crate::driver::{Backend, DriverConfig, RingSetupError};
 use crate::mesh::Mesh;
-use crate::runtime::{self, CoreError, CoreId, Runtime};
+use crate::runtime::{self, CoreError, Runtime};
 use crate::sys;
 
 /// Default submission queue size of each core's ring.

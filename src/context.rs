@@ -12,10 +12,10 @@ use std::ptr;
 use std::sync::Arc;
 
 use crate::coop::Budget;
+use crate::core::CoreId;
 use crate::driver::Driver;
 use crate::executor::LocalExecutor;
 use crate::mesh::Mesh;
-use crate::runtime::CoreId;
 use crate::time::Timers;
 
 /// Everything one core owns. Lives on the core's thread, never shared with another.

@@ -126,6 +126,7 @@ pub mod buf;
 mod builder;
 mod context;
 mod coop;
+mod core;
 mod driver;
 mod executor;
 mod loom;
@@ -137,10 +138,11 @@ pub mod sync;
 mod sys;
 pub mod time;
 
+pub use crate::core::CoreId;
 pub use builder::{
     Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
     MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK,
 };
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
-pub use runtime::{CoreError, CoreId, Runtime, backend, block_on, current_core};
+pub use runtime::{CoreError, Runtime, backend, block_on, current_core};

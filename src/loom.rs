@@ -7,7 +7,7 @@
 //! for the loom tests, the way they run a model; it must never wrap or change the types'
 //! behaviour.
 //!
-//! The models live beside the code they check, in `loom_tests` modules (`executor/sleep.rs`,
+//! The models live beside the code they check, in `loom_tests` modules (`core/sleep.rs`,
 //! `mesh/channel.rs`, `mesh/reply.rs`). Run them with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_`.
 

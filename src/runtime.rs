@@ -19,22 +19,13 @@ use std::time::{Duration, Instant};
 use crate::builder::{Builder, CoreConfig};
 use crate::context::{self, CoreContext};
 use crate::coop::Budget;
+use crate::core::{CoreHandle, CoreId};
 use crate::driver::{Backend, Driver};
-use crate::executor::{JoinError, LocalExecutor, Shared};
+use crate::executor::{JoinError, LocalExecutor};
 use crate::mesh::Mesh;
 use crate::panic::{self, Payload};
 use crate::sys;
 use crate::time::Timers;
-
-/// A CPU a core runs on, as the kernel numbers it (the id `taskset -c` takes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CoreId(pub usize);
-
-impl fmt::Display for CoreId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "core {}", self.0)
-    }
-}
 
 /// Why a core produced no output.
 pub enum CoreError {
@@ -165,7 +156,7 @@ impl Runtime {
                         .spawn_scoped(scope, {
                             let mesh = Arc::clone(&mesh);
                             move || {
-                                let _closed = CloseOnExit(Arc::clone(mesh.shared(index)));
+                                let _closed = CloseOnExit(Arc::clone(mesh.handle(index)));
                                 sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
                                     core,
                                     error: io::Error::new(
@@ -178,7 +169,7 @@ impl Runtime {
                         });
                     if spawned.is_err() {
                         // No thread will ever drain this core's mailbox.
-                        drop(mesh.shared(index).close());
+                        drop(mesh.handle(index).close());
                     }
                     spawned.map_err(|error| CoreError::Io { core, error })
                 })
@@ -214,7 +205,7 @@ where
 
 /// Closes a core's mailbox when its thread ends, however it ends (a core that failed to start
 /// included), so that no sender waits for a core that will never run its posts.
-struct CloseOnExit(Arc<Shared>);
+struct CloseOnExit(Arc<CoreHandle>);
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
@@ -237,10 +228,10 @@ where
     Fut: Future + 'static,
 {
     let io_error = |error| CoreError::Io { core, error };
-    let shared = Arc::clone(mesh.shared(index));
-    let _closed = CloseOnExit(Arc::clone(&shared));
-    let executor = LocalExecutor::new(Arc::clone(&shared), config.remote_queue_interval);
-    let wake = shared.wake_target();
+    let handle = Arc::clone(mesh.handle(index));
+    let _closed = CloseOnExit(Arc::clone(&handle));
+    let executor = LocalExecutor::new(Arc::clone(&handle), config.remote_queue_interval);
+    let wake = handle.wake_target();
     let driver = Driver::new(&config.driver, wake.eventfd()).map_err(io_error)?;
     if let Some(ring_fd) = driver.ring_fd_for_wakes() {
         match ring_fd {

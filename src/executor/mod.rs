@@ -1,148 +1,62 @@
 //! The per-core task executor.
 //!
 //! Each core runs one [`LocalExecutor`]: a FIFO run queue of [`async_task::Runnable`]s that only
-//! its own thread touches, plus an injector queue (lock-free, [`concurrent_queue`]) through
-//! which wakers fired on *other* threads hand tasks back. Tasks never leave their core, so their
-//! futures may be `!Send`. The local queue is served first, but every `remote_queue_interval`-th
-//! task ([`Builder::remote_queue_interval`](crate::Builder::remote_queue_interval)) comes from
-//! the injector when it holds one, so local tasks that keep yielding cannot starve remote wakes.
+//! its own thread touches, and the two queues of its core's [`CoreHandle`]: the injector
+//! (lock-free, [`concurrent_queue`]) through which wakers fired on *other* threads hand tasks
+//! back, and the mailbox of closures other cores post with
+//! [`mesh::submit_to`](crate::mesh::submit_to), run by the core loop between task polls. Tasks
+//! never leave their core, so their futures may be `!Send`. The local queue is served first,
+//! but every `remote_queue_interval`-th task
+//! ([`Builder::remote_queue_interval`](crate::Builder::remote_queue_interval)) comes from the
+//! injector when it holds one, so local tasks that keep yielding cannot starve remote wakes.
 //!
-//! Beside the injector sits the core's mailbox: closures other cores post with
-//! [`mesh::submit_to`](crate::mesh::submit_to), run by the core loop between task polls.
+//! Sleeping and waking: before the core parks in its I/O driver the executor announces it
+//! through the handle, which checks the injector and the mailbox once more (with the local
+//! queue); a remote thread pushes into one of them and then, only if it is the one that lowers
+//! the sleep flag, wakes the core. So a sleeping core is woken once per sleep, however many
+//! remote wakes and messages arrive, and an awake core is not woken at all. That handshake is
+//! `core/sleep.rs` (with its loom model); the wake itself is the driver's (`driver/wake.rs`): a
+//! `MSG_RING` submitted at once from the sender's own ring when both cores run io_uring (one
+//! `io_uring_enter` for the sender, and no eventfd read or poll re-arm for the sleeper), else
+//! an eventfd write.
 //!
-//! Sleeping and waking: before the core parks in its I/O driver it raises `sleeping` and checks
-//! the injector and the mailbox once more; a remote thread pushes into one of them and then, only
-//! if it is the one that lowers `sleeping`, wakes the core. So a sleeping core is woken once per
-//! sleep, however many remote wakes and messages arrive, and an awake core is not woken at all.
-//! That handshake is `sleep.rs` (with its loom model); the wake itself is the driver's
-//! (`driver/wake.rs`): a `MSG_RING` submitted at once from the sender's own ring when both
-//! cores run io_uring (one `io_uring_enter` for the sender, and no eventfd read or poll re-arm
-//! for the sleeper), else an eventfd write.
-//!
-//! This module owns the queues, the task registry used to cancel every task at shutdown, and
-//! [`spawn`]/[`yield_now`]; the budget each task poll starts with is `coop`'s. It must never
-//! poll a task on another thread, and never block: parking is the driver's job.
+//! This module owns the local queue, the order in which it and the handle's queues are served,
+//! the task registry used to cancel every task at shutdown, and [`spawn`]/[`yield_now`]; the
+//! budget each task poll starts with is `coop`'s. It must never poll a task on another thread,
+//! and never block: parking is the driver's job.
 
 mod join;
-mod sleep;
 mod task;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use async_task::Runnable;
-use concurrent_queue::ConcurrentQueue;
 use slab::Slab;
 
 pub use join::{JoinError, JoinHandle};
 
 use crate::context;
 use crate::coop::Budget;
-use crate::driver::WakeTarget;
+use crate::core::CoreHandle;
 use crate::panic::Payload;
-use sleep::SleepFlag;
 
 /// Slots the local run queue starts with and keeps once empty; more are allocated for a burst
 /// and released when it has drained.
 const LOCAL_QUEUE_RETAINED: usize = 1024;
 
-/// A closure posted to a core's mailbox, run there by the core loop.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
-
 /// How many mailbox jobs the core loop runs before it polls tasks again, so a flood of posts
 /// cannot starve the tasks already queued.
 pub(crate) const JOBS_PER_TICK: usize = 64;
 
-/// State other threads may touch: the injector, the mailbox, the sleep flag and the way to wake
-/// the core (its [`WakeTarget`]: eventfd, and ring for `MSG_RING`).
-pub(crate) struct Shared {
-    injector: ConcurrentQueue<Runnable>,
-    mailbox: ConcurrentQueue<Job>,
-    sleeping: SleepFlag,
-    /// In an `Arc` of its own: a `MSG_RING` in flight keeps it (to fall back to the eventfd).
-    wake: Arc<WakeTarget>,
-}
-
-impl Shared {
-    pub(crate) fn new() -> std::io::Result<Shared> {
-        Ok(Shared {
-            injector: ConcurrentQueue::unbounded(),
-            mailbox: ConcurrentQueue::unbounded(),
-            sleeping: SleepFlag::new(),
-            wake: Arc::new(WakeTarget::new()?),
-        })
-    }
-
-    /// How other threads wake the core; its driver watches the eventfd and publishes its ring.
-    pub(crate) fn wake_target(&self) -> &WakeTarget {
-        &self.wake
-    }
-
-    /// Queues a task woken on a thread that is not this executor's core.
-    fn schedule_remote(&self, runnable: Runnable) {
-        match self.injector.push(runnable) {
-            Ok(()) => self.notify(),
-            // The core has shut down. Every task was cancelled before the injector closed, and
-            // a cancelled task is never scheduled again, so this cannot happen; if it did,
-            // leaking the task is the only safe choice, because its `!Send` future must not be
-            // dropped on this thread.
-            Err(err) => std::mem::forget(err.into_inner()),
-        }
-    }
-
-    /// Posts `job` to the core's mailbox; gives it back when the core has shut down.
-    pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
-        match self.mailbox.push(job) {
-            Ok(()) => {
-                self.notify();
-                Ok(())
-            }
-            Err(err) => Err(err.into_inner()),
-        }
-    }
-
-    /// Wakes the core if it sleeps, and only the first caller after it went to sleep.
-    fn notify(&self) {
-        if self.sleeping.notify() {
-            self.wake.wake();
-        }
-    }
-
-    fn has_work(&self) -> bool {
-        !self.injector.is_empty() || !self.mailbox.is_empty()
-    }
-
-    /// Whether the core has stopped (or never started): posts to it fail.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.mailbox.is_closed()
-    }
-
-    /// Refuses further tasks and jobs, and drops the jobs still queued (their senders see the
-    /// core gone). Called on the core's thread when it stops, or by the runtime for a core that
-    /// never started. A job whose `Drop` panics does not keep the others: they are all dropped,
-    /// and the first panic is returned.
-    pub(crate) fn close(&self) -> Option<Payload> {
-        self.injector.close();
-        self.mailbox.close();
-        let mut first_panic = None;
-        while let Ok(job) = self.mailbox.pop() {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(job))) {
-                first_panic.get_or_insert(payload);
-            }
-        }
-        first_panic
-    }
-}
-
 /// One core's executor. `!Send`: it lives and dies on its core's thread.
 pub(crate) struct LocalExecutor {
     local: RefCell<VecDeque<Runnable>>,
-    shared: Arc<Shared>,
+    handle: Arc<CoreHandle>,
     /// Every this many calls, [`next_task`](LocalExecutor::next_task) looks at the injector
     /// before the local queue (`Builder::remote_queue_interval`, at least 1).
     remote_queue_interval: u32,
@@ -154,13 +68,13 @@ pub(crate) struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// An executor for the core whose cross-thread state is `shared` (made beforehand, so the
+    /// An executor for the core whose cross-thread handle is `handle` (made beforehand, so the
     /// other cores can address this one before it starts), serving the injector first every
     /// `remote_queue_interval` tasks (validated by the builder; 0 is taken as 1).
-    pub(crate) fn new(shared: Arc<Shared>, remote_queue_interval: u32) -> Self {
+    pub(crate) fn new(handle: Arc<CoreHandle>, remote_queue_interval: u32) -> Self {
         LocalExecutor {
             local: RefCell::new(VecDeque::with_capacity(LOCAL_QUEUE_RETAINED)),
-            shared,
+            handle,
             remote_queue_interval: remote_queue_interval.max(1),
             remote_tick: Cell::new(0),
             registry: RefCell::new(Slab::with_capacity(1024)),
@@ -178,32 +92,32 @@ impl LocalExecutor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let core = Arc::clone(&self.handle);
         let schedule = move |runnable: Runnable| {
             let mut runnable = Some(runnable);
             context::with(|ctx| {
-                if Arc::ptr_eq(&ctx.executor.shared, &shared)
+                if Arc::ptr_eq(&ctx.executor.handle, &core)
                     && let Some(runnable) = runnable.take()
                 {
                     ctx.executor.schedule_local(runnable);
                 }
             });
             if let Some(runnable) = runnable {
-                shared.schedule_remote(runnable);
+                core.schedule_remote(runnable);
             }
         };
         // SAFETY: `spawn_unchecked`'s contract, point by point:
         // - The future may be `!Send`, so its `Runnable` must only be run or dropped on this
         //   thread. The schedule function queues a runnable woken here locally, and one woken on
         //   another thread in this core's injector, which only this thread pops;
-        //   `schedule_remote` forgets (leaks) a runnable the closed injector refuses rather than
-        //   drop it there; `shutdown` cancels every task and drains both queues on this thread
+        //   `CoreHandle::schedule_remote` forgets (leaks) a runnable the closed injector refuses
+        //   rather than drop it there; `shutdown` cancels every task and drains both queues on this thread
         //   before closing the injector, and a cancelled task is never scheduled again.
         //   `JoinHandle` may move to another thread, but dropping an unfinished task from there
         //   only schedules it, so its future is still dropped here.
         // - The future is `'static`, so nothing it borrows can expire first.
-        // - The schedule function is `Send + Sync + 'static` (it holds an `Arc<Shared>` and a
-        //   key), so the task's wakers may be used and dropped on any thread.
+        // - The schedule function is `Send + Sync + 'static` (it holds an `Arc<CoreHandle>`), so
+        //   the task's wakers may be used and dropped on any thread.
         // This replaces `spawn_local`, whose per-poll thread-id check cost about a tenth of a
         // spawn and 8 bytes a task (benches/micro).
         let (runnable, task) =
@@ -245,7 +159,7 @@ impl LocalExecutor {
         let tick = self.remote_tick.get() + 1;
         if tick >= self.remote_queue_interval {
             self.remote_tick.set(0);
-            if let Ok(runnable) = self.shared.injector.pop() {
+            if let Some(runnable) = self.handle.pop_remote() {
                 return Some(runnable);
             }
         } else {
@@ -262,7 +176,7 @@ impl LocalExecutor {
         if next.is_some() {
             return next;
         }
-        self.shared.injector.pop().ok()
+        self.handle.pop_remote()
     }
 
     /// Runs up to [`JOBS_PER_TICK`] closures from the mailbox (each typically spawns a task).
@@ -272,9 +186,9 @@ impl LocalExecutor {
     /// full the run queues are.
     pub(crate) fn run_mailbox(&self) {
         for _ in 0..JOBS_PER_TICK {
-            match self.shared.mailbox.pop() {
-                Ok(job) => job(),
-                Err(_) => return,
+            match self.handle.pop_job() {
+                Some(job) => job(),
+                None => return,
             }
         }
     }
@@ -287,20 +201,18 @@ impl LocalExecutor {
 
     /// Whether a task is ready to poll now.
     pub(crate) fn has_ready_tasks(&self) -> bool {
-        !self.local.borrow().is_empty() || self.shared.has_work()
+        !self.local.borrow().is_empty() || self.handle.has_work()
     }
 
     /// Announces that the core is about to park. Returns false (and stays awake) when a task
     /// arrived meanwhile, in which case the core must not block.
     pub(crate) fn prepare_to_sleep(&self) -> bool {
-        self.shared
-            .sleeping
-            .prepare_to_sleep(|| self.has_ready_tasks())
+        self.handle.prepare_to_sleep(|| self.has_ready_tasks())
     }
 
     /// Marks the core awake after parking.
     pub(crate) fn woke_up(&self) {
-        self.shared.sleeping.woke_up();
+        self.handle.woke_up();
     }
 
     /// Cancels every task: each future is dropped on this thread, so the operations it had in
@@ -325,7 +237,7 @@ impl LocalExecutor {
                 break;
             }
         }
-        self.shared.close()
+        self.handle.close()
     }
 }
 

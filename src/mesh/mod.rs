@@ -48,8 +48,9 @@
 //!
 //! # What this module owns
 //!
-//! The table of every core's mailbox (built before the cores start, so a core can be addressed
-//! before it runs), the submit protocol and its errors, and the channels. It must never run a
+//! The table of every core's handle (`crate::core::CoreHandle`: its mailbox and the way to wake
+//! it; built before the cores start, so a core can be addressed before it runs), the submit
+//! protocol and its errors, and the channels. It must never run a
 //! closure on a core other than the one it was posted to, never block a core, and never leave a
 //! caller waiting for a core that has stopped: a stopped core's mailbox refuses posts, and the
 //! posts it held are dropped, which resolves their callers with [`MailboxError::CoreStopped`].
@@ -66,18 +67,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::context;
-use crate::executor::Shared;
+use crate::core::{CoreHandle, CoreId};
 use crate::loom::{AtomicUsize, Ordering};
 use crate::panic::{self, Payload};
-use crate::runtime::CoreId;
 use reply::{ReplyReceiver, ReplySender, reply};
 
 pub use channel::{Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, channel};
 
-/// Every core's mailbox, shared by the cores of one runtime.
+/// Every core's handle (its mailbox, above all), shared by the cores of one runtime.
 pub(crate) struct Mesh {
     cores: Vec<CoreId>,
-    mailboxes: Vec<Arc<Shared>>,
+    handles: Vec<Arc<CoreHandle>>,
     /// Open TCP connections per core, for load-aware accepting; each core writes its own.
     connections: Box<[ConnectionGauge]>,
     /// `index_by_cpu[cpu]` is the position of CPU `cpu` in `cores`, or `usize::MAX`.
@@ -85,11 +85,11 @@ pub(crate) struct Mesh {
 }
 
 impl Mesh {
-    /// One mailbox per core, in the order of `cores`.
+    /// One handle per core, in the order of `cores`.
     pub(crate) fn new(cores: &[CoreId]) -> io::Result<Arc<Mesh>> {
-        let mailboxes = cores
+        let handles = cores
             .iter()
-            .map(|_| Shared::new().map(Arc::new))
+            .map(|_| CoreHandle::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let len = cores.iter().map(|core| core.0 + 1).max().unwrap_or(0);
         let mut index_by_cpu = vec![usize::MAX; len];
@@ -98,7 +98,7 @@ impl Mesh {
         }
         Ok(Arc::new(Mesh {
             cores: cores.to_vec(),
-            mailboxes,
+            handles,
             connections: cores.iter().map(|_| ConnectionGauge::default()).collect(),
             index_by_cpu,
         }))
@@ -114,7 +114,7 @@ impl Mesh {
 
     /// Whether the core at `index` has stopped (or never started).
     pub(crate) fn is_stopped(&self, index: usize) -> bool {
-        self.mailboxes[index].is_closed()
+        self.handles[index].is_closed()
     }
 
     /// The open-connection count of the core at `index`.
@@ -122,9 +122,9 @@ impl Mesh {
         &self.connections[index]
     }
 
-    /// The cross-thread state of the core at `index` (its position in the runtime's cores).
-    pub(crate) fn shared(&self, index: usize) -> &Arc<Shared> {
-        &self.mailboxes[index]
+    /// The handle of the core at `index` (its position in the runtime's cores).
+    pub(crate) fn handle(&self, index: usize) -> &Arc<CoreHandle> {
+        &self.handles[index]
     }
 
     pub(crate) fn index_of(&self, core: CoreId) -> Option<usize> {
@@ -299,7 +299,7 @@ where
             .ok_or(MailboxError::NoSuchCore(core))?;
         let (sender, receiver) = reply();
         let job = Box::new(move || run_submitted(work, sender));
-        match ctx.mesh.shared(index).post(job) {
+        match ctx.mesh.handle(index).post(job) {
             Ok(()) => Ok(receiver),
             // Dropping the refused job drops its reply sender, which is all it holds of ours.
             Err(_refused) => Err(MailboxError::CoreStopped(core)),

@@ -2,8 +2,9 @@
 //! thread that just queued work for it learns whether it must wake it.
 //!
 //! This module owns the `sleeping` word and the protocol around it, nothing else: the queues
-//! the work goes into and the way a wake is delivered (a `MSG_RING` or an eventfd write) belong
-//! to the executor. It must never block, and never decide on its own that a wake is needed.
+//! the work goes into belong to the core's handle (`handle.rs`), and the way a wake is
+//! delivered (a `MSG_RING` or an eventfd write) to the driver. It must never block, and never
+//! decide on its own that a wake is needed.
 //!
 //! # The protocol
 //!
@@ -16,7 +17,7 @@
 //!   ([`woke_up`](SleepFlag::woke_up)) and drains its queues before it may sleep again.
 //!
 //! No wakeup is lost: the raise and the swap are `SeqCst`, and so are the queue operations the
-//! executor uses (`concurrent_queue`'s tail update in a push, and its `is_empty` loads). In the
+//! handle uses (`concurrent_queue`'s tail update in a push, and its `is_empty` loads). In the
 //! single total order of those operations either the swap comes after the raise, and reads it
 //! (the remote thread wakes the core), or it comes before, and so does the push before it, and
 //! the core's re-check after its raise sees the push (the core does not block). A sleeping core
@@ -90,7 +91,7 @@ impl SleepFlag {
 mod loom_tests {
     //! The core's loop against remote threads that queue messages and wake it.
     //!
-    //! The queue is a loom `Mutex<VecDeque>`, not the executor's `ConcurrentQueue`: the proof
+    //! The queue is a loom `Mutex<VecDeque>`, not the handle's `ConcurrentQueue`: the proof
     //! above rests on the queue's `SeqCst` atomics, and loom models `SeqCst` loads and stores as
     //! `AcqRel` (only `SeqCst` fences are modelled exactly), so with the real queue it reports
     //! lost wakeups that the memory model rules out. A lock gives the same guarantee the
