@@ -13,6 +13,7 @@ use crate::core::CoreId;
 use crate::driver::uring::build_ring;
 use crate::driver::{Backend, DriverConfig, RingSetupError};
 use crate::mesh::Mesh;
+use crate::net::ConnectionGauges;
 use crate::runtime::{self, CoreError, Runtime};
 use crate::sys;
 
@@ -193,7 +194,8 @@ impl Builder {
         let cpu = unsafe { libc::sched_getcpu() };
         let core = CoreId(usize::try_from(cpu).unwrap_or(0));
         let mesh = Mesh::new(&[core])?;
-        match runtime::run_core(core, &config, mesh, 0, || future) {
+        let connections = ConnectionGauges::new(1);
+        match runtime::run_core(core, &config, mesh, connections, 0, || future) {
             Ok(output) => Ok(output),
             Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
             Err(CoreError::Io { error, .. }) => Err(error),

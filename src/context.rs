@@ -16,6 +16,7 @@ use crate::core::CoreId;
 use crate::driver::Driver;
 use crate::executor::LocalExecutor;
 use crate::mesh::Mesh;
+use crate::net::ConnectionGauges;
 use crate::time::Timers;
 
 /// Everything one core owns. Lives on the core's thread, never shared with another.
@@ -26,8 +27,10 @@ pub(crate) struct CoreContext {
     pub(crate) timers: Timers,
     /// The running task's budget (see `coop`).
     pub(crate) budget: Budget,
-    /// The mailboxes of every core of this runtime, this one included.
+    /// The handles of every core of this runtime, this one included.
     pub(crate) mesh: Arc<Mesh>,
+    /// Every core's count of open connections (for load-aware accepting), this one's included.
+    pub(crate) connections: Arc<ConnectionGauges>,
 }
 
 thread_local! {

@@ -23,6 +23,7 @@ use crate::core::{CoreHandle, CoreId};
 use crate::driver::{Backend, Driver};
 use crate::executor::{JoinError, LocalExecutor};
 use crate::mesh::Mesh;
+use crate::net::ConnectionGauges;
 use crate::panic::{self, Payload};
 use crate::sys;
 use crate::time::Timers;
@@ -143,6 +144,7 @@ impl Runtime {
                     .collect();
             }
         };
+        let connections = ConnectionGauges::new(self.cores.len());
         std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
@@ -155,6 +157,7 @@ impl Runtime {
                         .name(format!("{}-{}", config.thread_name, core.0))
                         .spawn_scoped(scope, {
                             let mesh = Arc::clone(&mesh);
+                            let connections = Arc::clone(&connections);
                             move || {
                                 let _closed = CloseOnExit(Arc::clone(mesh.handle(index)));
                                 sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
@@ -164,7 +167,7 @@ impl Runtime {
                                         format!("cannot pin the thread to CPU {}: {error}", core.0),
                                     ),
                                 })?;
-                                run_core(core, config, mesh, index, || root(core))
+                                run_core(core, config, mesh, connections, index, || root(core))
                             }
                         });
                     if spawned.is_err() {
@@ -216,11 +219,12 @@ impl Drop for CloseOnExit {
 }
 
 /// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
-/// every core's mailbox, this core's at `index`.
+/// every core's handle and `connections` every core's connection count, this core's at `index`.
 pub(crate) fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
     mesh: Arc<Mesh>,
+    connections: Arc<ConnectionGauges>,
     index: usize,
     root: impl FnOnce() -> Fut,
 ) -> Result<Fut::Output, CoreError>
@@ -247,6 +251,7 @@ where
         timers: Timers::new(),
         budget: Budget::new(),
         mesh,
+        connections,
     };
     context::enter(&ctx, || {
         // A panic can unwind out of the loop (the root's own panics are caught by its task):

@@ -68,7 +68,6 @@ use std::task::{Context, Poll};
 
 use crate::context;
 use crate::core::{CoreHandle, CoreId};
-use crate::loom::{AtomicUsize, Ordering};
 use crate::panic::{self, Payload};
 use reply::{ReplyReceiver, ReplySender, reply};
 
@@ -78,8 +77,6 @@ pub use channel::{Receiver, RecvError, SendError, Sender, TryRecvError, TrySendE
 pub(crate) struct Mesh {
     cores: Vec<CoreId>,
     handles: Vec<Arc<CoreHandle>>,
-    /// Open TCP connections per core, for load-aware accepting; each core writes its own.
-    connections: Box<[ConnectionGauge]>,
     /// `index_by_cpu[cpu]` is the position of CPU `cpu` in `cores`, or `usize::MAX`.
     index_by_cpu: Vec<usize>,
 }
@@ -99,7 +96,6 @@ impl Mesh {
         Ok(Arc::new(Mesh {
             cores: cores.to_vec(),
             handles,
-            connections: cores.iter().map(|_| ConnectionGauge::default()).collect(),
             index_by_cpu,
         }))
     }
@@ -117,11 +113,6 @@ impl Mesh {
         self.handles[index].is_closed()
     }
 
-    /// The open-connection count of the core at `index`.
-    pub(crate) fn connections(&self, index: usize) -> &ConnectionGauge {
-        &self.connections[index]
-    }
-
     /// The handle of the core at `index` (its position in the runtime's cores).
     pub(crate) fn handle(&self, index: usize) -> &Arc<CoreHandle> {
         &self.handles[index]
@@ -132,55 +123,6 @@ impl Mesh {
             .get(core.0)
             .copied()
             .filter(|&index| index != usize::MAX)
-    }
-}
-
-/// A per-core count that other cores read. Aligned to its own cache lines, so that a core
-/// counting its connections does not slow down a neighbour counting its own.
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct ConnectionGauge(AtomicUsize);
-
-impl ConnectionGauge {
-    pub(crate) fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn sub(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts one open connection on a core for as long as it lives.
-pub(crate) struct Counted {
-    mesh: Arc<Mesh>,
-    index: usize,
-}
-
-impl Counted {
-    /// Counts a connection on the current core; `None` outside a runtime.
-    pub(crate) fn here() -> Option<Counted> {
-        context::with(|ctx| {
-            let index = ctx.mesh.index_of(ctx.core)?;
-            Some(Counted::on(Arc::clone(&ctx.mesh), index))
-        })
-        .flatten()
-    }
-
-    /// Counts a connection on the core at `index` (a reservation for one on its way there).
-    pub(crate) fn on(mesh: Arc<Mesh>, index: usize) -> Counted {
-        mesh.connections(index).add();
-        Counted { mesh, index }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.mesh.connections(self.index).sub();
     }
 }
 

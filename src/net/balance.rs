@@ -19,9 +19,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::gauge::{ConnectionGauges, Counted};
 use super::{TcpListener, TcpStream};
 use crate::context;
-use crate::mesh::{self, Counted, Mesh};
+use crate::mesh::{self, Mesh};
 
 /// When a listener hands new connections to less loaded cores; see [`TcpListener::serve`].
 ///
@@ -130,15 +131,17 @@ impl TcpListener {
                     let own = ctx.mesh.index_of(ctx.core)?;
                     loads.clear();
                     loads.extend((0..ctx.mesh.len()).map(|index| {
-                        (!ctx.mesh.is_stopped(index)).then(|| ctx.mesh.connections(index).get())
+                        (!ctx.mesh.is_stopped(index)).then(|| ctx.connections.get(index).get())
                     }));
                     let target = balance.choose(own, &loads)?;
-                    Some((Arc::clone(&ctx.mesh), target))
+                    Some((Arc::clone(&ctx.mesh), Arc::clone(&ctx.connections), target))
                 })
                 .flatten()
             });
             match target {
-                Some((mesh, target)) => hand_over(stream, peer, &mesh, target, &handler),
+                Some((mesh, gauges, target)) => {
+                    hand_over(stream, peer, &mesh, gauges, target, &handler)
+                }
                 None => drop(crate::spawn(handler(stream, peer))),
             }
         }
@@ -149,7 +152,8 @@ impl TcpListener {
 fn hand_over<H, Fut>(
     stream: TcpStream,
     peer: SocketAddr,
-    mesh: &Arc<Mesh>,
+    mesh: &Mesh,
+    gauges: Arc<ConnectionGauges>,
     target: usize,
     handler: &Arc<H>,
 ) where
@@ -164,7 +168,7 @@ fn hand_over<H, Fut>(
     };
     // Count it on the target from now on; the reservation ends once the target adopted it
     // (and counts it itself), or with the post if the target stopped meanwhile.
-    let reservation = Counted::on(Arc::clone(mesh), target);
+    let reservation = Counted::on(gauges, target);
     let handler = Arc::clone(handler);
     let core = mesh.core(target);
     // The outcome is not awaited: the accept loop must not wait for another core. If the

@@ -33,10 +33,12 @@
 //! ```
 
 mod balance;
+mod gauge;
 mod handoff;
 pub(crate) mod ops;
 mod tcp;
 
 pub use balance::LoadBalance;
+pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use tcp::{TcpListener, TcpStream};

@@ -9,9 +9,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Claim, Op, SharedFd, Unread};
-use crate::mesh::Counted;
 use crate::net::ops::{Connect, Recv, Send};
-use crate::net::{Handoff, HandoffError};
+use crate::net::{Counted, Handoff, HandoffError};
 
 /// A connected TCP socket.
 ///
