@@ -1,8 +1,11 @@
 //! [`Builder`]: choosing cores, ring size, scheduling intervals and backend, with every bad
 //! input reported by [`Builder::build`] as a clear error, never a panic.
 //!
-//! This module owns configuration and its validation, and the once-per-process backend probe.
-//! It must never start a thread: [`Runtime::run`](crate::Runtime::run) does that.
+//! This module owns configuration and its validation, and the once-per-process backend probe:
+//! it turns a [`Builder`] into a [`Runtime`] holding the resolved per-core settings
+//! (`runtime::CoreConfig`), and writes the shortcuts that use the defaults
+//! ([`Runtime::new`], [`block_on`]). It must never start a thread or run a core:
+//! [`Runtime::run`] and `runtime::block_on_here` do that.
 
 use std::future::Future;
 use std::io;
@@ -12,9 +15,7 @@ use std::time::Duration;
 use crate::core::CoreId;
 use crate::driver::uring::build_ring;
 use crate::driver::{Backend, DriverConfig, RingSetupError};
-use crate::mesh::Mesh;
-use crate::net::ConnectionGauges;
-use crate::runtime::{self, CoreError, Runtime};
+use crate::runtime::{self, CoreConfig, Runtime};
 use crate::sys;
 
 /// Default submission queue size of each core's ring.
@@ -68,16 +69,6 @@ pub struct Builder {
     spin_before_park: Duration,
     thread_name: String,
     backend: Backend,
-}
-
-/// Per-core settings resolved by [`Builder::build`].
-#[derive(Clone, Debug)]
-pub(crate) struct CoreConfig {
-    pub(crate) driver: DriverConfig,
-    pub(crate) event_interval: u32,
-    pub(crate) remote_queue_interval: u32,
-    pub(crate) spin_before_park: Duration,
-    pub(crate) thread_name: String,
 }
 
 impl Default for Builder {
@@ -189,17 +180,7 @@ impl Builder {
     where
         F::Output: 'static,
     {
-        let config = self.core_config()?;
-        // SAFETY: `sched_getcpu` has no preconditions.
-        let cpu = unsafe { libc::sched_getcpu() };
-        let core = CoreId(usize::try_from(cpu).unwrap_or(0));
-        let mesh = Mesh::new(&[core])?;
-        let connections = ConnectionGauges::new(1);
-        match runtime::run_core(core, &config, mesh, connections, 0, || future) {
-            Ok(output) => Ok(output),
-            Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
-            Err(CoreError::Io { error, .. }) => Err(error),
-        }
+        runtime::block_on_here(&self.core_config()?, future)
     }
 
     fn core_config(&self) -> io::Result<CoreConfig> {
@@ -283,6 +264,31 @@ impl Builder {
         };
         Ok(ids.into_iter().map(CoreId).collect())
     }
+}
+
+// `Runtime::new` and `block_on` are the builder's defaults, so they are written here: the
+// builder makes a `Runtime` from a resolved `CoreConfig`, and `runtime.rs` never looks back at
+// a `Builder`.
+impl Runtime {
+    /// A runtime on every core this process may run on, with default settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+}
+
+/// Runs `future` to completion on the calling thread, as a one-core runtime with default
+/// settings (the backend from `COREIO_BACKEND`, else the best available). The thread is not
+/// pinned. A panic in `future` propagates to the caller, as if the future were a function call.
+///
+/// ```
+/// let answer = coreio::block_on(async { 6 * 7 }).unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+pub fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output>
+where
+    F::Output: 'static,
+{
+    Builder::new().cores(1).block_on(future)
 }
 
 fn invalid(message: String) -> io::Error {

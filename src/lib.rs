@@ -141,8 +141,8 @@ pub mod time;
 pub use crate::core::CoreId;
 pub use builder::{
     Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
-    MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK,
+    MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK, block_on,
 };
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
-pub use runtime::{CoreError, Runtime, backend, block_on, current_core};
+pub use runtime::{CoreError, Runtime, backend, current_core};

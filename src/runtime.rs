@@ -2,10 +2,13 @@
 //!
 //! [`Runtime::run`] starts one thread per selected CPU, pins it, builds that core's
 //! [`CoreContext`] and runs the user's root future on it; the core loop below alternates
-//! between polling ready tasks and parking in the I/O driver. [`block_on`] runs the same loop on
-//! the calling thread, for tests and small tools. This module owns thread start-up, the core loop
+//! between polling ready tasks and parking in the I/O driver. [`block_on`](crate::block_on)
+//! runs the same loop on the calling thread (`block_on_here`), for tests and small tools. This
+//! module owns the resolved per-core settings ([`CoreConfig`]), thread start-up, the core loop
 //! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
-//! every buffer, then free the driver). It must never share a core's context with another thread.
+//! every buffer, then free the driver). It must never share a core's context with another
+//! thread, and never depend on the builder: the builder makes a [`Runtime`] from a
+//! [`CoreConfig`], not the other way round.
 
 use std::fmt;
 use std::future::Future;
@@ -16,11 +19,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::builder::{Builder, CoreConfig};
 use crate::context::{self, CoreContext};
 use crate::coop::Budget;
 use crate::core::{CoreHandle, CoreId};
-use crate::driver::{Backend, Driver};
+use crate::driver::{Backend, Driver, DriverConfig};
 use crate::executor::{JoinError, LocalExecutor};
 use crate::mesh::Mesh;
 use crate::net::ConnectionGauges;
@@ -86,7 +88,18 @@ impl fmt::Display for CoreError {
 
 impl std::error::Error for CoreError {}
 
-/// A configured set of cores; see [`Builder`].
+/// Per-core settings, resolved and validated by the [`Builder`](crate::Builder): what every
+/// core of a runtime runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct CoreConfig {
+    pub(crate) driver: DriverConfig,
+    pub(crate) event_interval: u32,
+    pub(crate) remote_queue_interval: u32,
+    pub(crate) spin_before_park: Duration,
+    pub(crate) thread_name: String,
+}
+
+/// A configured set of cores; see [`Builder`](crate::Builder).
 #[derive(Debug)]
 pub struct Runtime {
     pub(crate) cores: Vec<CoreId>,
@@ -94,11 +107,6 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime on every core this process may run on, with default settings.
-    pub fn new() -> io::Result<Runtime> {
-        Builder::new().build()
-    }
-
     /// The I/O backend every core uses.
     pub fn backend(&self) -> Backend {
         self.config.driver.backend
@@ -191,19 +199,23 @@ impl Runtime {
     }
 }
 
-/// Runs `future` to completion on the calling thread, as a one-core runtime with default
-/// settings (the backend from `COREIO_BACKEND`, else the best available). The thread is not
-/// pinned. A panic in `future` propagates to the caller, as if the future were a function call.
-///
-/// ```
-/// let answer = coreio::block_on(async { 6 * 7 }).unwrap();
-/// assert_eq!(answer, 42);
-/// ```
-pub fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output>
+/// Runs `future` on the calling thread as a one-core runtime with `config` (the core is the
+/// CPU the thread runs on now, unpinned): `Builder::block_on`. A panic in `future` propagates.
+pub(crate) fn block_on_here<F: Future + 'static>(
+    config: &CoreConfig,
+    future: F,
+) -> io::Result<F::Output>
 where
     F::Output: 'static,
 {
-    Builder::new().cores(1).block_on(future)
+    let core = CoreId(sys::current_cpu());
+    let mesh = Mesh::new(&[core])?;
+    let connections = ConnectionGauges::new(1);
+    match run_core(core, config, mesh, connections, 0, || future) {
+        Ok(output) => Ok(output),
+        Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
+        Err(CoreError::Io { error, .. }) => Err(error),
+    }
 }
 
 /// Closes a core's mailbox when its thread ends, however it ends (a core that failed to start
@@ -220,7 +232,7 @@ impl Drop for CloseOnExit {
 
 /// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
 /// every core's handle and `connections` every core's connection count, this core's at `index`.
-pub(crate) fn run_core<Fut>(
+fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
     mesh: Arc<Mesh>,

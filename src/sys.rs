@@ -47,6 +47,13 @@ pub(crate) fn eventfd_drain(fd: RawFd) {
     let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
 }
 
+/// The CPU the calling thread runs on now (0 if the kernel cannot say).
+pub(crate) fn current_cpu() -> usize {
+    // SAFETY: `sched_getcpu` has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).unwrap_or(0)
+}
+
 /// The CPU ids the calling thread is allowed to run on (its `sched_getaffinity` mask).
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
