@@ -85,3 +85,18 @@ pub(crate) fn expect<R>(what: &str, f: impl FnOnce(&CoreContext) -> R) -> R {
 pub(crate) fn no_runtime() -> std::io::Error {
     std::io::Error::other("no coreio runtime on this thread: use Runtime::run or coreio::block_on")
 }
+
+// Compile-time contract (STYLE.md rule 7): what one core owns never leaves its thread. The
+// context and the driver hold `Rc`s and `!Send` orphans. Should one of these types become
+// `Send`, both impls below would apply to it, `some_item` would be ambiguous, and the build
+// fails here. (The parts other cores share are checked `Send + Sync` beside their types:
+// `CoreHandle`, `WakeTarget`, `Mesh`, `ConnectionGauges`.)
+const _: () = {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+    let _ = <CoreContext as AmbiguousIfSend<_>>::some_item;
+    let _ = <Driver as AmbiguousIfSend<_>>::some_item;
+};

@@ -137,3 +137,10 @@ impl CoreHandle {
         first_panic
     }
 }
+
+// Compile-time contract (STYLE.md rule 7): the handle is reached from every thread that wakes the
+// core or posts to it.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<CoreHandle>;
+};

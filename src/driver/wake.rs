@@ -88,3 +88,10 @@ impl Driver {
         target.wake_by_eventfd();
     }
 }
+
+// Compile-time contract (STYLE.md rule 7): a wake target is reached from every thread that wakes its
+// core.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<WakeTarget>;
+};

@@ -81,6 +81,12 @@ pub(crate) struct Mesh {
     index_by_cpu: Vec<usize>,
 }
 
+// Compile-time contract (STYLE.md rule 7): every core's context shares the one table.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<Mesh>;
+};
+
 impl Mesh {
     /// One handle per core, in the order of `cores`.
     pub(crate) fn new(cores: &[CoreId]) -> io::Result<Arc<Mesh>> {

@@ -82,3 +82,9 @@ impl Drop for Counted {
         self.gauges.get(self.index).sub();
     }
 }
+
+// Compile-time contract (STYLE.md rule 7): every core reads every core's gauge.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<ConnectionGauges>;
+};
