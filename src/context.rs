@@ -87,9 +87,9 @@ pub(crate) fn no_runtime() -> std::io::Error {
 }
 
 // Compile-time contract (STYLE.md rule 7): what one core owns never leaves its thread. The
-// context and the driver hold `Rc`s and `!Send` orphans. Should one of these types become
-// `Send`, both impls below would apply to it, `some_item` would be ambiguous, and the build
-// fails here. (The parts other cores share are checked `Send + Sync` beside their types:
+// driver holds `!Send` orphans, the executor the runnables of `!Send` futures. Should one of
+// these types become `Send`, both impls below would apply to it, `some_item` would be
+// ambiguous, and the build fails here. (The parts other cores share are checked `Send + Sync` beside their types:
 // `CoreHandle`, `WakeTarget`, `Mesh`, `ConnectionGauges`.)
 const _: () = {
     trait AmbiguousIfSend<A> {
@@ -99,4 +99,5 @@ const _: () = {
     impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
     let _ = <CoreContext as AmbiguousIfSend<_>>::some_item;
     let _ = <Driver as AmbiguousIfSend<_>>::some_item;
+    let _ = <LocalExecutor as AmbiguousIfSend<_>>::some_item;
 };

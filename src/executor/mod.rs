@@ -31,6 +31,7 @@ mod task;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -65,6 +66,10 @@ pub(crate) struct LocalExecutor {
     /// Wakers of every live task, so shutdown can reach tasks that sit idle in a driver.
     registry: RefCell<Slab<Waker>>,
     shutting_down: Cell<bool>,
+    /// Keeps the executor `!Send`: its queues hold the runnables of `!Send` futures, which
+    /// must only be run or dropped on this thread (see `spawn`'s SAFETY comment). Without it
+    /// the auto traits would make it `Send`, since a `Runnable` is.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl LocalExecutor {
@@ -79,6 +84,7 @@ impl LocalExecutor {
             remote_tick: Cell::new(0),
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
+            _not_send: PhantomData,
         }
     }
 
