@@ -11,7 +11,7 @@
 //! the jobs still queued, each under `catch_unwind`. From then on a post is refused and the
 //! job handed back to its sender, so no sender waits on a core that will never run its job:
 //! a job queued before the close is dropped by it (which resolves its reply), one posted after
-//! it is refused.
+//! it is refused. The `loom_tests` module below checks that race.
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -144,3 +144,74 @@ const _: () = {
     fn send_and_sync<T: Send + Sync>() {}
     let _ = send_and_sync::<CoreHandle>;
 };
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Posts racing the core's close, on the real handle: its queues are `concurrent_queue`'s
+    //! under that crate's `loom` feature, so loom explores their atomics too. Every job holds a
+    //! clone of one loom `Arc` and counts its run; once all threads are done, a job that was
+    //! neither run, nor dropped by the close, nor handed back to its poster still holds its
+    //! clone. The core is never asleep here, so a post delivers no wake: that half of the
+    //! protocol is `sleep.rs`'s model.
+
+    use std::sync::Arc;
+
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    use super::{CoreHandle, Job};
+
+    /// `posters` threads post a job each while the core, as a stopping core does, serves its
+    /// mailbox once and then closes it. Each job must be run, or dropped by the close, or handed
+    /// back to its poster: exactly one of them.
+    fn posts_race_close(posters: usize) {
+        let core = Arc::new(CoreHandle::new().unwrap());
+        let token = loom::sync::Arc::new(());
+        let ran = loom::sync::Arc::new(AtomicUsize::new(0));
+        let posters: Vec<_> = (0..posters)
+            .map(|_| {
+                let core = Arc::clone(&core);
+                let (token, ran) = (token.clone(), ran.clone());
+                let job: Job = Box::new(move || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    drop(token);
+                });
+                thread::spawn(move || core.post(job).is_ok())
+            })
+            .collect();
+        while let Some(job) = core.pop_job() {
+            job();
+        }
+        assert!(core.close().is_none());
+        assert!(core.is_closed());
+        let accepted: usize = posters
+            .into_iter()
+            .map(|poster| usize::from(poster.join().unwrap()))
+            .sum();
+        assert!(
+            ran.load(Ordering::Relaxed) <= accepted,
+            "a refused job ran, or a job ran twice"
+        );
+        assert_eq!(
+            loom::sync::Arc::strong_count(&token),
+            1,
+            "a job was neither run, dropped by the close, nor handed back"
+        );
+        assert!(
+            core.post(Box::new(|| {})).is_err(),
+            "a closed core took a post"
+        );
+    }
+
+    /// One poster against the core: every interleaving.
+    #[test]
+    fn loom_handle_post_races_close() {
+        crate::loom::model(None, || posts_race_close(1));
+    }
+
+    /// Two posters against the core (three threads: a preemption bound of 2).
+    #[test]
+    fn loom_handle_two_posts_race_close() {
+        crate::loom::model(Some(2), || posts_race_close(2));
+    }
+}
