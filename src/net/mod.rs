@@ -35,6 +35,7 @@
 mod balance;
 mod handoff;
 pub(crate) mod ops;
+mod stream_io;
 mod tcp;
 
 pub use balance::LoadBalance;
