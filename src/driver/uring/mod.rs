@@ -601,64 +601,52 @@ fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usi
 /// Registers the ring fd so each enter skips the kernel's fd lookup (Linux 5.18+); `None` when
 /// the kernel does not support it, which only costs that lookup.
 fn register_ring_fd(ring_fd: RawFd) -> Option<u32> {
-    /// `struct io_uring_rsrc_update` from the kernel's uapi.
-    #[repr(C)]
-    struct RsrcUpdate {
-        offset: u32,
-        resv: u32,
-        data: u64,
-    }
     const IORING_REGISTER_RING_FDS: libc::c_long = 20;
-    let mut update = RsrcUpdate {
-        offset: u32::MAX,
-        resv: 0,
-        data: ring_fd as u64,
-    };
-    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            ring_fd as libc::c_long,
-            IORING_REGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
-            1 as libc::c_long,
-        )
-    };
-    (res == 1).then_some(update.offset)
+    // Offset `u32::MAX`: the kernel picks a free slot and writes its index back.
+    update_ring_fds(ring_fd, IORING_REGISTER_RING_FDS, u32::MAX, ring_fd as u64)
 }
 
-/// Undoes [`register_ring_fd`]. Hand-written like it: the io-uring crate's
-/// `Submitter::register_ring_fd` keeps the registered index inside a `Submitter` that borrows
-/// the ring, which the driver would have to hold beside the ring it borrows.
+/// Undoes [`register_ring_fd`] for the slot `index`.
 fn unregister_ring_fd(ring_fd: RawFd, index: u32) {
-    /// `struct io_uring_rsrc_update` from the kernel's uapi.
-    #[repr(C)]
-    struct RsrcUpdate {
-        offset: u32,
-        resv: u32,
-        data: u64,
-    }
     const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
-    let mut update = RsrcUpdate {
-        offset: index,
-        resv: 0,
-        data: 0,
-    };
-    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call, naming
-    // a slot this ring registered; the plain ring fd is still open.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            ring_fd as libc::c_long,
-            IORING_UNREGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
-            1 as libc::c_long,
-        )
-    };
-    if res != 1 {
+    if update_ring_fds(ring_fd, IORING_UNREGISTER_RING_FDS, index, 0).is_none() {
         log::debug!(
             "unregistering the ring fd failed: {}",
             io::Error::last_os_error()
         );
     }
+}
+
+/// One `io_uring_register` call over a single `io_uring_rsrc_update` (`offset`, `data`);
+/// returns the offset the kernel left in it when the call updated one entry.
+///
+/// Hand-written: the io-uring crate's `Submitter::register_ring_fd` keeps the registered index
+/// inside a `Submitter` that borrows the ring (and `IoUring::submitter` makes a fresh one, with
+/// no registration, on every call), which the driver would have to hold beside the ring it
+/// borrows; the enter that uses the index is hand-written for the same reason (`enter_raw`).
+fn update_ring_fds(ring_fd: RawFd, opcode: libc::c_long, offset: u32, data: u64) -> Option<u32> {
+    /// `struct io_uring_rsrc_update` from the kernel's uapi.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut update = RsrcUpdate {
+        offset,
+        resv: 0,
+        data,
+    };
+    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call, and
+    // `ring_fd` is this ring's open descriptor.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd as libc::c_long,
+            opcode,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    (res == 1).then_some(update.offset)
 }
