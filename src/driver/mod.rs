@@ -16,6 +16,7 @@ pub(crate) mod epoll;
 mod fd;
 mod held;
 mod op;
+mod op_stream;
 mod select;
 pub(crate) mod uring;
 
@@ -29,7 +30,10 @@ use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
 pub(crate) use held::{Accepted, Claim, OpShare, Unread};
-pub(crate) use op::{Direction, Op, Operation};
+pub(crate) use op::{Cqe, Direction, Op, Operation};
+// The streaming lifecycle's first users outside the driver arrive with multishot operations.
+#[allow(unused_imports)]
+pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
 pub use select::Backend;
 pub(crate) use select::{ResolvedBackend, resolve};
 pub(crate) use uring::settled;
@@ -151,10 +155,67 @@ impl Driver {
         key: usize,
         owner: DriverId,
         cx: &mut Context<'_>,
-    ) -> Option<Poll<i32>> {
+    ) -> Option<Poll<Cqe>> {
         match self {
             Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
             _ => None,
+        }
+    }
+
+    /// Starts a streaming operation: on io_uring, queues its entry once; on epoll, makes one
+    /// attempt (each item of an epoll stream is one attempt). Refused like `start` for a
+    /// descriptor of another driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn start_stream<T: StreamOperation>(
+        &self,
+        op: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<Started> {
+        if op.source().0.owner() != self.id() {
+            return Poll::Ready(Started::Finished(Err(foreign_fd())));
+        }
+        match self {
+            Driver::IoUring(driver) => Poll::Ready(match driver.submit_stream(op.uring_entry()) {
+                Ok(key) => Started::Submitted {
+                    key,
+                    driver: driver.id(),
+                },
+                Err(err) => Started::Finished(Err(err)),
+            }),
+            Driver::Epoll(driver) => driver.attempt(op, cx).map(Started::Finished),
+        }
+    }
+
+    /// The next completion of streaming operation `key` of driver `owner` (`None` inside once
+    /// it ended); `None` when this is not that driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn poll_stream(
+        &self,
+        key: usize,
+        owner: DriverId,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<Cqe>>> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_stream(key, cx)),
+            _ => None,
+        }
+    }
+
+    /// The future of streaming operation `key` of driver `owner` was dropped; gives the data
+    /// back when this is not that driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn abandon_stream<T: StreamOperation>(
+        &self,
+        key: usize,
+        owner: DriverId,
+        data: T,
+    ) -> Result<(), T> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => {
+                driver.abandon_stream(key, data);
+                Ok(())
+            }
+            _ => Err(data),
         }
     }
 

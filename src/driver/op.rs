@@ -80,6 +80,23 @@ pub(crate) unsafe trait Operation: 'static {
     }
 }
 
+/// One completion as the kernel posted it: the result (a byte count, an fd, or `-errno`) and
+/// the CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER` with a provided buffer's id,
+/// `IORING_CQE_F_NOTIF`, `IORING_CQE_F_SOCK_NONEMPTY`). One-shot operations read the result;
+/// streaming ones (`op_stream`) need the flags too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cqe {
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Cqe {
+    /// More completions of the same submission follow (`IORING_CQE_F_MORE`): not terminal.
+    pub(crate) fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+}
+
 /// What a finished operation gives back: its data (buffers included) and its result.
 pub(crate) struct Completion<T> {
     pub(crate) data: T,
@@ -162,7 +179,7 @@ impl<T: Operation> Op<T> {
     ) -> Poll<Completion<T>> {
         let polled = context::with(|ctx| ctx.driver.poll_submitted(key, owner, cx));
         match polled.flatten() {
-            Some(Poll::Ready(result)) => self.finish(decode_result(result)),
+            Some(Poll::Ready(cqe)) => self.finish(decode_result(cqe.result)),
             Some(Poll::Pending) => Poll::Pending,
             None => self.away_from_its_ring(owner),
         }
