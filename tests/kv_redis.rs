@@ -19,7 +19,7 @@ mod util;
 
 #[path = "../examples/sharded_kv/commands.rs"]
 mod commands;
-#[path = "../examples/sharded_kv/resp.rs"]
+#[path = "../examples/sharded_kv/resp/mod.rs"]
 mod resp;
 #[path = "../examples/sharded_kv/server.rs"]
 mod server;
