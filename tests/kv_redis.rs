@@ -17,7 +17,7 @@
 #[macro_use]
 mod util;
 
-#[path = "../examples/sharded_kv/commands.rs"]
+#[path = "../examples/sharded_kv/commands/mod.rs"]
 mod commands;
 #[path = "../examples/sharded_kv/resp/mod.rs"]
 mod resp;
