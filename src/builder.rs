@@ -1,20 +1,18 @@
 //! [`Builder`]: choosing cores, ring size, scheduling intervals and backend, with every bad
 //! input reported by [`Builder::build`] as a clear error, never a panic.
 //!
-//! This module owns configuration and its validation, and the once-per-process backend probe:
-//! it turns a [`Builder`] into a [`Runtime`] holding the resolved per-core settings
-//! (`runtime::CoreConfig`), and writes the shortcuts that use the defaults
+//! This module owns configuration and its validation: it turns a [`Builder`] into a
+//! [`Runtime`] holding the resolved per-core settings (`runtime::CoreConfig`; the backend is
+//! resolved by `driver::resolve`), and writes the shortcuts that use the defaults
 //! ([`Runtime::new`], [`block_on`]). It must never start a thread or run a core:
 //! [`Runtime::run`] and `runtime::block_on_here` do that.
 
 use std::future::Future;
 use std::io;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::core::CoreId;
-use crate::driver::uring::build_ring;
-use crate::driver::{Backend, DriverConfig, RingSetupError};
+use crate::driver::{self, Backend, DriverConfig};
 use crate::runtime::{self, CoreConfig, Runtime};
 use crate::sys;
 
@@ -207,7 +205,7 @@ impl Builder {
             )));
         }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
-        let backend = resolve_backend(requested, self.ring_entries)?;
+        let backend = driver::resolve(requested, self.ring_entries)?;
         Ok(CoreConfig {
             driver: DriverConfig {
                 backend,
@@ -316,37 +314,6 @@ fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
         }
     }
     Some(cpus)
-}
-
-/// Turns `Auto` into a concrete backend, probing io_uring once per process.
-fn resolve_backend(requested: Backend, ring_entries: u32) -> io::Result<Backend> {
-    match requested {
-        Backend::Epoll => Ok(Backend::Epoll),
-        Backend::IoUring => match probe_uring(ring_entries) {
-            Ok(()) => Ok(Backend::IoUring),
-            Err(err) => Err(err.into()),
-        },
-        Backend::Auto => {
-            // Only a definite answer is remembered: a resource failure (EMFILE, say) may pass.
-            static AUTO: OnceLock<Backend> = OnceLock::new();
-            if let Some(backend) = AUTO.get() {
-                return Ok(*backend);
-            }
-            let backend = match probe_uring(ring_entries) {
-                Ok(()) => Backend::IoUring,
-                Err(err) if err.is_unavailable() => {
-                    log::warn!("coreio: io_uring unavailable, using epoll: {err}");
-                    Backend::Epoll
-                }
-                Err(err) => return Err(err.into()),
-            };
-            Ok(*AUTO.get_or_init(|| backend))
-        }
-    }
-}
-
-fn probe_uring(ring_entries: u32) -> Result<(), RingSetupError> {
-    build_ring(ring_entries).map(drop)
 }
 
 #[cfg(test)]

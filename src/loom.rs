@@ -8,7 +8,7 @@
 //! behaviour.
 //!
 //! The models live beside the code they check, in `loom_tests` modules (`core/sleep.rs`,
-//! `core/handle.rs`, `mesh/channel.rs`, `mesh/reply.rs`). Run them with
+//! `core/handle.rs`, `mesh/channel/loom_tests.rs`, `mesh/reply.rs`, `sync/event.rs`). Run them with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_`.
 
 #[cfg(loom)]

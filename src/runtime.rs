@@ -109,7 +109,7 @@ pub struct Runtime {
 impl Runtime {
     /// The I/O backend every core uses.
     pub fn backend(&self) -> Backend {
-        self.config.driver.backend
+        self.config.driver.backend.into()
     }
 
     /// The cores `run` starts, in order.

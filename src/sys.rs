@@ -1,6 +1,6 @@
 //! Thin wrappers over the Linux system calls coreio makes directly.
 //!
-//! This module owns the raw FFI boundary: the `syscall!` macro that turns a `-1` return into
+//! This module owns the raw FFI boundary: [`cvt`], which turns a `-1` return into
 //! `io::Error::last_os_error()`, and the few helpers (eventfd, CPU affinity mask, resource
 //! limits) that more than one part of the runtime needs. It must never hold runtime state: every
 //! function here is a stateless call into the kernel.
@@ -8,25 +8,33 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// Calls a libc function and converts a `-1` return value into the thread's `errno`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
-        // SAFETY: every call site passes arguments that satisfy the libc function's contract;
-        // each one says why in its own comment.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
+/// A libc return value whose `-1` means "failed, see `errno`".
+pub(crate) trait MinusOne: Copy + PartialEq {
+    const MINUS_ONE: Self;
 }
-pub(crate) use syscall;
+
+impl MinusOne for i32 {
+    const MINUS_ONE: i32 = -1;
+}
+
+impl MinusOne for isize {
+    const MINUS_ONE: isize = -1;
+}
+
+/// Converts a libc return value of `-1` into the thread's `errno`. Each call site makes its own
+/// `unsafe { libc::... }` call, with the `// SAFETY:` line that justifies its arguments.
+pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+    if res == T::MINUS_ONE {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
 
 /// Creates a non-blocking, close-on-exec eventfd used to wake a sleeping core.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+    // SAFETY: `eventfd` takes no pointers; any flags are sound to pass.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     // SAFETY: `eventfd` just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -58,11 +66,8 @@ pub(crate) fn current_cpu() -> usize {
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    syscall!(sched_getaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        &mut set
-    ))?;
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    cvt(unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
     let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: `set` was filled by the kernel and `cpu` is below CPU_SETSIZE.
     Ok((0..max)
@@ -82,17 +87,7 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     }
     // SAFETY: `cpu` was checked against CPU_SETSIZE above.
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    syscall!(sched_setaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        &set
-    ))?;
+    // SAFETY: `set` is a valid cpu_set_t of the size passed, read by the kernel.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
     Ok(())
-}
-
-/// Closes a descriptor that the runtime owns, ignoring EINTR as Linux requires (the fd is gone
-/// whatever `close` returns).
-pub(crate) fn close(fd: RawFd) {
-    // SAFETY: callers pass a descriptor they own and never use again.
-    let _ = unsafe { libc::close(fd) };
 }

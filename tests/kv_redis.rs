@@ -17,9 +17,9 @@
 #[macro_use]
 mod util;
 
-#[path = "../examples/sharded_kv/commands.rs"]
+#[path = "../examples/sharded_kv/commands/mod.rs"]
 mod commands;
-#[path = "../examples/sharded_kv/resp.rs"]
+#[path = "../examples/sharded_kv/resp/mod.rs"]
 mod resp;
 #[path = "../examples/sharded_kv/server.rs"]
 mod server;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coreio::buf::{IoBuf, IoBufMut};
+use coreio::buf::IoBuf;
 use coreio::net::TcpStream;
 use coreio::time::{sleep, timeout};
 use coreio::{Backend, Builder};
@@ -18,44 +18,9 @@ use util::{block_on, pair};
 
 /// A buffer whose liveness the test can watch: every clone of `token` is one owner, and the
 /// buffer holds one, so `Arc::strong_count(&token) == 1` means the buffer was dropped.
-struct TrackedBuf {
-    vec: Vec<u8>,
-    _token: Arc<()>,
-}
-
-impl TrackedBuf {
-    fn new(capacity: usize, token: &Arc<()>) -> TrackedBuf {
-        TrackedBuf {
-            vec: Vec::with_capacity(capacity),
-            _token: token.clone(),
-        }
-    }
-}
-
-// SAFETY: the bytes live in the Vec's heap allocation, which does not move when the TrackedBuf
-// moves and lives until it is dropped; `len` bytes of it are initialised.
-unsafe impl IoBuf for TrackedBuf {
-    fn stable_ptr(&self) -> *const u8 {
-        self.vec.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.vec.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.vec.capacity()
-    }
-}
-
-// SAFETY: the whole capacity of the Vec's allocation is writable, and `set_init` only counts
-// bytes the caller guarantees were written.
-unsafe impl IoBufMut for TrackedBuf {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.vec.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: the caller guarantees `pos <= capacity` and that `pos` bytes were written.
-        unsafe { self.vec.set_len(pos) };
-    }
+fn tracked_buf(capacity: usize, token: &Arc<()>) -> util::DropHookBuf {
+    let token = token.clone();
+    util::DropHookBuf::new(capacity, move || drop(token))
 }
 
 /// Keeps `peer` writing while waiting (bounded) for `token` to have no other owner.
@@ -86,7 +51,7 @@ both_backends! {
         block_on(backend, async move {
             let (client, server) = pair().await;
             let token = Arc::new(());
-            let buf = TrackedBuf::new(4096, &token);
+            let buf = tracked_buf(4096, &token);
             assert_eq!(Arc::strong_count(&token), 2);
             // The peer is silent: the read is in flight when the timeout drops it.
             let res = timeout(Duration::from_millis(2), client.read(buf)).await;
@@ -121,7 +86,7 @@ both_backends! {
             let (client, server) = pair().await;
             let client = Rc::new(client);
             let token = Arc::new(());
-            let buf = TrackedBuf::new(4096, &token);
+            let buf = tracked_buf(4096, &token);
             let reader = coreio::spawn({
                 let client = client.clone();
                 async move { client.read(buf).await.0.map(drop) }
@@ -163,10 +128,10 @@ both_backends! {
                 server
             });
             for round in 0..100u64 {
-                let buf = TrackedBuf::new(512, &token);
+                let buf = tracked_buf(512, &token);
                 let wait = Duration::from_micros(100 + (round % 5) * 400);
                 if let Ok((res, buf)) = timeout(wait, client.read(buf)).await {
-                    assert_eq!(res.unwrap(), buf.vec.len());
+                    assert_eq!(res.unwrap(), buf.bytes_init());
                 }
             }
             let server = writer.await.unwrap();
@@ -223,7 +188,7 @@ both_backends! {
             let mut peers = Vec::new();
             for _ in 0..20 {
                 let (client, server) = util::pair_on(&listener).await;
-                let buf = TrackedBuf::new(1024, &t);
+                let buf = tracked_buf(1024, &t);
                 coreio::spawn(async move {
                     let _ = client.read(buf).await;
                 });
@@ -267,7 +232,7 @@ both_backends! {
                 let mut peers = Vec::new();
                 for _ in 0..10 {
                     let (client, server) = pair().await;
-                    let buf = TrackedBuf::new(1024, &token);
+                    let buf = tracked_buf(1024, &token);
                     coreio::spawn(async move {
                         let _ = client.read(buf).await;
                     });

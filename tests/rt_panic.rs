@@ -218,51 +218,6 @@ both_backends! {
     }
 }
 
-/// A receive buffer that raises a flag when it is dropped.
-struct FlagBuf {
-    vec: Vec<u8>,
-    freed: Arc<AtomicBool>,
-}
-
-impl FlagBuf {
-    fn new(capacity: usize, freed: Arc<AtomicBool>) -> FlagBuf {
-        FlagBuf {
-            vec: Vec::with_capacity(capacity),
-            freed,
-        }
-    }
-}
-
-impl Drop for FlagBuf {
-    fn drop(&mut self) {
-        self.freed.store(true, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: the bytes live in the Vec's heap allocation; `len` of them are initialised.
-unsafe impl IoBuf for FlagBuf {
-    fn stable_ptr(&self) -> *const u8 {
-        self.vec.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.vec.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.vec.capacity()
-    }
-}
-
-// SAFETY: the Vec's whole capacity is writable; `set_init` counts what the kernel wrote.
-unsafe impl IoBufMut for FlagBuf {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.vec.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: the caller guarantees `pos` bytes were written, within the capacity.
-        unsafe { self.vec.set_len(pos) };
-    }
-}
-
 thread_local! {
     /// A stream that `ClosingWaker` drops when it is woken.
     static TO_CLOSE: std::cell::RefCell<Option<TcpStream>> = const { std::cell::RefCell::new(None) };
@@ -309,50 +264,9 @@ both_backends! {
     }
 }
 
-/// A buffer whose `Drop` panics, or re-enters the driver, when the runtime frees it.
-struct BadDropBuf {
-    vec: Vec<u8>,
-    on_drop: OnDrop,
-}
-
-enum OnDrop {
-    Panic(&'static str),
-    /// Drops a read future of another stream that is still in the driver (which makes the
-    /// driver take over its buffer: a call into the driver from inside a buffer's `Drop`).
-    DropRead(Option<Pin<Box<dyn Future<Output = ()>>>>),
-}
-
-impl Drop for BadDropBuf {
-    fn drop(&mut self) {
-        match &mut self.on_drop {
-            OnDrop::Panic(message) => panic!("{message}"),
-            OnDrop::DropRead(read) => drop(read.take()),
-        }
-    }
-}
-
-// SAFETY: the bytes live in the Vec's heap allocation; `len` of them are initialised.
-unsafe impl IoBuf for BadDropBuf {
-    fn stable_ptr(&self) -> *const u8 {
-        self.vec.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.vec.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.vec.capacity()
-    }
-}
-
-// SAFETY: the Vec's whole capacity is writable; `set_init` counts what the kernel wrote.
-unsafe impl IoBufMut for BadDropBuf {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.vec.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: the caller guarantees `pos` bytes were written, within the capacity.
-        unsafe { self.vec.set_len(pos) };
-    }
+/// A receive buffer that raises `freed` when it is dropped.
+fn flag_buf(capacity: usize, freed: Arc<AtomicBool>) -> util::DropHookBuf {
+    util::DropHookBuf::new(capacity, move || freed.store(true, Ordering::SeqCst))
 }
 
 both_backends! {
@@ -367,13 +281,10 @@ both_backends! {
             let freed = freed_in_core.clone();
             async move {
                 let (_client, server) = util::pair().await;
-                let bomb = BadDropBuf {
-                    vec: Vec::with_capacity(8),
-                    on_drop: OnDrop::Panic("buffer drop bomb"),
-                };
+                let bomb = util::DropHookBuf::new(8, || panic!("buffer drop bomb"));
                 let mut first = Box::pin(server.read(bomb));
                 assert!(poll_once(&mut first).await.is_pending());
-                let watched = FlagBuf::new(8, freed);
+                let watched = flag_buf(8, freed);
                 let mut second = Box::pin(server.read(watched));
                 assert!(poll_once(&mut second).await.is_pending());
                 coreio::time::sleep(Duration::from_millis(2)).await;
@@ -401,15 +312,14 @@ both_backends! {
         let output = util::block_on(backend, async move {
             let (_client_a, server_a) = util::pair().await;
             let (_client_b, server_b) = util::pair().await;
-            let watched = FlagBuf::new(8, freed_in_core);
+            let watched = flag_buf(8, freed_in_core);
             let mut inner: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
                 let _ = server_b.read(watched).await;
             });
             assert!(poll_once(&mut inner).await.is_pending());
-            let reentrant = BadDropBuf {
-                vec: Vec::with_capacity(8),
-                on_drop: OnDrop::DropRead(Some(inner)),
-            };
+            // Its `Drop` drops another read still in the driver: the driver takes over that
+            // read's buffer, a call into the driver from inside a buffer's `Drop`.
+            let reentrant = util::DropHookBuf::new(8, move || drop(inner));
             let mut outer = Box::pin(server_a.read(reentrant));
             assert!(poll_once(&mut outer).await.is_pending());
             coreio::time::sleep(Duration::from_millis(2)).await;

@@ -36,7 +36,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::{Direction, DriverId, Operation};
-use crate::sys::{self, syscall};
+use crate::sys::{self, cvt};
 
 /// epoll `data` of the executor's wake eventfd; socket tokens are slab keys, far below it.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -85,19 +85,18 @@ struct Inner {
 
 impl EpollDriver {
     pub(crate) fn new(id: DriverId, wake_fd: RawFd) -> io::Result<EpollDriver> {
-        let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: `epoll_create1` takes no pointers.
+        let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `epoll_create1` just returned this descriptor and nothing else owns it.
         let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: WAKE_TOKEN,
         };
-        syscall!(epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            wake_fd,
-            &mut event
-        ))?;
+        // SAFETY: `event` is a valid epoll_event for the call; both fds are open.
+        cvt(unsafe {
+            libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake_fd, &mut event)
+        })?;
         Ok(EpollDriver {
             id,
             epoll,
@@ -121,12 +120,11 @@ impl EpollDriver {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: token as u64,
         };
-        if let Err(err) = syscall!(epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd,
-            &mut event
-        )) {
+        // SAFETY: `event` is a valid epoll_event for the call; `fd` is open (the caller owns it).
+        let added = cvt(unsafe {
+            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+        });
+        if let Err(err) = added {
             self.inner.borrow_mut().sources.remove(token);
             return Err(err);
         }
@@ -152,12 +150,15 @@ impl EpollDriver {
     pub(crate) fn deregister_open(&self, fd: RawFd, token: usize) {
         // EPOLL_CTL_DEL ignores the event argument since Linux 2.6.9; an error (ENOENT, EBADF)
         // would mean the fd is not registered, which leaves nothing to undo.
-        let _ = syscall!(epoll_ctl(
-            self.epoll.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd,
-            std::ptr::null_mut()
-        ));
+        // SAFETY: no event pointer is read for EPOLL_CTL_DEL; `fd` is open (the caller owns it).
+        let _ = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
         self.deregister(token);
     }
 
@@ -167,7 +168,7 @@ impl EpollDriver {
         op: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<u32>> {
-        let (fd, direction) = op.epoll_source();
+        let (fd, direction) = op.source();
         let Some(token) = fd.epoll_token() else {
             unreachable!("on the epoll backend every SharedFd is registered");
         };
@@ -242,12 +243,16 @@ impl EpollDriver {
             Some(timeout) => timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
         };
         let capacity = inner.events.capacity() as i32;
-        let ready = match syscall!(epoll_wait(
-            self.epoll.as_raw_fd(),
-            inner.events.as_mut_ptr(),
-            capacity,
-            timeout_ms
-        )) {
+        // SAFETY: `events` has room for `capacity` entries, which the kernel may write.
+        let waited = cvt(unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                inner.events.as_mut_ptr(),
+                capacity,
+                timeout_ms,
+            )
+        });
+        let ready = match waited {
             Ok(n) => n as usize,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => 0,
             Err(err) => return Err(err),

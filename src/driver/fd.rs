@@ -8,14 +8,14 @@
 //! they took for the next ones (see `super::held`). This module owns that close-after-last-use
 //! rule; it must never close an fd an operation may still use.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::{fmt, io};
 
 use super::held::Held;
-use super::{Driver, DriverId};
+use super::{DriverId, Registration};
 use crate::context;
-use crate::sys;
 
 /// A reference-counted, core-local descriptor.
 #[derive(Clone)]
@@ -23,13 +23,13 @@ pub(crate) struct SharedFd {
     inner: Rc<Inner>,
 }
 
+/// The fields drop in order: the registration is forgotten by its driver before the descriptor
+/// closes.
 struct Inner {
-    fd: RawFd,
-    /// The driver of the core that wrapped the fd: the only one its operations may use, and
-    /// the one whose epoll instance holds it.
-    owner: DriverId,
-    /// The epoll driver's token for this fd, on the epoll backend.
-    epoll_token: Option<usize>,
+    /// The driver of the core that wrapped the fd (the only one its operations may use, and
+    /// the one whose epoll instance holds it), and its epoll token on that backend.
+    registration: Registered,
+    fd: OwnedFd,
     /// What dropped reads and accepts left for the owner; empty (and unallocated) almost always.
     held: Held,
 }
@@ -38,42 +38,25 @@ impl SharedFd {
     /// Takes ownership of `fd` on the current core, registering it with the epoll backend if
     /// that is what the core runs.
     pub(crate) fn new(fd: OwnedFd) -> io::Result<SharedFd> {
-        let raw = fd.into_raw_fd();
-        let registered = context::with(|ctx| {
-            let token = match &ctx.driver {
-                Driver::Epoll(driver) => driver.register(raw).map(Some),
-                Driver::IoUring(_) => Ok(None),
-            };
-            token.map(|token| (ctx.driver.id(), token))
-        });
-        let (owner, epoll_token) = match registered {
-            Some(Ok(registered)) => registered,
-            Some(Err(err)) => {
-                sys::close(raw);
-                return Err(err);
-            }
-            None => {
-                sys::close(raw);
-                return Err(context::no_runtime());
-            }
-        };
+        // On failure `fd` drops here, which closes it.
+        let registration = context::with(|ctx| ctx.driver.register_fd(fd.as_raw_fd()))
+            .unwrap_or_else(|| Err(context::no_runtime()))?;
         Ok(SharedFd {
             inner: Rc::new(Inner {
-                fd: raw,
-                owner,
-                epoll_token,
+                registration: Registered(registration),
+                fd,
                 held: Held::default(),
             }),
         })
     }
 
     pub(crate) fn raw(&self) -> RawFd {
-        self.inner.fd
+        self.inner.fd.as_raw_fd()
     }
 
     /// The driver this descriptor belongs to.
     pub(crate) fn owner(&self) -> DriverId {
-        self.inner.owner
+        self.inner.registration.0.owner
     }
 
     /// Takes the descriptor back out, open, when no operation holds a clone: deregistered from
@@ -81,22 +64,13 @@ impl SharedFd {
     /// what its [`Held`] area holds, for the new owner. Gives the `SharedFd` back while
     /// operations (dropped ones the kernel has not finished included) still use it.
     pub(crate) fn try_into_owned(self) -> Result<(OwnedFd, Held), SharedFd> {
-        let mut inner = Rc::try_unwrap(self.inner).map_err(|inner| SharedFd { inner })?;
-        // Taken out before `inner` is forgotten below, so that nothing it holds leaks.
-        let held = std::mem::take(&mut inner.held);
-        let inner = std::mem::ManuallyDrop::new(inner);
-        if let Some(token) = inner.epoll_token {
-            context::with(|ctx| {
-                if let Driver::Epoll(driver) = &ctx.driver
-                    && driver.id() == inner.owner
-                {
-                    driver.deregister_open(inner.fd, token);
-                }
-            });
-        }
-        // SAFETY: `inner` was the last owner of `fd` and is never dropped (ManuallyDrop), so
-        // its close does not run: ownership of the open descriptor passes to the `OwnedFd`.
-        Ok((unsafe { OwnedFd::from_raw_fd(inner.fd) }, held))
+        let Inner {
+            registration,
+            fd,
+            held,
+        } = Rc::try_unwrap(self.inner).map_err(|inner| SharedFd { inner })?;
+        registration.release(&fd);
+        Ok((fd, held))
     }
 
     /// The holding area for what dropped reads and accepts on this fd took.
@@ -106,39 +80,39 @@ impl SharedFd {
 
     /// The epoll token, on the epoll backend.
     pub(crate) fn epoll_token(&self) -> Option<usize> {
-        self.inner.epoll_token
+        self.inner.registration.0.epoll_token
     }
 }
 
-impl Drop for Inner {
+/// A descriptor's registration with its driver, forgotten by that driver when dropped.
+struct Registered(Registration);
+
+impl Registered {
+    /// Forgets the registration of `fd`, which stays open (it moves to another core): removed
+    /// from this driver's epoll set (on that backend), and not deregistered again on drop.
+    fn release(self, fd: &OwnedFd) {
+        let this = ManuallyDrop::new(self);
+        context::with(|ctx| ctx.driver.release_fd(&this.0, fd.as_raw_fd()));
+    }
+}
+
+impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some(token) = self.epoll_token {
-            // Only in its own driver: the same token in another runtime's epoll driver names
-            // another fd. Away from it, closing still removes the fd from its epoll set; only
-            // the token's slot stays taken until that driver goes.
-            context::with(|ctx| {
-                if let Driver::Epoll(driver) = &ctx.driver
-                    && driver.id() == self.owner
-                {
-                    driver.deregister(token);
-                }
-            });
-        }
-        // Closing also removes the fd from the epoll interest list: coreio never dups it.
-        sys::close(self.fd);
+        // Runs just before the descriptor closes (which removes it from the epoll interest
+        // list: coreio never dups it). Away from its own driver only the token's slot stays
+        // taken until that driver goes.
+        context::with(|ctx| ctx.driver.deregister_fd(&self.0));
     }
 }
 
 impl AsFd for SharedFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open while any clone of this `SharedFd` lives, and the
-        // borrow cannot outlive `self`.
-        unsafe { BorrowedFd::borrow_raw(self.inner.fd) }
+        self.inner.fd.as_fd()
     }
 }
 
 impl fmt::Debug for SharedFd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedFd").field(&self.inner.fd).finish()
+        f.debug_tuple("SharedFd").field(&self.raw()).finish()
     }
 }

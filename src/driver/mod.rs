@@ -16,6 +16,8 @@ pub(crate) mod epoll;
 mod fd;
 mod held;
 mod op;
+mod op_stream;
+mod select;
 pub(crate) mod uring;
 mod wake;
 
@@ -24,59 +26,20 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub(crate) use fd::SharedFd;
 pub(crate) use held::{Accepted, Claim, OpShare, Unread};
-pub(crate) use op::{Direction, Op, Operation};
+pub(crate) use op::{Cqe, Direction, Op, Operation};
+// The streaming lifecycle's first users outside the driver arrive with multishot operations.
+#[allow(unused_imports)]
+pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
+pub use select::Backend;
+pub(crate) use select::{ResolvedBackend, resolve};
 pub(crate) use uring::settled;
 pub use uring::{RingSetupCause, RingSetupError};
 pub(crate) use wake::WakeTarget;
-
-/// Which I/O backend a core uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Backend {
-    /// io_uring where the kernel offers everything coreio needs, epoll otherwise.
-    #[default]
-    Auto,
-    /// io_uring, or a build error saying why it cannot be used.
-    IoUring,
-    /// epoll, always available on Linux.
-    Epoll,
-}
-
-impl Backend {
-    /// Reads `COREIO_BACKEND` (`auto`, `uring`/`io_uring`, or `epoll`), which overrides the
-    /// builder's choice. An unknown value is an error naming the accepted ones.
-    pub(crate) fn from_env() -> io::Result<Option<Backend>> {
-        match std::env::var("COREIO_BACKEND") {
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "COREIO_BACKEND is not valid UTF-8; use auto, uring or epoll",
-            )),
-            Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
-                "" | "auto" => Ok(Some(Backend::Auto)),
-                "uring" | "io_uring" | "io-uring" => Ok(Some(Backend::IoUring)),
-                "epoll" => Ok(Some(Backend::Epoll)),
-                other => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("COREIO_BACKEND={other:?} is not a backend; use auto, uring or epoll"),
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::IoUring => "io_uring",
-            Backend::Epoll => "epoll",
-        })
-    }
-}
 
 /// Identifies one driver for the life of the process: ids are never reused, unlike addresses.
 ///
@@ -99,6 +62,31 @@ impl fmt::Display for DriverId {
     }
 }
 
+/// How starting an operation went.
+pub(crate) enum Started {
+    /// io_uring: queued in the ring of `driver` under `key`.
+    Submitted { key: usize, driver: DriverId },
+    /// It finished at once: the epoll syscall's outcome, or a refusal (the ring could not take
+    /// the entry, the descriptor belongs to another driver).
+    Finished(io::Result<u32>),
+}
+
+/// What a driver knows of a descriptor it was given: which driver it belongs to, and its epoll
+/// token on that backend.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) owner: DriverId,
+    pub(crate) epoll_token: Option<usize>,
+}
+
+/// The error of an operation on a descriptor that another runtime registered.
+fn foreign_fd() -> io::Error {
+    io::Error::other(
+        "this socket belongs to another coreio runtime: a socket serves only the runtime (and \
+         the core) that created it; move it between cores with a Handoff",
+    )
+}
+
 /// Wakes a sleeping core through its eventfd: what a core falls back to when a `MSG_RING` it
 /// sent to wake that core fails.
 pub(crate) trait EventfdWake: Send + Sync {
@@ -108,8 +96,7 @@ pub(crate) trait EventfdWake: Send + Sync {
 /// Settings a core needs to build its driver.
 #[derive(Clone, Debug)]
 pub(crate) struct DriverConfig {
-    /// The resolved backend: never `Auto` here.
-    pub(crate) backend: Backend,
+    pub(crate) backend: ResolvedBackend,
     pub(crate) ring_entries: u32,
 }
 
@@ -127,8 +114,8 @@ impl Driver {
     pub(crate) fn new(config: &DriverConfig, wake_fd: RawFd) -> io::Result<Driver> {
         let id = DriverId::next();
         match config.backend {
-            Backend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(id, wake_fd)?)),
-            Backend::IoUring | Backend::Auto => Ok(Driver::IoUring(uring::UringDriver::new(
+            ResolvedBackend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(id, wake_fd)?)),
+            ResolvedBackend::IoUring => Ok(Driver::IoUring(uring::UringDriver::new(
                 id,
                 config.ring_entries,
                 wake_fd,
@@ -140,6 +127,148 @@ impl Driver {
         match self {
             Driver::IoUring(driver) => driver.id(),
             Driver::Epoll(driver) => driver.id(),
+        }
+    }
+
+    /// Starts `op`: on io_uring, queues its entry; on epoll, tries its syscall, leaving the
+    /// waker for the readiness it needs when that would block. An operation on a descriptor
+    /// another driver registered (a socket carried into another runtime on this thread)
+    /// finishes at once with an error naming the misuse.
+    pub(crate) fn start<T: Operation>(&self, op: &mut T, cx: &mut Context<'_>) -> Poll<Started> {
+        if op.source().0.owner() != self.id() {
+            return Poll::Ready(Started::Finished(Err(foreign_fd())));
+        }
+        match self {
+            Driver::IoUring(driver) => Poll::Ready(match driver.submit(op.uring_entry()) {
+                Ok(key) => Started::Submitted {
+                    key,
+                    driver: driver.id(),
+                },
+                Err(err) => Started::Finished(Err(err)),
+            }),
+            Driver::Epoll(driver) => driver.attempt(op, cx).map(Started::Finished),
+        }
+    }
+
+    /// The raw result of operation `key`, submitted to driver `owner`, or its waker stored
+    /// until it comes. `None` when this is not that driver (the `Op` decides what that means).
+    pub(crate) fn poll_submitted(
+        &self,
+        key: usize,
+        owner: DriverId,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Cqe>> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
+            _ => None,
+        }
+    }
+
+    /// Starts a streaming operation: on io_uring, queues its entry once; on epoll, makes one
+    /// attempt (each item of an epoll stream is one attempt). Refused like `start` for a
+    /// descriptor of another driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn start_stream<T: StreamOperation>(
+        &self,
+        op: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<Started> {
+        if op.source().0.owner() != self.id() {
+            return Poll::Ready(Started::Finished(Err(foreign_fd())));
+        }
+        match self {
+            Driver::IoUring(driver) => Poll::Ready(match driver.submit_stream(op.uring_entry()) {
+                Ok(key) => Started::Submitted {
+                    key,
+                    driver: driver.id(),
+                },
+                Err(err) => Started::Finished(Err(err)),
+            }),
+            Driver::Epoll(driver) => driver.attempt(op, cx).map(Started::Finished),
+        }
+    }
+
+    /// The next completion of streaming operation `key` of driver `owner` (`None` inside once
+    /// it ended); `None` when this is not that driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn poll_stream(
+        &self,
+        key: usize,
+        owner: DriverId,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<Cqe>>> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_stream(key, cx)),
+            _ => None,
+        }
+    }
+
+    /// The future of streaming operation `key` of driver `owner` was dropped; gives the data
+    /// back when this is not that driver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn abandon_stream<T: StreamOperation>(
+        &self,
+        key: usize,
+        owner: DriverId,
+        data: T,
+    ) -> Result<(), T> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => {
+                driver.abandon_stream(key, data);
+                Ok(())
+            }
+            _ => Err(data),
+        }
+    }
+
+    /// The future of operation `key`, submitted to driver `owner`, was dropped: its data moves
+    /// into that driver until the kernel is done with it. Gives the data back when this is not
+    /// that driver.
+    pub(crate) fn abandon<T: Operation>(
+        &self,
+        key: usize,
+        owner: DriverId,
+        data: T,
+    ) -> Result<(), T> {
+        match self {
+            Driver::IoUring(driver) if driver.id() == owner => {
+                driver.abandon(key, data);
+                Ok(())
+            }
+            _ => Err(data),
+        }
+    }
+
+    /// Takes note of a descriptor its sockets' operations will use; on epoll, registers it
+    /// for both directions, edge-triggered.
+    pub(crate) fn register_fd(&self, fd: RawFd) -> io::Result<Registration> {
+        let epoll_token = match self {
+            Driver::Epoll(driver) => Some(driver.register(fd)?),
+            Driver::IoUring(_) => None,
+        };
+        Ok(Registration {
+            owner: self.id(),
+            epoll_token,
+        })
+    }
+
+    /// Forgets a registered descriptor that is being closed (closing removes it from the epoll
+    /// interest list). Only in its own driver: elsewhere the same token names another fd.
+    pub(crate) fn deregister_fd(&self, registration: &Registration) {
+        if let (Driver::Epoll(driver), Some(token)) = (self, registration.epoll_token)
+            && driver.id() == registration.owner
+        {
+            driver.deregister(token);
+        }
+    }
+
+    /// Forgets a registered descriptor `fd` that stays open (it moves to another core),
+    /// removing it from this driver's epoll set first. Only in its own driver.
+    pub(crate) fn release_fd(&self, registration: &Registration, fd: RawFd) {
+        if let (Driver::Epoll(driver), Some(token)) = (self, registration.epoll_token)
+            && driver.id() == registration.owner
+        {
+            driver.deregister_open(fd, token);
         }
     }
 

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::squeue;
 
-use super::{Driver, DriverId, settled};
+use super::{DriverId, SharedFd, Started, settled};
 use crate::context;
 
 /// Which readiness an epoll-backed operation waits for after `EAGAIN`.
@@ -50,9 +50,9 @@ pub(crate) unsafe trait Operation: 'static {
     /// The submission queue entry for io_uring.
     fn uring_entry(&mut self) -> squeue::Entry;
 
-    /// epoll: the registered fd to wait on, and for which readiness, when the syscall would
-    /// block.
-    fn epoll_source(&self) -> (&super::SharedFd, Direction);
+    /// The descriptor the operation acts on, which must belong to the current core's driver,
+    /// and (epoll) the readiness to wait for when the syscall would block.
+    fn source(&self) -> (&SharedFd, Direction);
 
     /// epoll: performs the operation now without blocking, returning what the io_uring
     /// completion's result would be (`WouldBlock` means "wait for readiness and try again").
@@ -80,6 +80,23 @@ pub(crate) unsafe trait Operation: 'static {
     }
 }
 
+/// One completion as the kernel posted it: the result (a byte count, an fd, or `-errno`) and
+/// the CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER` with a provided buffer's id,
+/// `IORING_CQE_F_NOTIF`, `IORING_CQE_F_SOCK_NONEMPTY`). One-shot operations read the result;
+/// streaming ones (`op_stream`) need the flags too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cqe {
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Cqe {
+    /// More completions of the same submission follow (`IORING_CQE_F_MORE`): not terminal.
+    pub(crate) fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+}
+
 /// What a finished operation gives back: its data (buffers included) and its result.
 pub(crate) struct Completion<T> {
     pub(crate) data: T,
@@ -93,16 +110,6 @@ enum State {
     InRing { key: usize, driver: DriverId },
     /// The completion was handed out.
     Done,
-}
-
-/// How the first poll of an `Op` went on each backend.
-enum Start {
-    /// io_uring: queued under this key of this driver, or the ring refused it.
-    Submitted(io::Result<(usize, DriverId)>),
-    /// epoll: the syscall's outcome, `Pending` while waiting for readiness.
-    Attempted(Poll<io::Result<u32>>),
-    /// The descriptor was registered by another runtime's driver.
-    Foreign,
 }
 
 /// A future that runs an [`Operation`] on the current core's driver.
@@ -145,30 +152,16 @@ impl<T: Operation> Future for Op<T> {
                 let started = context::with(|ctx| {
                     // A task that spent its budget yields before starting more I/O.
                     ready!(ctx.budget.poll_proceed(cx));
-                    if data.epoll_source().0.owner() != ctx.driver.id() {
-                        return Poll::Ready(Start::Foreign);
-                    }
-                    Poll::Ready(match &ctx.driver {
-                        Driver::IoUring(driver) => Start::Submitted(
-                            driver
-                                .submit(data.uring_entry())
-                                .map(|key| (key, driver.id())),
-                        ),
-                        Driver::Epoll(driver) => Start::Attempted(driver.attempt(data, cx)),
-                    })
+                    ctx.driver.start(data, cx)
                 });
                 match started {
                     None => this.finish(Err(context::no_runtime())),
-                    Some(Poll::Pending) | Some(Poll::Ready(Start::Attempted(Poll::Pending))) => {
-                        Poll::Pending
-                    }
-                    Some(Poll::Ready(Start::Foreign)) => this.finish(Err(foreign_fd())),
-                    Some(Poll::Ready(Start::Submitted(Ok((key, driver))))) => {
+                    Some(Poll::Pending) => Poll::Pending,
+                    Some(Poll::Ready(Started::Submitted { key, driver })) => {
                         this.state = State::InRing { key, driver };
                         this.poll_ring(key, driver, cx)
                     }
-                    Some(Poll::Ready(Start::Submitted(Err(err)))) => this.finish(Err(err)),
-                    Some(Poll::Ready(Start::Attempted(Poll::Ready(result)))) => this.finish(result),
+                    Some(Poll::Ready(Started::Finished(result))) => this.finish(result),
                 }
             }
             State::InRing { key, driver } => this.poll_ring(key, driver, cx),
@@ -184,12 +177,9 @@ impl<T: Operation> Op<T> {
         owner: DriverId,
         cx: &mut Context<'_>,
     ) -> Poll<Completion<T>> {
-        let polled = context::with(|ctx| match &ctx.driver {
-            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
-            _ => None,
-        });
+        let polled = context::with(|ctx| ctx.driver.poll_submitted(key, owner, cx));
         match polled.flatten() {
-            Some(Poll::Ready(result)) => self.finish(decode_result(result)),
+            Some(Poll::Ready(cqe)) => self.finish(decode_result(cqe.result)),
             Some(Poll::Pending) => Poll::Pending,
             None => self.away_from_its_ring(owner),
         }
@@ -227,27 +217,18 @@ impl<T: Operation> Op<T> {
     }
 }
 
-/// The error of an operation on a descriptor that another runtime registered.
-fn foreign_fd() -> io::Error {
-    io::Error::other(
-        "this socket belongs to another coreio runtime: a socket serves only the runtime (and \
-         the core) that created it; move it between cores with a Handoff",
-    )
-}
-
 impl<T: Operation> Drop for Op<T> {
     fn drop(&mut self) {
         let State::InRing { key, driver: owner } = self.state else {
             return;
         };
         let mut data = self.data.take();
-        // Hand the data to its driver: it outlives this future until the kernel is done.
+        // Hand the data to its driver: it outlives this future until the kernel is done. (Not
+        // moved into the closure, which may not run: outside a runtime the data must stay
+        // here, to be leaked below rather than dropped with the closure.)
         context::with(|ctx| {
-            if let Driver::IoUring(driver) = &ctx.driver
-                && driver.id() == owner
-                && let Some(data) = data.take()
-            {
-                driver.abandon(key, data);
+            if let Some(taken) = data.take() {
+                data = ctx.driver.abandon(key, owner, taken).err();
             }
         });
         if let Some(data) = data {

@@ -36,6 +36,7 @@ mod balance;
 mod gauge;
 mod handoff;
 pub(crate) mod ops;
+mod stream_io;
 mod tcp;
 
 pub use balance::LoadBalance;

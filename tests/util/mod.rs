@@ -214,6 +214,55 @@ impl Drop for DropCount {
     }
 }
 
+/// A receive buffer (a `Vec`'s capacity) that runs `on_drop` when it is dropped: tests watch
+/// when the runtime frees a buffer, or make its `Drop` misbehave (panic, call into the driver).
+pub struct DropHookBuf {
+    vec: Vec<u8>,
+    on_drop: Option<Box<dyn FnOnce()>>,
+}
+
+impl DropHookBuf {
+    pub fn new(capacity: usize, on_drop: impl FnOnce() + 'static) -> DropHookBuf {
+        DropHookBuf {
+            vec: Vec::with_capacity(capacity),
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+}
+
+impl Drop for DropHookBuf {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop.take() {
+            on_drop();
+        }
+    }
+}
+
+// SAFETY: the bytes live in the Vec's heap allocation, which does not move with the buffer and
+// lives until it is dropped; `len` bytes of it are initialised.
+unsafe impl coreio::buf::IoBuf for DropHookBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.vec.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.vec.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.vec.capacity()
+    }
+}
+
+// SAFETY: the Vec's whole capacity is writable; `set_init` counts only what the kernel wrote.
+unsafe impl coreio::buf::IoBufMut for DropHookBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.vec.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: the caller guarantees `pos <= capacity` and that `pos` bytes were written.
+        unsafe { self.vec.set_len(pos) };
+    }
+}
+
 /// Yields (and, every few rounds, sleeps a millisecond so the driver runs) until `done()` holds,
 /// at most `rounds` times; returns whether it held.
 pub async fn wait_until(rounds: usize, mut done: impl FnMut() -> bool) -> bool {

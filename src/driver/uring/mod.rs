@@ -28,9 +28,11 @@
 //! never free an orphan's data before its completion.
 
 mod setup;
+mod stream;
 #[cfg(test)]
 mod tests;
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -46,7 +48,7 @@ use slab::Slab;
 pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
-use super::{DriverId, EventfdWake, Operation};
+use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
 
@@ -71,10 +73,33 @@ enum Lifecycle {
     /// `Orphan::complete` releases it.
     Orphaned(Box<dyn Orphan>),
     /// The kernel finished; the future has not collected the result yet.
-    Completed(i32),
+    Completed(Cqe),
     /// A `MSG_RING` this core sent to wake another one; if it fails, the other core is woken
     /// through its eventfd instead. It has no future.
     RingWake(Arc<dyn EventfdWake>),
+    /// A streaming (multishot) operation whose future is alive: its completions queue here,
+    /// flags and all, until the future takes them (see `stream.rs`).
+    Streaming(Box<stream::Stream>),
+    /// A streaming operation whose future was dropped: each further completion is handed to
+    /// its `item` function (which releases what it produced), and the terminal one releases
+    /// the data.
+    StreamOrphaned(stream::StreamOrphan),
+}
+
+impl Lifecycle {
+    /// Whether the kernel may still post a completion for this slot (shutdown cancels these
+    /// and waits for them).
+    fn in_kernel(&self) -> bool {
+        match self {
+            Lifecycle::Completed(_) => false,
+            Lifecycle::Streaming(stream) => !stream.ended,
+            Lifecycle::Submitted
+            | Lifecycle::Waiting(_)
+            | Lifecycle::Orphaned(_)
+            | Lifecycle::RingWake(_)
+            | Lifecycle::StreamOrphaned(_) => true,
+        }
+    }
 }
 
 /// User code a completion calls for, run by [`UringDriver::run_deferred`] once the driver's
@@ -87,6 +112,10 @@ enum Deferred {
     Release(Box<dyn Orphan>, i32),
     /// A `MSG_RING` wake failed: wake the target core by eventfd instead.
     WakeByEventfd(Arc<dyn EventfdWake>),
+    /// A completion of a dropped streaming operation: release what it produced.
+    StreamItem(fn(Cqe), Cqe),
+    /// The data of a dropped streaming operation, after its terminal completion.
+    DropData(Box<dyn Any>),
 }
 
 impl Deferred {
@@ -95,6 +124,8 @@ impl Deferred {
             Deferred::Wake(waker) => waker.wake(),
             Deferred::Release(orphan, result) => orphan.complete(result),
             Deferred::WakeByEventfd(fallback) => fallback.wake_by_eventfd(),
+            Deferred::StreamItem(release, cqe) => release(cqe),
+            Deferred::DropData(data) => drop(data),
         }
     }
 }
@@ -243,25 +274,26 @@ impl UringDriver {
     }
 
     /// Collects an operation's result, or registers the waker to be woken with it.
-    pub(crate) fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<i32> {
+    pub(crate) fn poll_op(&self, key: usize, cx: &mut Context<'_>) -> Poll<Cqe> {
         let mut inner = self.inner.borrow_mut();
         let Some(lifecycle) = inner.ops.get_mut(key) else {
             unreachable!("an in-flight Op's key stays in the slab until it collects its result");
         };
         match lifecycle {
-            Lifecycle::Completed(result) => {
-                let result = *result;
+            Lifecycle::Completed(cqe) => {
+                let cqe = *cqe;
                 inner.ops.remove(key);
-                Poll::Ready(result)
+                Poll::Ready(cqe)
             }
             Lifecycle::Waiting(waker) if waker.will_wake(cx.waker()) => Poll::Pending,
             Lifecycle::Submitted | Lifecycle::Waiting(_) => {
                 *lifecycle = Lifecycle::Waiting(cx.waker().clone());
                 Poll::Pending
             }
-            Lifecycle::Orphaned(_) | Lifecycle::RingWake(_) => {
+            Lifecycle::Orphaned(_) | Lifecycle::RingWake(_) | Lifecycle::StreamOrphaned(_) => {
                 unreachable!("an orphan or a ring wake has no future to poll it")
             }
+            Lifecycle::Streaming(_) => unreachable!("a streaming operation is polled as a stream"),
         }
     }
 
@@ -274,8 +306,8 @@ impl UringDriver {
     pub(crate) fn abandon<T: Operation>(&self, key: usize, data: T) {
         let mut inner = self.inner.borrow_mut();
         match inner.ops.get_mut(key) {
-            Some(Lifecycle::Completed(result)) => {
-                let result = *result;
+            Some(Lifecycle::Completed(cqe)) => {
+                let result = cqe.result;
                 inner.ops.remove(key);
                 inner
                     .deferred
@@ -363,7 +395,7 @@ impl UringDriver {
             let keys: Vec<u64> = inner
                 .ops
                 .iter()
-                .filter(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
+                .filter(|(_, lc)| lc.in_kernel())
                 .map(|(key, _)| key as u64)
                 .collect();
             for key in keys
@@ -423,11 +455,7 @@ impl Drop for UringDriver {
 
 impl Inner {
     fn has_pending(&self) -> bool {
-        self.wake_armed
-            || self
-                .ops
-                .iter()
-                .any(|(_, lc)| !matches!(lc, Lifecycle::Completed(_)))
+        self.wake_armed || self.ops.iter().any(|(_, lc)| lc.in_kernel())
     }
 
     /// Pushes one entry, flushing the submission queue to the kernel while it is full.
@@ -548,14 +576,19 @@ impl Inner {
                 for cqe in &mut cq {
                     drained += 1;
                     let user_data = cqe.user_data();
-                    let result = cqe.result();
+                    let completion = Cqe {
+                        result: cqe.result(),
+                        flags: cqe.flags(),
+                    };
                     match user_data {
                         WAKE_TOKEN => {
                             self.wake_armed = false;
                             sys::eventfd_drain(self.wake_fd);
                         }
                         CANCEL_TOKEN | RING_WAKE_TOKEN => {}
-                        key => complete_op(&mut self.ops, &mut self.deferred, key as usize, result),
+                        key => {
+                            complete_op(&mut self.ops, &mut self.deferred, key as usize, completion)
+                        }
                     }
                 }
             }
@@ -572,93 +605,101 @@ impl Inner {
     }
 }
 
-fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usize, result: i32) {
+fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usize, cqe: Cqe) {
     let Some(lifecycle) = ops.get_mut(key) else {
         debug_assert!(false, "completion for unknown operation {key}");
         return;
     };
-    match std::mem::replace(lifecycle, Lifecycle::Completed(result)) {
+    match lifecycle {
+        Lifecycle::Streaming(stream) => {
+            if let Some(waker) = stream.push(cqe) {
+                deferred.push(Deferred::Wake(waker));
+            }
+            return;
+        }
+        Lifecycle::StreamOrphaned(orphan) => {
+            deferred.push(Deferred::StreamItem(orphan.item, cqe));
+            if !cqe.more() {
+                let Some(Lifecycle::StreamOrphaned(orphan)) = ops.try_remove(key) else {
+                    unreachable!("matched just above");
+                };
+                deferred.push(Deferred::DropData(orphan.data));
+            }
+            return;
+        }
+        _ => {}
+    }
+    match std::mem::replace(lifecycle, Lifecycle::Completed(cqe)) {
         Lifecycle::Submitted => {}
         Lifecycle::Waiting(waker) => deferred.push(Deferred::Wake(waker)),
         Lifecycle::Orphaned(orphan) => {
             ops.remove(key);
-            deferred.push(Deferred::Release(orphan, result));
+            deferred.push(Deferred::Release(orphan, cqe.result));
         }
         Lifecycle::RingWake(fallback) => {
             ops.remove(key);
-            if result < 0 {
+            if cqe.result < 0 {
                 log::debug!(
                     "MSG_RING wake failed ({}); waking by eventfd",
-                    io::Error::from_raw_os_error(-result)
+                    io::Error::from_raw_os_error(-cqe.result)
                 );
                 deferred.push(Deferred::WakeByEventfd(fallback));
             }
         }
         Lifecycle::Completed(_) => debug_assert!(false, "operation {key} completed twice"),
+        Lifecycle::Streaming(_) | Lifecycle::StreamOrphaned(_) => unreachable!("handled above"),
     }
 }
 
 /// Registers the ring fd so each enter skips the kernel's fd lookup (Linux 5.18+); `None` when
 /// the kernel does not support it, which only costs that lookup.
 fn register_ring_fd(ring_fd: RawFd) -> Option<u32> {
-    /// `struct io_uring_rsrc_update` from the kernel's uapi.
-    #[repr(C)]
-    struct RsrcUpdate {
-        offset: u32,
-        resv: u32,
-        data: u64,
-    }
     const IORING_REGISTER_RING_FDS: libc::c_long = 20;
-    let mut update = RsrcUpdate {
-        offset: u32::MAX,
-        resv: 0,
-        data: ring_fd as u64,
-    };
-    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            ring_fd as libc::c_long,
-            IORING_REGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
-            1 as libc::c_long,
-        )
-    };
-    (res == 1).then_some(update.offset)
+    // Offset `u32::MAX`: the kernel picks a free slot and writes its index back.
+    update_ring_fds(ring_fd, IORING_REGISTER_RING_FDS, u32::MAX, ring_fd as u64)
 }
 
-/// Undoes [`register_ring_fd`]. Hand-written like it: the io-uring crate's
-/// `Submitter::register_ring_fd` keeps the registered index inside a `Submitter` that borrows
-/// the ring, which the driver would have to hold beside the ring it borrows.
+/// Undoes [`register_ring_fd`] for the slot `index`.
 fn unregister_ring_fd(ring_fd: RawFd, index: u32) {
-    /// `struct io_uring_rsrc_update` from the kernel's uapi.
-    #[repr(C)]
-    struct RsrcUpdate {
-        offset: u32,
-        resv: u32,
-        data: u64,
-    }
     const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
-    let mut update = RsrcUpdate {
-        offset: index,
-        resv: 0,
-        data: 0,
-    };
-    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call, naming
-    // a slot this ring registered; the plain ring fd is still open.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            ring_fd as libc::c_long,
-            IORING_UNREGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
-            1 as libc::c_long,
-        )
-    };
-    if res != 1 {
+    if update_ring_fds(ring_fd, IORING_UNREGISTER_RING_FDS, index, 0).is_none() {
         log::debug!(
             "unregistering the ring fd failed: {}",
             io::Error::last_os_error()
         );
     }
+}
+
+/// One `io_uring_register` call over a single `io_uring_rsrc_update` (`offset`, `data`);
+/// returns the offset the kernel left in it when the call updated one entry.
+///
+/// Hand-written: the io-uring crate's `Submitter::register_ring_fd` keeps the registered index
+/// inside a `Submitter` that borrows the ring (and `IoUring::submitter` makes a fresh one, with
+/// no registration, on every call), which the driver would have to hold beside the ring it
+/// borrows; the enter that uses the index is hand-written for the same reason (`enter_raw`).
+fn update_ring_fds(ring_fd: RawFd, opcode: libc::c_long, offset: u32, data: u64) -> Option<u32> {
+    /// `struct io_uring_rsrc_update` from the kernel's uapi.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut update = RsrcUpdate {
+        offset,
+        resv: 0,
+        data,
+    };
+    // SAFETY: `update` is a valid `io_uring_rsrc_update` array of length 1 for the call, and
+    // `ring_fd` is this ring's open descriptor.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd as libc::c_long,
+            opcode,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    (res == 1).then_some(update.offset)
 }

@@ -7,9 +7,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::driver::{Claim, Op, SharedFd, Unread};
-use crate::net::ops::{Connect, Recv, Send};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::{Op, SharedFd, Unread};
+use crate::net::ops::Connect;
+use crate::net::stream_io::StreamIo;
 use crate::net::{Counted, Handoff, HandoffError};
 
 /// A connected TCP socket.
@@ -47,7 +48,7 @@ use crate::net::{Counted, Handoff, HandoffError};
 /// must_be_send::<coreio::net::TcpStream>();
 /// ```
 pub struct TcpStream {
-    fd: SharedFd,
+    io: StreamIo,
     /// Counts the stream in its core's open connections (read by load-aware accepting).
     counted: Option<Counted>,
 }
@@ -61,7 +62,7 @@ impl TcpStream {
             Some(Protocol::TCP),
         )?;
         let stream = TcpStream::from_fd(OwnedFd::from(socket))?;
-        Op::new(Connect::new(stream.fd.clone(), addr))
+        Op::new(Connect::new(stream.io.fd.clone(), addr))
             .await
             .result?;
         Ok(stream)
@@ -81,16 +82,19 @@ impl TcpStream {
     /// Bytes that dropped reads took and nobody has read yet travel with the stream: the first
     /// reads on the adopting core return them.
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
-        let TcpStream { fd, counted } = self;
-        match fd.try_into_owned() {
+        let TcpStream { io, counted } = self;
+        match io.fd.try_into_owned() {
             Ok((fd, held)) => Ok(Handoff::new(fd, held.into_unread())),
-            Err(fd) => Err(HandoffError::new(TcpStream { fd, counted })),
+            Err(fd) => Err(HandoffError::new(TcpStream {
+                io: StreamIo::new(fd),
+                counted,
+            })),
         }
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<TcpStream> {
         Ok(TcpStream {
-            fd: SharedFd::new(fd)?,
+            io: StreamIo::new(SharedFd::new(fd)?),
             counted: Counted::here(),
         })
     }
@@ -99,7 +103,7 @@ impl TcpStream {
     pub(crate) fn from_handoff(fd: OwnedFd, unread: Option<Unread>) -> io::Result<TcpStream> {
         let stream = TcpStream::from_fd(fd)?;
         if let Some(unread) = unread {
-            stream.fd.held().restore_unread(unread);
+            stream.io.fd.held().restore_unread(unread);
         }
         Ok(stream)
     }
@@ -111,23 +115,7 @@ impl TcpStream {
     /// had already taken from the socket (on io_uring the kernel may complete the receive
     /// after the future is gone) is returned by the next read, before anything newer.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        let mut buf = buf;
-        if buf.bytes_total() == 0 {
-            // The kernel would wait for a byte it has nowhere to put.
-            return (Ok(0), buf);
-        }
-        let held = self.fd.held();
-        if !held.is_clear() {
-            // A dropped read left something, or is still finishing: its bytes come first, so
-            // wait until it has, then hand out what it took (see `driver::held`).
-            held.settled().await;
-            if let Some(result) = held.read_into(&mut buf) {
-                return (result, buf);
-            }
-        }
-        let completion = Claim::new(held, Recv::new(self.fd.clone(), buf)).await;
-        let buf = completion.data.finish(&completion.result);
-        (completion.result.map(|n| n as usize), buf)
+        self.io.read(buf).await
     }
 
     /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
@@ -136,74 +124,43 @@ impl TcpStream {
     /// Not cancel-safe as a whole: the bytes it has read so far are in `buf`, which a dropped
     /// future drops with it. Each read inside it is, so nothing else is lost.
     pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
-        let total = buf.bytes_total();
-        let mut filled = 0;
-        let mut buf = buf;
-        while filled < total {
-            let (res, slice) = self.read(buf.slice(filled..)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => return (Err(io::ErrorKind::UnexpectedEof.into()), buf),
-                Ok(n) => filled += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return (Err(err), buf),
-            }
-        }
-        (Ok(()), buf)
+        self.io.read_exact(buf).await
     }
 
     /// Writes some of `buf`'s initialised bytes; returns how many.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        let completion = Op::new(Send {
-            socket: self.fd.clone(),
-            buf,
-        })
-        .await;
-        (completion.result.map(|n| n as usize), completion.data.buf)
+        self.io.write(buf).await
     }
 
     /// Writes all of `buf`'s initialised bytes. A closed peer is an error (`EPIPE` or
     /// `ECONNRESET`), never a SIGPIPE.
     pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
-        let total = buf.bytes_init();
-        let mut written = 0;
-        let mut buf = buf;
-        while written < total {
-            let (res, slice): (_, Slice<B>) = self.write(buf.slice(written..total)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => written += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return (Err(err), buf),
-            }
-        }
-        (Ok(()), buf)
+        self.io.write_all(buf).await
     }
 
     /// Shuts down the read side, the write side (the peer sees a FIN), or both. Immediate.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        SockRef::from(&self.fd).shutdown(how)
+        SockRef::from(&self.io.fd).shutdown(how)
     }
 
     /// Enables or disables Nagle's algorithm (`TCP_NODELAY`).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        SockRef::from(&self.fd).set_tcp_nodelay(nodelay)
+        SockRef::from(&self.io.fd).set_tcp_nodelay(nodelay)
     }
 
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
-        SockRef::from(&self.fd).tcp_nodelay()
+        SockRef::from(&self.io.fd).tcp_nodelay()
     }
 
     /// The remote address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        socket_addr(SockRef::from(&self.fd).peer_addr()?)
+        socket_addr(SockRef::from(&self.io.fd).peer_addr()?)
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        socket_addr(SockRef::from(&self.fd).local_addr()?)
+        socket_addr(SockRef::from(&self.io.fd).local_addr()?)
     }
 }
 
@@ -214,14 +171,14 @@ fn socket_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
 
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.raw()
+        self.io.fd.raw()
     }
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
-            .field("fd", &self.fd.raw())
+            .field("fd", &self.io.fd.raw())
             .finish()
     }
 }

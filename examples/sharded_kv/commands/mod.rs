@@ -1,10 +1,11 @@
 //! The commands: what each one does, and on which core it runs.
 //!
-//! This module owns the command table (names, arity, Redis's error texts) and the routing of
-//! keyed commands: the shard that owns a key ([`shard::owner`]) executes the command — at once
-//! when that shard is this core's, otherwise through [`forward`], the one function that sends
-//! work to another core. `MGET` and `DEL` group their keys by owner, send one request per core
-//! and assemble the reply in the order the keys were given.
+//! This module owns the command table (names, arity, Redis's error texts) and what each command
+//! replies. Where a keyed command runs is [`route`]'s: the shard that owns a key
+//! ([`shard::owner`](crate::shard::owner)) executes the command — at once when that shard is
+//! this core's, otherwise through [`route::forward`], the one function that sends work to
+//! another core. `MGET` and `DEL` group their keys by owner, send one request per core and
+//! assemble the reply in the order the keys were given.
 //!
 //! It must never hold a shard borrowed across an `.await`, never panic on client input, and
 //! never turn a failed cross-core request into anything but an error reply.
@@ -16,15 +17,14 @@
 //! unknown command, reported as Redis does. Commands over several shards are not atomic: an
 //! `MGET` may see one shard before and another after a concurrent `SET`.
 
-use std::cell::Cell;
-use std::fmt;
-use std::future::Future;
+mod route;
 
-use coreio::CoreId;
-use coreio::mesh::{self, MailboxError};
+use std::cell::Cell;
 
 use crate::resp::{self, Request};
-use crate::shard::{self, Store};
+
+use route::KeyOp;
+pub use route::Router;
 
 /// What the connection does after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,36 +44,7 @@ pub struct Stats {
     pub forwarded: Cell<u64>,
 }
 
-/// One core's view of the shards: every core, in the mesh's order, and which one is this.
-#[derive(Debug)]
-pub struct Router {
-    cores: Vec<CoreId>,
-    me: usize,
-    /// This core's counters.
-    pub stats: Stats,
-}
-
 impl Router {
-    /// The router of the calling core; must run on a coreio core.
-    pub fn new() -> Result<Router, String> {
-        let cores = mesh::cores();
-        let here = coreio::current_core().ok_or("sharded_kv must run on a coreio core")?;
-        let me = cores
-            .iter()
-            .position(|&core| core == here)
-            .ok_or_else(|| format!("{here} is not among the mesh's cores {cores:?}"))?;
-        Ok(Router {
-            cores,
-            me,
-            stats: Stats::default(),
-        })
-    }
-
-    /// The number of shards (one per core).
-    pub fn shards(&self) -> usize {
-        self.cores.len()
-    }
-
     /// Executes one request (with at least one argument) and appends its reply to `out`.
     pub async fn execute(&self, request: Request<'_>, out: &mut Vec<u8>) -> Flow {
         self.stats.commands.set(self.stats.commands.get() + 1);
@@ -110,183 +81,6 @@ impl Router {
             }
         }
         Flow::Continue
-    }
-
-    /// `GET`, `SET` or `INCR` on the key's owner.
-    async fn keyed(&self, op: KeyOp, key: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        let owner = shard::owner(key, self.shards());
-        if owner == self.me {
-            shard::with_local(|store| apply(store, op, key, value, out));
-            return;
-        }
-        let (key, value) = (key.to_vec(), value.to_vec());
-        let job = move || {
-            shard::with_local(|store| {
-                let mut reply = Vec::new();
-                match op {
-                    // The copies made for the trip are the stored key and value.
-                    KeyOp::Set => {
-                        store.set_owned(key, value);
-                        resp::push_ok(&mut reply);
-                    }
-                    KeyOp::Get | KeyOp::Incr => apply(store, op, &key, &value, &mut reply),
-                }
-                reply
-            })
-        };
-        self.stats.forwarded.set(self.stats.forwarded.get() + 1);
-        match forward(self.cores[owner], job).await {
-            Ok(reply) => out.extend_from_slice(&reply),
-            Err(err) => self.mailbox_error(owner, &err, out),
-        }
-    }
-
-    /// `MGET key...`: every shard's keys in one request to that shard, the reply in key order.
-    async fn mget(&self, request: &Request<'_>, out: &mut Vec<u8>) {
-        let keys = request.len() - 1;
-        let owners: Vec<usize> = request
-            .args_from(1)
-            .map(|key| shard::owner(key, self.shards()))
-            .collect();
-        let remote = self
-            .fan_out(request, &owners, |store, keys| {
-                keys.iter()
-                    .map(|key| store.get(key).map(<[u8]>::to_vec))
-                    .collect::<Vec<_>>()
-            })
-            .await;
-        let remote = match remote {
-            Ok(remote) => remote,
-            Err((owner, err)) => return self.mailbox_error(owner, &err, out),
-        };
-        let mut values: Vec<_> = remote.into_iter().map(Vec::into_iter).collect();
-        resp::push_array_header(out, keys);
-        shard::with_local(|store| {
-            for (key, &owner) in request.args_from(1).zip(&owners) {
-                if owner == self.me {
-                    resp::push_bulk_or_nil(out, store.get(key));
-                } else {
-                    let value = values[owner].next().flatten();
-                    resp::push_bulk_or_nil(out, value.as_deref());
-                }
-            }
-        });
-    }
-
-    /// `DEL key...`: the number of keys that existed, over every shard.
-    async fn del(&self, request: &Request<'_>, out: &mut Vec<u8>) {
-        let owners: Vec<usize> = request
-            .args_from(1)
-            .map(|key| shard::owner(key, self.shards()))
-            .collect();
-        let remote = self
-            .fan_out(request, &owners, |store, keys| {
-                keys.iter().filter(|key| store.del(key)).count()
-            })
-            .await;
-        let remote = match remote {
-            Ok(remote) => remote,
-            Err((owner, err)) => return self.mailbox_error(owner, &err, out),
-        };
-        let local = shard::with_local(|store| {
-            request
-                .args_from(1)
-                .zip(&owners)
-                .filter(|&(key, &owner)| owner == self.me && store.del(key))
-                .count()
-        });
-        let total = local + remote.iter().sum::<usize>();
-        resp::push_integer(out, i64::try_from(total).unwrap_or(i64::MAX));
-    }
-
-    /// Runs `job` on every other shard that owns some of the request's keys (argument 1 on,
-    /// owners in `owners`), one request per shard, all under way at once. Returns, per shard,
-    /// `job`'s result (the default for this shard and for shards with no key), or the first
-    /// shard that failed.
-    async fn fan_out<T: Default + Send + 'static>(
-        &self,
-        request: &Request<'_>,
-        owners: &[usize],
-        job: fn(&mut Store, Vec<Vec<u8>>) -> T,
-    ) -> Result<Vec<T>, (usize, String)> {
-        let mut groups: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.shards()];
-        for (key, &owner) in request.args_from(1).zip(owners) {
-            if owner != self.me {
-                groups[owner].push(key.to_vec());
-            }
-        }
-        let mut results: Vec<T> = (0..self.shards()).map(|_| T::default()).collect();
-        let mut pending = Vec::new();
-        for (owner, keys) in groups.into_iter().enumerate() {
-            if !keys.is_empty() {
-                self.stats.forwarded.set(self.stats.forwarded.get() + 1);
-                let call = forward(self.cores[owner], move || {
-                    shard::with_local(|store| job(store, keys))
-                });
-                pending.push((owner, call));
-            }
-        }
-        if pending.len() == 1 {
-            // The common case with two cores: no task needed to overlap requests.
-            let (owner, call) = pending.pop().expect("one pending request");
-            results[owner] = call.await.map_err(|err| (owner, err.to_string()))?;
-            return Ok(results);
-        }
-        let tasks: Vec<_> = pending
-            .into_iter()
-            .map(|(owner, call)| (owner, coreio::spawn(call)))
-            .collect();
-        for (owner, task) in tasks {
-            match task.await {
-                Ok(Ok(result)) => results[owner] = result,
-                Ok(Err(err)) => return Err((owner, err.to_string())),
-                // The task that carried the request was aborted or panicked.
-                Err(err) => return Err((owner, err.to_string())),
-            }
-        }
-        Ok(results)
-    }
-
-    /// The error reply for a request that `owner` did not answer.
-    fn mailbox_error(&self, owner: usize, err: &dyn fmt::Display, out: &mut Vec<u8>) {
-        let message = format!(
-            "ERR shard {owner} ({}) did not answer: {err}",
-            self.cores[owner]
-        );
-        resp::push_error(out, message.as_bytes());
-    }
-}
-
-/// The one place where work crosses cores: runs `job` on `core` through the mesh and returns
-/// its result. `job` runs synchronously on that core, so it may touch that core's shard.
-fn forward<T, F>(core: CoreId, job: F) -> impl Future<Output = Result<T, MailboxError>> + 'static
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    mesh::submit_to(core, move || async move { job() })
-}
-
-/// A command on a single key.
-#[derive(Clone, Copy, Debug)]
-enum KeyOp {
-    Get,
-    Set,
-    Incr,
-}
-
-/// Executes a single-key command on the shard that owns `key`.
-fn apply(store: &mut Store, op: KeyOp, key: &[u8], value: &[u8], out: &mut Vec<u8>) {
-    match op {
-        KeyOp::Get => resp::push_bulk_or_nil(out, store.get(key)),
-        KeyOp::Set => {
-            store.set(key, value);
-            resp::push_ok(out);
-        }
-        KeyOp::Incr => match store.incr(key) {
-            Ok(value) => resp::push_integer(out, value),
-            Err(err) => resp::push_error(out, err.message()),
-        },
     }
 }
 

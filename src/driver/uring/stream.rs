@@ -1,0 +1,116 @@
+//! The streaming lifecycle on io_uring: one submission, many completions (multishot accept,
+//! multishot receive over a buffer ring, zero-copy send with its notification).
+//!
+//! A streaming operation's slot holds a [`Stream`] while its future lives: every completion is
+//! queued there with its flags, and the future's waker is woken; the one without
+//! `IORING_CQE_F_MORE` is the terminal one, after which the kernel holds nothing. When the
+//! future is dropped first, the slot becomes a [`StreamOrphan`]: what the queued and later
+//! completions produced is released one by one (an accepted fd closed, say), the operation is
+//! cancelled, and its data is dropped at the terminal completion, never before.
+//!
+//! This module owns that queue and the hand-over to the orphan. Like the rest of the driver it
+//! never runs user code while the driver is borrowed: wakes, releases and drops are
+//! [`Deferred`](super::Deferred) work.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, squeue};
+
+use super::{CANCEL_TOKEN, Deferred, Lifecycle, UringDriver};
+use crate::driver::{Cqe, StreamOperation};
+
+/// The completions of a live streaming operation that its future has not taken yet.
+#[derive(Default)]
+pub(super) struct Stream {
+    queue: VecDeque<Cqe>,
+    waker: Option<Waker>,
+    /// The terminal completion (no `IORING_CQE_F_MORE`) has arrived: the kernel is done.
+    pub(super) ended: bool,
+}
+
+impl Stream {
+    /// Queues a completion; returns the waker to wake.
+    pub(super) fn push(&mut self, cqe: Cqe) -> Option<Waker> {
+        self.ended |= !cqe.more();
+        self.queue.push_back(cqe);
+        self.waker.take()
+    }
+}
+
+/// A streaming operation whose future was dropped before its terminal completion.
+pub(super) struct StreamOrphan {
+    /// The operation's data, dropped after the terminal completion.
+    pub(super) data: Box<dyn Any>,
+    /// Releases what one completion produced (`StreamOperation::orphan_item`).
+    pub(super) item: fn(Cqe),
+}
+
+impl UringDriver {
+    /// Queues a streaming operation's entry; returns its key. Like `submit`, nothing enters
+    /// the kernel before `park` unless the submission queue is full.
+    pub(crate) fn submit_stream(&self, entry: squeue::Entry) -> io::Result<usize> {
+        let mut inner = self.inner.borrow_mut();
+        let key = inner.ops.insert(Lifecycle::Streaming(Box::default()));
+        let entry = entry.user_data(key as u64);
+        if let Err(err) = inner.push(&entry) {
+            inner.ops.remove(key);
+            return Err(err);
+        }
+        Ok(key)
+    }
+
+    /// The next completion of streaming operation `key`; `None` once the terminal one has
+    /// been taken (the slot is then free).
+    pub(crate) fn poll_stream(&self, key: usize, cx: &mut Context<'_>) -> Poll<Option<Cqe>> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(Lifecycle::Streaming(stream)) = inner.ops.get_mut(key) else {
+            unreachable!("a live streaming operation keeps its slot until it ends");
+        };
+        if let Some(cqe) = stream.queue.pop_front() {
+            return Poll::Ready(Some(cqe));
+        }
+        if stream.ended {
+            inner.ops.remove(key);
+            return Poll::Ready(None);
+        }
+        match &stream.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => stream.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The future of streaming operation `key` was dropped: release what its queued
+    /// completions produced, and either drop its data (it already ended) or keep the data and
+    /// cancel it, releasing each completion still to come.
+    pub(crate) fn abandon_stream<T: StreamOperation>(&self, key: usize, data: T) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let Some(Lifecycle::Streaming(stream)) = inner.ops.get_mut(key) else {
+            unreachable!("a live streaming operation keeps its slot until it ends");
+        };
+        let ended = stream.ended;
+        for cqe in std::mem::take(&mut stream.queue) {
+            inner
+                .deferred
+                .push(Deferred::StreamItem(T::orphan_item, cqe));
+        }
+        if ended {
+            inner.ops.remove(key);
+            inner.deferred.push(Deferred::DropData(Box::new(data)));
+            return;
+        }
+        inner.ops[key] = Lifecycle::StreamOrphaned(StreamOrphan {
+            data: Box::new(data),
+            item: T::orphan_item,
+        });
+        let cancel = opcode::AsyncCancel::new(key as u64)
+            .build()
+            .user_data(CANCEL_TOKEN);
+        // As for one-shot orphans: a failed push only loses the early cancel.
+        let _ = inner.push(&cancel);
+    }
+}

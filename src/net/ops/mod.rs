@@ -1,0 +1,33 @@
+//! The socket operations, one file each, every one in its io_uring form and its epoll form
+//! side by side.
+//!
+//! Every struct here owns what the kernel touches while the operation runs: the socket
+//! ([`SharedFd`](crate::driver::SharedFd) clone, so the fd outlives a dropped stream until the
+//! operation completes), the buffer, and any address storage (boxed, so its address survives
+//! the struct being moved into the driver as an orphan). This module owns that parity; it must
+//! never hand the kernel a pointer into the struct itself.
+//!
+//! [`StreamRecv`] and [`Accept`] are cancel-safe: their socket is an
+//! [`OpShare`](crate::driver::OpShare), which counts them in the socket's holding area (see
+//! `crate::driver::held`), and an orphan that completed with a result (bytes, an error, a
+//! connection) leaves it there for the next read or accept instead of dropping it.
+//!
+//! Where a new operation goes: a file of its own here, implementing
+//! [`Operation`](crate::driver::Operation); a datagram receive is a different operation from
+//! [`StreamRecv`] (a short datagram does not mean the socket is drained).
+
+mod accept;
+mod addr;
+mod connect;
+mod stream_recv;
+mod stream_send;
+
+pub(crate) use accept::Accept;
+pub(crate) use connect::Connect;
+pub(crate) use stream_recv::StreamRecv;
+pub(crate) use stream_send::StreamSend;
+
+/// A length the kernel's 32-bit fields can carry; a larger buffer is served in parts.
+fn clamp_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX).min(i32::MAX as u32)
+}

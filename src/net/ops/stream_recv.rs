@@ -1,0 +1,96 @@
+//! [`StreamRecv`]: a receive from a stream socket (TCP; later Unix streams and pipes).
+//!
+//! A stream receive that returns less than it asked for has emptied the socket, which the epoll
+//! backend uses to skip a syscall bound to fail (`epoll_drained`); a datagram receive must not
+//! (a short datagram says nothing of the queue), so it is a different operation.
+
+use std::io;
+
+use io_uring::{opcode, squeue, types};
+
+use super::clamp_len;
+use crate::buf::IoBufMut;
+use crate::driver::{Direction, OpShare, Operation, SharedFd};
+use crate::sys;
+
+/// Receives into a buffer's capacity.
+pub(crate) struct StreamRecv<B> {
+    socket: OpShare,
+    buf: B,
+}
+
+impl<B> StreamRecv<B> {
+    /// A receive on `socket` into `buf`; await it with a [`Claim`](crate::driver::Claim) on the
+    /// same socket's holding area.
+    pub(crate) fn new(socket: SharedFd, buf: B) -> Self {
+        StreamRecv {
+            socket: OpShare::new(socket),
+            buf,
+        }
+    }
+}
+
+// SAFETY: the kernel writes only into `buf`'s heap memory (`IoBufMut` guarantees it does not
+// move with the struct), at most `bytes_total()` bytes.
+unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
+    fn uring_entry(&mut self) -> squeue::Entry {
+        let len = clamp_len(self.buf.bytes_total());
+        opcode::Recv::new(types::Fd(self.socket.raw()), self.buf.stable_mut_ptr(), len).build()
+    }
+
+    fn source(&self) -> (&SharedFd, Direction) {
+        (&self.socket, Direction::Read)
+    }
+
+    fn epoll_attempt(&mut self) -> io::Result<u32> {
+        let len = clamp_len(self.buf.bytes_total()) as usize;
+        // SAFETY: the buffer's memory is valid for writes of `bytes_total() >= len` bytes
+        // (`IoBufMut`), and the socket is open while `self.socket` lives.
+        let n = sys::cvt(unsafe {
+            libc::recv(self.socket.raw(), self.buf.stable_mut_ptr().cast(), len, 0)
+        })?;
+        Ok(n as u32)
+    }
+
+    fn epoll_drained(&self, result: u32) -> bool {
+        // A stream socket's recv returns less than asked only when its queue ran dry; data
+        // arriving after that raises a new edge-triggered event.
+        result > 0 && result < clamp_len(self.buf.bytes_total())
+    }
+
+    fn orphan_completed(mut self, result: i32) {
+        // What the receive took is the stream's: keep it for the next read. The buffer itself
+        // is freed when `self` drops below, as for any orphan; only the bytes are copied out.
+        // (If the stream is gone too, the share is the socket's last owner and what is kept
+        // goes with it.)
+        let held = self.socket.held();
+        match result {
+            0 => {} // End of stream stays visible to the next receive.
+            n if n > 0 => {
+                let n = (n as usize).min(self.buf.bytes_total());
+                // SAFETY: the kernel reported writing `n` bytes at the buffer's start (never
+                // more than `bytes_total()`, clamped again above), so they are initialised, and
+                // nothing else touches the buffer while this borrow lives.
+                let bytes = unsafe { std::slice::from_raw_parts(self.buf.stable_mut_ptr(), n) };
+                held.keep_bytes(bytes);
+            }
+            // The cancellation won, or nothing was taken: nothing to keep.
+            _ if matches!(-result, libc::ECANCELED | libc::EINTR | libc::EAGAIN) => {}
+            // A socket reports its pending error once; the dropped read took it.
+            _ => held.keep_error(-result),
+        }
+    }
+}
+
+impl<B: IoBufMut> StreamRecv<B> {
+    /// Records the bytes a successful receive wrote and gives the buffer back.
+    pub(crate) fn finish(self, result: &io::Result<u32>) -> B {
+        let StreamRecv { socket, mut buf } = self;
+        if let Ok(n) = result {
+            // SAFETY: the kernel reported writing `n` bytes from the buffer's start.
+            unsafe { buf.set_init(*n as usize) };
+        }
+        drop(socket);
+        buf
+    }
+}
