@@ -38,7 +38,7 @@ use slab::Slab;
 use super::{Direction, DriverId, Operation};
 use crate::sys::{self, cvt};
 
-/// epoll `data` of the executor's wake eventfd; socket tokens are slab keys, far below it.
+/// epoll `data` of the core's wake eventfd; socket tokens are slab keys, far below it.
 const WAKE_TOKEN: u64 = u64::MAX;
 
 /// How many events one `epoll_wait` returns at most; more are reported on the next call.

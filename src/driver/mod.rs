@@ -1,11 +1,15 @@
 //! The per-core I/O driver: one backend, chosen once when the core starts.
 //!
 //! [`Driver`] is a plain enum over the two backends, [`uring::UringDriver`] (one io_uring ring)
-//! and [`epoll::EpollDriver`] (one epoll instance); everything above it (ops, sockets, the core
-//! loop) calls through the enum, so the public API never changes with the backend. This module
-//! owns backend selection ([`Backend`]), parking the core thread until I/O, a timer deadline or a
-//! remote wake, and the [`Completion`] type every operation resolves to. It must never run user
-//! code: wakers are the only thing it calls, and they only queue tasks.
+//! and [`epoll::EpollDriver`] (one epoll instance), and this module is the only code that
+//! matches on it: operations ([`Op`], [`StreamOp`]) and descriptors ([`SharedFd`]) call its
+//! methods to start, poll and abandon an operation or register a descriptor, so the public API
+//! never changes with the backend and a third backend would touch this module, the ops and
+//! the test macro. The driver also parks the core thread until I/O, a timer deadline or a
+//! remote wake, and wakes other cores (`wake`). Which backend runs is decided in `select`.
+//!
+//! Wakers and the release of orphaned data are user code: the backends run them only after
+//! their own state is consistent and unborrowed (see `Driver::park`).
 //!
 //! Each operation is one struct implementing [`Operation`], with its io_uring form and its epoll
 //! form side by side (see `crate::net::ops`); [`Op`] is the future that drives it on whichever
@@ -109,7 +113,7 @@ pub(crate) enum Driver {
 }
 
 impl Driver {
-    /// Builds the driver on the calling (core) thread; `wake_fd` is the executor's eventfd that
+    /// Builds the driver on the calling (core) thread; `wake_fd` is the core's wake eventfd that
     /// remote wakers write to.
     pub(crate) fn new(config: &DriverConfig, wake_fd: RawFd) -> io::Result<Driver> {
         let id = DriverId::next();

@@ -4,7 +4,7 @@
 //! a mailbox that any thread can post to. [`submit_to`] posts a closure to one core: that core
 //! calls it between two task polls, runs the future it returns as a task, and sends the output
 //! back to the caller's future. [`submit_to_all`] does the same on every core and collects the
-//! outputs in core order. For a stream of values rather than one-off work, [`channel`] makes a
+//! outputs in core order. For a stream of values rather than one-off work, [`channel()`] makes a
 //! bounded channel whose [`Sender`]s and [`Receiver`] can be moved to any core: `send` waits for
 //! room (backpressure), each sender's messages arrive in order, and either side learns when the
 //! other has gone.

@@ -9,7 +9,7 @@
 //! future while it is alive, the driver once the future is dropped (an orphan). An orphan's data
 //! — its buffer above all — is only released when the kernel posts the terminal completion, so
 //! the kernel never writes into freed memory. A cross-thread wake is a poll kept armed on the
-//! executor's eventfd (a poll rather than a read, so it needs no buffer and works whatever the
+//! core's wake eventfd (a poll rather than a read, so it needs no buffer and works whatever the
 //! fd's O_NONBLOCK flag and the kernel version). Another io_uring core wakes this one with a
 //! `MSG_RING` instead, which posts a completion straight into this ring: no eventfd write, no
 //! read, no re-arm. This ring sends such messages too, as entries of its own batch.
@@ -52,7 +52,7 @@ use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
 
-/// `user_data` of the poll kept armed on the executor's wake eventfd.
+/// `user_data` of the poll kept armed on the core's wake eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` of cancellation requests, whose own completions carry no information we need.
 const CANCEL_TOKEN: u64 = u64::MAX - 1;

@@ -10,7 +10,7 @@
 //!
 //! This module owns that queue and the hand-over to the orphan. Like the rest of the driver it
 //! never runs user code while the driver is borrowed: wakes, releases and drops are
-//! [`Deferred`](super::Deferred) work.
+//! [`Deferred`] work.
 
 use std::any::Any;
 use std::collections::VecDeque;
