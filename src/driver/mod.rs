@@ -139,11 +139,21 @@ impl Driver {
     /// another driver registered (a socket carried into another runtime on this thread)
     /// finishes at once with an error naming the misuse.
     pub(crate) fn start<T: Operation>(&self, op: &mut T, cx: &mut Context<'_>) -> Poll<Started> {
+        self.start_with(op, cx, uring::UringDriver::submit)
+    }
+
+    /// `start`, with `submit` queueing the io_uring entry (as one-shot or as streaming).
+    fn start_with<T: Operation>(
+        &self,
+        op: &mut T,
+        cx: &mut Context<'_>,
+        submit: fn(&uring::UringDriver, io_uring::squeue::Entry) -> io::Result<usize>,
+    ) -> Poll<Started> {
         if op.source().0.owner() != self.id() {
             return Poll::Ready(Started::Finished(Err(foreign_fd())));
         }
         match self {
-            Driver::IoUring(driver) => Poll::Ready(match driver.submit(op.uring_entry()) {
+            Driver::IoUring(driver) => Poll::Ready(match submit(driver, op.uring_entry()) {
                 Ok(key) => Started::Submitted {
                     key,
                     driver: driver.id(),
@@ -177,19 +187,7 @@ impl Driver {
         op: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<Started> {
-        if op.source().0.owner() != self.id() {
-            return Poll::Ready(Started::Finished(Err(foreign_fd())));
-        }
-        match self {
-            Driver::IoUring(driver) => Poll::Ready(match driver.submit_stream(op.uring_entry()) {
-                Ok(key) => Started::Submitted {
-                    key,
-                    driver: driver.id(),
-                },
-                Err(err) => Started::Finished(Err(err)),
-            }),
-            Driver::Epoll(driver) => driver.attempt(op, cx).map(Started::Finished),
-        }
+        self.start_with(op, cx, uring::UringDriver::submit_stream)
     }
 
     /// The next completion of streaming operation `key` of driver `owner` (`None` inside once

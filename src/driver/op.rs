@@ -189,23 +189,9 @@ impl<T: Operation> Op<T> {
     /// one on this thread.
     #[track_caller]
     fn away_from_its_ring(&mut self, owner: DriverId) -> Poll<Completion<T>> {
-        if settled(owner) {
-            // The ring shut down after seeing this operation's terminal completion (the result
-            // went with it): the kernel is done with the data, which can go back to the caller.
-            return self.finish(Err(io::Error::other(
-                "the coreio runtime this I/O operation was started on has shut down",
-            )));
-        }
-        // The kernel may still write into the buffer, through a ring this thread cannot reach
-        // from here: the buffer can be neither handed back nor freed.
         self.state = State::Done;
-        std::mem::forget(self.data.take());
-        panic!(
-            "coreio: an I/O operation was polled outside the runtime that started it (the \
-             future moved to another runtime on this thread, or outlived its runtime while the \
-             kernel still held the operation); its buffer is leaked, since the kernel may still \
-             write to it"
-        );
+        let error = away_from_ring(owner, &mut self.data);
+        self.finish(Err(error))
     }
 
     fn finish(&mut self, result: io::Result<u32>) -> Poll<Completion<T>> {
@@ -225,22 +211,45 @@ impl<T: Operation> Drop for Op<T> {
         let mut data = self.data.take();
         // Hand the data to its driver: it outlives this future until the kernel is done. (Not
         // moved into the closure, which may not run: outside a runtime the data must stay
-        // here, to be leaked below rather than dropped with the closure.)
+        // here, to be let go of below rather than dropped with the closure.)
         context::with(|ctx| {
             if let Some(taken) = data.take() {
                 data = ctx.driver.abandon(key, owner, taken).err();
             }
         });
         if let Some(data) = data {
-            if settled(owner) {
-                // Its ring saw the terminal completion before shutting down.
-                drop(data);
-            } else {
-                // Its ring is out of reach (another runtime is current) or gave up waiting at
-                // shutdown, so nobody can tell when the kernel is done with the buffer:
-                // leaking it is the only safe choice.
-                std::mem::forget(data);
-            }
+            let_go(data, owner);
         }
+    }
+}
+
+/// A future in a ring is polled where that ring is not the current driver (outside any
+/// runtime, or under another one on this thread). If its ring has settled, the kernel is done
+/// with `data`, which stays for the caller, and the error says the runtime is gone. If not,
+/// the kernel may still write into the data through a ring this thread cannot reach: it is
+/// leaked, and this panics naming the misuse.
+#[track_caller]
+pub(super) fn away_from_ring<T>(owner: DriverId, data: &mut Option<T>) -> io::Error {
+    if settled(owner) {
+        return io::Error::other(
+            "the coreio runtime this I/O operation was started on has shut down",
+        );
+    }
+    std::mem::forget(data.take());
+    panic!(
+        "coreio: an I/O operation was polled outside the runtime that started it (the future \
+         moved to another runtime on this thread, or outlived its runtime while the kernel still \
+         held the operation); its buffer is leaked, since the kernel may still write to it"
+    );
+}
+
+/// Data of a dropped operation that its own driver could not take (that driver is not the
+/// current one): dropped if its ring settled (the kernel saw the terminal completion), leaked
+/// otherwise, since nobody can tell when the kernel is done with it.
+pub(super) fn let_go<T>(data: T, owner: DriverId) {
+    if settled(owner) {
+        drop(data);
+    } else {
+        std::mem::forget(data);
     }
 }

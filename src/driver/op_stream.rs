@@ -19,7 +19,8 @@
 use std::io;
 use std::task::{Context, Poll, ready};
 
-use super::{Cqe, DriverId, Operation, Started, settled};
+use super::op::{away_from_ring, let_go};
+use super::{Cqe, DriverId, Operation, Started};
 use crate::context;
 
 /// An operation whose io_uring entry may complete many times before its terminal completion.
@@ -114,18 +115,10 @@ impl<T: StreamOperation> StreamOp<T> {
                 self.state = State::Ended;
                 Poll::Ready(None)
             }
-            None if settled(owner) => self.end_with(Err(io::Error::other(
-                "the coreio runtime this I/O operation was started on has shut down",
-            ))),
             None => {
-                // As for `Op`: the kernel may still use the data, through a ring this thread
-                // cannot reach from here.
                 self.state = State::Ended;
-                std::mem::forget(self.data.take());
-                panic!(
-                    "coreio: a streaming I/O operation was polled outside the runtime that \
-                     started it; its data is leaked, since the kernel may still use it"
-                );
+                let error = away_from_ring(owner, &mut self.data);
+                self.end_with(Err(error))
             }
         }
     }
@@ -151,11 +144,7 @@ impl<T: StreamOperation> Drop for StreamOp<T> {
             }
         });
         if let Some(data) = data {
-            if settled(owner) {
-                drop(data);
-            } else {
-                std::mem::forget(data);
-            }
+            let_go(data, owner);
         }
     }
 }
