@@ -588,3 +588,45 @@ fn binding_outside_a_runtime_is_an_error() {
     let err = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap_err();
     assert!(err.to_string().contains("runtime"), "{err}");
 }
+
+both_backends! {
+    /// Keep-alive, linger and TTL round-trip through the kernel, and the descriptor is there
+    /// for options coreio does not wrap (`socket2::SockRef` over `AsFd`).
+    fn socket_options_round_trip(backend: Backend) {
+        block_on(backend, async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (_server, _) = listener.accept().await.unwrap();
+            assert!(!client.keepalive().unwrap());
+            client.set_keepalive(true).unwrap();
+            assert!(client.keepalive().unwrap());
+            assert_eq!(client.linger().unwrap(), None);
+            client.set_linger(Some(Duration::from_secs(1))).unwrap();
+            assert_eq!(client.linger().unwrap(), Some(Duration::from_secs(1)));
+            client.set_ttl(42).unwrap();
+            assert_eq!(client.ttl().unwrap(), 42);
+            let sock = socket2::SockRef::from(&client);
+            sock.set_recv_buffer_size(64 * 1024).unwrap();
+            assert!(sock.recv_buffer_size().unwrap() >= 64 * 1024);
+            assert!(socket2::SockRef::from(&listener).reuse_port().unwrap());
+        });
+    }
+
+    /// `set_linger(Some(0))`: dropping the stream resets the connection even with nothing
+    /// unread, so the peer's read fails with `ECONNRESET` instead of seeing a FIN.
+    fn a_zero_linger_resets_the_peer_on_drop(backend: Backend) {
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let (res, _) = server.write_all(b"bye".to_vec()).await;
+            res.unwrap();
+            let (res, buf) = client.read(Vec::with_capacity(8)).await;
+            assert_eq!(res.unwrap(), 3);
+            assert_eq!(buf, b"bye");
+            server.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(server);
+            let (res, _) = client.read(Vec::with_capacity(8)).await;
+            let err = res.expect_err("a zero linger resets instead of closing");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        });
+    }
+}

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -140,6 +140,13 @@ impl TcpListener {
         }
         let peer = peer.ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
         Ok((TcpStream::from_fd(socket)?, peer))
+    }
+}
+
+/// The descriptor, for socket options coreio does not wrap (`socket2::SockRef::from(&listener)`).
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -153,6 +154,42 @@ impl TcpStream {
         SockRef::from(&self.io.fd).tcp_nodelay()
     }
 
+    /// Turns TCP keep-alive probes (`SO_KEEPALIVE`) on or off; the kernel's
+    /// `net.ipv4.tcp_keepalive_*` settings decide when they are sent. For finer control, use
+    /// `socket2::SockRef::from(&stream)`.
+    pub fn set_keepalive(&self, keepalive: bool) -> io::Result<()> {
+        SockRef::from(&self.io.fd).set_keepalive(keepalive)
+    }
+
+    /// Whether `SO_KEEPALIVE` is set.
+    pub fn keepalive(&self) -> io::Result<bool> {
+        SockRef::from(&self.io.fd).keepalive()
+    }
+
+    /// Sets `SO_LINGER`: `None` (the default) closes in the background; `Some(d)` makes a close
+    /// wait up to `d` for unsent data, and `Some(Duration::ZERO)` resets the connection (an RST)
+    /// at close. The close happens when the last operation on the stream has finished, on the
+    /// core's thread: a lingering `close(2)` blocks that core for up to `d` on either backend,
+    /// so keep `d` short.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        SockRef::from(&self.io.fd).set_linger(linger)
+    }
+
+    /// The `SO_LINGER` setting.
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        SockRef::from(&self.io.fd).linger()
+    }
+
+    /// Sets the IP time-to-live (`IP_TTL`) of outgoing packets (IPv4 streams).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        SockRef::from(&self.io.fd).set_ttl_v4(ttl)
+    }
+
+    /// The IP time-to-live of outgoing packets (IPv4 streams).
+    pub fn ttl(&self) -> io::Result<u32> {
+        SockRef::from(&self.io.fd).ttl_v4()
+    }
+
     /// The remote address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         socket_addr(SockRef::from(&self.io.fd).peer_addr()?)
@@ -167,6 +204,14 @@ impl TcpStream {
 fn socket_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
     addr.as_socket()
         .ok_or_else(|| io::Error::other("socket has a non-IP address"))
+}
+
+/// The descriptor, for socket options coreio does not wrap (`socket2::SockRef::from(&stream)`).
+/// Reading or writing it directly bypasses the core's driver: use the stream's methods.
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd.as_fd()
+    }
 }
 
 impl AsRawFd for TcpStream {
