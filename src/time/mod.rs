@@ -119,13 +119,16 @@ impl Timers {
     /// afterwards, for the core to report), and one that touches timers finds them free.
     pub(crate) fn fire_due(&self, now: Instant) {
         let tick = self.tick_at_or_before(now);
-        let mut due = std::mem::take(&mut *self.due.borrow_mut());
-        {
+        let mut due = {
             let mut wheel = self.wheel.borrow_mut();
-            if wheel.next_expiration().is_some_and(|next| next <= tick) {
-                wheel.advance(tick, |_, waker| due.push(waker));
+            // The common case on every pass of the core loop: nothing is due.
+            if wheel.next_expiration().is_none_or(|next| next > tick) {
+                return;
             }
-        }
+            let mut due = std::mem::take(&mut *self.due.borrow_mut());
+            wheel.advance(tick, |_, waker| due.push(waker));
+            due
+        };
         let mut first_panic = None;
         for waker in due.drain(..) {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
