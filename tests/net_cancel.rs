@@ -402,6 +402,30 @@ both_backends! {
     }
 }
 
+both_backends! {
+    fn a_peek_after_a_dropped_read_sees_its_bytes_first_and_leaves_them(backend: Backend) {
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let head = pattern(9, 0, 600);
+            drop_a_read_that_took(&client, &server, 4096, &head).await;
+            let tail = pattern(9, 1, 200);
+            let (res, _) = server.write_all(tail.clone()).await;
+            res.unwrap();
+            drop(server);
+            // The peek sees the held bytes (io_uring) or the queued ones (epoll): the same.
+            let (res, peeked) = timeout(PATIENCE, client.peek(Vec::with_capacity(100)))
+                .await
+                .expect("the peek never finished");
+            assert_eq!(res.unwrap(), 100);
+            assert_eq!(peeked, head[..100]);
+            // Nothing was taken: the reads return all of it, in order.
+            let mut expected = head;
+            expected.extend_from_slice(&tail);
+            assert_eq!(read_to_end(&client, 4096).await, expected);
+        });
+    }
+}
+
 /// The peer sends a byte, this side echoes it back: `stream` and `peer` are the two ends of
 /// one connection.
 async fn exchange(stream: &TcpStream, mut peer: std::net::TcpStream) {

@@ -135,6 +135,28 @@ impl Unread {
     }
 }
 
+impl Unread {
+    /// Copies up to `capacity` held bytes to `dst` without taking them, or reports the held
+    /// error (still held) once no bytes are; `None` when nothing is held.
+    ///
+    /// # Safety
+    ///
+    /// As for [`copy_to`](Unread::copy_to).
+    unsafe fn peek_to(&self, dst: *mut u8, capacity: usize) -> Option<io::Result<usize>> {
+        let held = &self.bytes[self.start..];
+        if held.is_empty() {
+            return self
+                .error
+                .map(|errno| Err(io::Error::from_raw_os_error(errno)));
+        }
+        let n = held.len().min(capacity);
+        // SAFETY: the caller guarantees `dst` is writable for `capacity >= n` bytes and does not
+        // overlap `held`, which is `n` or more initialised bytes of this area's own Vec.
+        unsafe { std::ptr::copy_nonoverlapping(held.as_ptr(), dst, n) };
+        Some(Ok(n))
+    }
+}
+
 /// A connection an accept whose future was dropped took from the backlog.
 pub(crate) struct Accepted {
     pub(crate) fd: OwnedFd,
@@ -186,6 +208,25 @@ impl Held {
         // SAFETY: `dst` is valid for writes of `capacity` bytes (`IoBufMut`'s contract) and
         // lies in the caller's buffer, which cannot be this area's own allocation.
         let result = self.take_from_kept(|kept| unsafe { kept.unread.copy_to(dst, capacity) });
+        if let Some(Ok(n)) = result {
+            // SAFETY: the first `n <= capacity` bytes of the buffer were just written.
+            unsafe { buf.set_init(n) };
+        }
+        result
+    }
+
+    /// Like [`read_into`](Held::read_into), but the bytes (or the error) stay held for the
+    /// next read: what a peek sees first.
+    pub(crate) fn peek_into<B: IoBufMut>(&self, buf: &mut B) -> Option<io::Result<usize>> {
+        let capacity = buf.bytes_total();
+        let dst = buf.stable_mut_ptr();
+        let result = {
+            let kept = self.kept.borrow();
+            // SAFETY: `dst` is valid for writes of `capacity` bytes (`IoBufMut`'s contract) and
+            // lies in the caller's buffer, which cannot be this area's own allocation.
+            kept.as_ref()
+                .and_then(|kept| unsafe { kept.unread.peek_to(dst, capacity) })
+        };
         if let Some(Ok(n)) = result {
             // SAFETY: the first `n <= capacity` bytes of the buffer were just written.
             unsafe { buf.set_init(n) };

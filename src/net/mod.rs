@@ -33,13 +33,17 @@
 //! ```
 
 mod balance;
+mod copy;
 mod gauge;
 mod handoff;
 pub(crate) mod ops;
+mod split;
 mod stream_io;
 mod tcp;
 
 pub use balance::LoadBalance;
+pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_with_capacity};
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
+pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
 pub use tcp::{TcpListener, TcpStream};

@@ -2,17 +2,17 @@
 //! and pipes next), so that each socket type is a thin layer of options over one tested core.
 //!
 //! It owns the cancel-safe read (held bytes first, see `crate::driver::held`), `read_exact`,
-//! `write` and `write_all` over a [`SharedFd`]. It must never know which kind of stream it
+//! `peek`, `write`, `write_all` and their vectored forms over a [`SharedFd`]. It must never know which kind of stream it
 //! serves: address types, options and hand-off belong to the socket types.
 
 use std::io;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Claim, Op, SharedFd};
-use crate::net::ops::{StreamRecv, StreamSend};
+use crate::net::ops::{StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
 
 /// A connected stream socket's I/O. The socket types document these methods for their users.
-pub(crate) struct StreamIo {
+pub struct StreamIo {
     pub(crate) fd: SharedFd,
 }
 
@@ -60,6 +60,25 @@ impl StreamIo {
         (Ok(()), buf)
     }
 
+    /// Copies queued bytes into `buf` without taking them: held bytes first (they come before
+    /// anything still in the socket), then the socket's queue (`MSG_PEEK`).
+    pub(crate) async fn peek<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        let mut buf = buf;
+        if buf.bytes_total() == 0 {
+            return (Ok(0), buf);
+        }
+        let held = self.fd.held();
+        if !held.is_clear() {
+            held.settled().await;
+            if let Some(result) = held.peek_into(&mut buf) {
+                return (result, buf);
+            }
+        }
+        let completion = Op::new(StreamPeek::new(self.fd.clone(), buf)).await;
+        let buf = completion.data.finish(&completion.result);
+        (completion.result.map(|n| n as usize), buf)
+    }
+
     /// One send of `buf`'s initialised bytes.
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         let completion = Op::new(StreamSend {
@@ -86,5 +105,52 @@ impl StreamIo {
             }
         }
         (Ok(()), buf)
+    }
+
+    /// One `sendmsg` of the buffers' initialised bytes, in order; returns how many were sent.
+    pub(crate) async fn write_vectored<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+    ) -> (io::Result<usize>, Vec<B>) {
+        self.send_vectored(bufs, 0).await
+    }
+
+    /// Sends every initialised byte of every buffer, in order.
+    pub(crate) async fn write_all_vectored<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+    ) -> (io::Result<()>, Vec<B>) {
+        let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
+        let mut written = 0;
+        let mut bufs = bufs;
+        while written < total {
+            let (res, back) = self.send_vectored(bufs, written).await;
+            bufs = back;
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return (Err(err), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// One send of the buffers' bytes after the first `skip`.
+    async fn send_vectored<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+        skip: usize,
+    ) -> (io::Result<usize>, Vec<B>) {
+        let op = StreamSendVectored::new(self.fd.clone(), bufs, skip);
+        if op.len() == 0 {
+            // Nothing to send: the kernel would report 0 anyway.
+            return (Ok(0), op.into_bufs());
+        }
+        let completion = Op::new(op).await;
+        (
+            completion.result.map(|n| n as usize),
+            completion.data.into_bufs(),
+        )
     }
 }

@@ -203,10 +203,11 @@ const SETUP_LADDER: [RingFlags; 5] = [
 ];
 
 /// The opcodes coreio submits; a kernel missing one is "unsupported".
-const REQUIRED_OPCODES: [(u8, &str); 6] = [
+const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),

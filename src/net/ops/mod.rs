@@ -19,13 +19,17 @@
 mod accept;
 mod addr;
 mod connect;
+mod stream_peek;
 mod stream_recv;
 mod stream_send;
+mod stream_send_vectored;
 
 pub(crate) use accept::Accept;
 pub(crate) use connect::Connect;
+pub(crate) use stream_peek::StreamPeek;
 pub(crate) use stream_recv::StreamRecv;
 pub(crate) use stream_send::StreamSend;
+pub(crate) use stream_send_vectored::StreamSendVectored;
 
 /// A length the kernel's 32-bit fields can carry; a larger buffer is served in parts.
 fn clamp_len(len: usize) -> u32 {

@@ -11,8 +11,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::{Op, SharedFd, Unread};
 use crate::net::ops::Connect;
+use crate::net::split::{self, sealed};
 use crate::net::stream_io::StreamIo;
-use crate::net::{Counted, Handoff, HandoffError};
+use crate::net::{ByteStream, Counted, Handoff, HandoffError, ReadHalf, WriteHalf};
 
 /// A connected TCP socket.
 ///
@@ -139,6 +140,47 @@ impl TcpStream {
         self.io.write_all(buf).await
     }
 
+    /// Copies the bytes waiting to be read into `buf` (from its start, up to its capacity)
+    /// without taking them: the next read returns them again. Waits for at least one byte or
+    /// end of stream (`Ok(0)`), like a read.
+    pub async fn peek<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.io.peek(buf).await
+    }
+
+    /// Writes some of the buffers' initialised bytes, in order, with one gathering send (a
+    /// header and a body without copying them together); returns how many bytes were sent.
+    /// Up to 1024 buffers go in one send; the rest wait for the next call.
+    pub async fn write_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        self.io.write_vectored(bufs).await
+    }
+
+    /// Writes every initialised byte of every buffer, in order, in as few gathering sends as
+    /// the socket allows.
+    pub async fn write_all_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        self.io.write_all_vectored(bufs).await
+    }
+
+    /// Splits the stream into a read half and a write half that two tasks can own (a proxy
+    /// reading one socket while writing another). Dropping the write half shuts the write
+    /// direction down; [`reunite`](crate::net::reunite) puts the halves back together.
+    ///
+    /// ```no_run
+    /// # coreio::block_on(async {
+    /// let stream = coreio::net::TcpStream::connect("127.0.0.1:7000".parse().unwrap()).await?;
+    /// let (reader, writer) = stream.into_split();
+    /// let echo = coreio::spawn(async move {
+    ///     let (res, buf) = reader.read(Vec::with_capacity(64)).await;
+    ///     res.map(|_| buf)
+    /// });
+    /// writer.write_all(b"ping".to_vec()).await.0?;
+    /// let _reply = echo.await.unwrap()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// # }).unwrap().unwrap();
+    /// ```
+    pub fn into_split(self) -> (ReadHalf<TcpStream>, WriteHalf<TcpStream>) {
+        split::split(self)
+    }
+
     /// Shuts down the read side, the write side (the peer sees a FIN), or both. Immediate.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         SockRef::from(&self.io.fd).shutdown(how)
@@ -204,6 +246,18 @@ impl TcpStream {
 fn socket_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
     addr.as_socket()
         .ok_or_else(|| io::Error::other("socket has a non-IP address"))
+}
+
+impl ByteStream for TcpStream {}
+
+impl sealed::Sealed for TcpStream {
+    fn stream_io(&self) -> &StreamIo {
+        &self.io
+    }
+
+    fn shutdown_stream(&self, how: Shutdown) -> io::Result<()> {
+        self.shutdown(how)
+    }
 }
 
 /// The descriptor, for socket options coreio does not wrap (`socket2::SockRef::from(&stream)`).
