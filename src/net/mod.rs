@@ -1,4 +1,4 @@
-//! Networking: TCP sockets driven by the current core's I/O driver.
+//! Networking: TCP and UDP sockets driven by the current core's I/O driver.
 //!
 //! The per-core accept pattern: [`TcpListener::bind`] sets `SO_REUSEPORT`, so every core binds
 //! the same address with its own listener and the kernel spreads incoming connections across
@@ -38,8 +38,10 @@ mod handoff;
 pub(crate) mod ops;
 mod stream_io;
 mod tcp;
+mod udp;
 
 pub use balance::LoadBalance;
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};
