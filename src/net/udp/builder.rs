@@ -26,10 +26,12 @@ use super::UdpSocket;
 ///     let socket = UdpSocket::builder().reuse_port(true).bind(addr)?;
 ///     loop {
 ///         let (res, buf) = socket.recv_from(Vec::with_capacity(1500)).await;
-///         let (_, peer) = res?;
+///         let Ok((_, peer)) = res else { continue }; // e.g. a truncated datagram
 ///         let (res, _) = socket.send_to(buf, peer).await;
 ///         res?;
 ///     }
+///     #[allow(unreachable_code)]
+///     Ok::<(), std::io::Error>(())
 /// });
 /// # Ok::<(), std::io::Error>(())
 /// ```
