@@ -359,6 +359,39 @@ both_backends! {
         });
     }
 
+    fn every_core_binds_the_same_port_with_reuse_port(backend: Backend) {
+        // A socket outside the runtime holds the port (with SO_REUSEPORT) for the whole test, and
+        // every core binds it while the others hold it too (the barrier), so each bind is a
+        // real share.
+        let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        holder.set_reuse_port(true).unwrap();
+        holder.bind(&addr("127.0.0.1:0").into()).unwrap();
+        let shared = holder.local_addr().unwrap().as_socket().unwrap();
+        let rt = coreio::Builder::new()
+            .backend(backend)
+            .cores(util::two_or_fewer_cores())
+            .build()
+            .unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(rt.cores().len()));
+        let results = rt.run(move |_core| {
+            let barrier = barrier.clone();
+            async move {
+                util::assert_backend(backend);
+                let socket = UdpSocket::builder().reuse_port(true).bind(shared)?;
+                // Blocking a core here is fine: nothing else runs on it.
+                barrier.wait();
+                let plain = UdpSocket::bind(shared).map(drop).unwrap_err();
+                socket.local_addr().map(|local| (local, plain.kind()))
+            }
+        });
+        for result in results {
+            let (local, plain) = result.expect("core failed").expect("bind with reuse_port");
+            assert_eq!(local, shared);
+            assert_eq!(plain, io::ErrorKind::AddrInUse);
+        }
+        drop(holder);
+    }
+
     fn options_round_trip(backend: Backend) {
         block_on(backend, async {
             let v4 = bind("127.0.0.1:0");
