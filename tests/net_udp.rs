@@ -189,6 +189,12 @@ both_backends! {
             assert_eq!((t.datagram_len(), t.capacity(), t.peer()), (100, 10, None));
             assert_eq!(&buf[..], &long[..10]);
 
+            // A buffer with no room at all still learns the length.
+            send_to(&a, &long, b_addr).await;
+            let (res, buf) = timeout(ARRIVAL, b.recv(Vec::new())).await.unwrap();
+            let t = truncation(&res.unwrap_err()).unwrap();
+            assert_eq!((t.datagram_len(), t.capacity(), buf.len()), (100, 0, 0));
+
             // An exact fit is not truncated, and an empty datagram is Ok(0).
             send_to(&a, &long[..10], b_addr).await;
             let (res, buf) = timeout(ARRIVAL, b.recv(Vec::with_capacity(10))).await.unwrap();
@@ -610,6 +616,46 @@ both_backends! {
             let expected: &[u8] = if on_uring { b"second" } else { b"first" };
             assert_eq!(data, expected);
             assert_eq!(freed.get(), 1, "buffer freed twice");
+        });
+    }
+
+    fn a_full_receive_buffer_drops_datagrams_and_recovers(backend: Backend) {
+        block_on(backend, async {
+            let a = bind("127.0.0.1:0");
+            let b = bind("127.0.0.1:0");
+            let b_addr = b.local_addr().unwrap();
+            // The kernel's minimum: a few datagrams of 1000 bytes fill it.
+            b.set_recv_buffer_size(1).unwrap();
+            const SENT: usize = 100;
+            for i in 0..SENT {
+                // A full receiver never blocks or fails the sender: its datagrams are dropped.
+                send_to(&a, &util::pattern(i as u64, 0, 1000), b_addr).await;
+            }
+            // Receive what was kept, then until a datagram sent afterwards arrives: the socket
+            // recovers. (Resent while it may itself meet a full buffer, in a bounded loop.)
+            let mut received = 0;
+            let mut recovered = false;
+            'rounds: for _ in 0..50 {
+                send_to(&a, b"again", b_addr).await;
+                for _ in 0..=SENT {
+                    match timeout(Duration::from_millis(200), b.recv_from(Vec::with_capacity(1000)))
+                        .await
+                    {
+                        Ok((res, data)) => {
+                            res.unwrap();
+                            if data == b"again" {
+                                recovered = true;
+                                break 'rounds;
+                            }
+                            assert_eq!(data.len(), 1000);
+                            received += 1;
+                        }
+                        Err(_) => continue 'rounds,
+                    }
+                }
+            }
+            assert!(recovered, "the socket did not receive again after its buffer was full");
+            assert!(received < SENT, "all {SENT} datagrams fit a minimal buffer");
         });
     }
 
