@@ -57,8 +57,9 @@ impl UdpBuilder {
     }
 
     /// Sets `SO_REUSEADDR`, which for UDP lets sockets that all set it bind the same address
-    /// (each multicast datagram reaches all of them; unicast ones only the last bound). Off by
-    /// default; prefer [`reuse_port`](Self::reuse_port) for one socket per core.
+    /// (each multicast or broadcast datagram reaches all of them, a unicast one only one of
+    /// them, not balanced). Off by default; for one socket per core use
+    /// [`reuse_port`](Self::reuse_port).
     pub fn reuse_address(mut self, on: bool) -> UdpBuilder {
         self.reuse_address = on;
         self
