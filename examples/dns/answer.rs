@@ -96,7 +96,7 @@ fn fill(zones: &Zones, request: &Message, response: &mut Message) -> Outcome {
         return Outcome::Rejected;
     }
     match zones.lookup(question.name(), question.query_type()) {
-        Lookup::Found(_, set) => {
+        Lookup::Found(set) => {
             response.metadata.authoritative = true;
             response.add_answers(set.records_without_rrsigs().cloned());
             Outcome::Answered

@@ -1,4 +1,4 @@
-//! Networking: TCP sockets driven by the current core's I/O driver.
+//! Networking: TCP and UDP sockets driven by the current core's I/O driver.
 //!
 //! The per-core accept pattern: [`TcpListener::bind`] sets `SO_REUSEPORT`, so every core binds
 //! the same address with its own listener and the kernel spreads incoming connections across
@@ -40,6 +40,7 @@ pub(crate) mod ops;
 mod split;
 mod stream_io;
 mod tcp;
+mod udp;
 
 pub use balance::LoadBalance;
 pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_with_capacity};
@@ -47,3 +48,4 @@ pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
 pub use tcp::{TcpListener, TcpStream};
+pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};

@@ -211,6 +211,7 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::RecvMsg::CODE, "RECVMSG"),
 ];
 
 /// Creates a ring of `entries` submission entries (completion queue twice that).

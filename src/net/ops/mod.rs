@@ -18,14 +18,20 @@
 
 mod accept;
 mod addr;
+mod ancillary;
 mod connect;
+mod datagram_recv;
+mod datagram_send;
 mod stream_peek;
 mod stream_recv;
 mod stream_send;
 mod stream_send_vectored;
 
 pub(crate) use accept::Accept;
+pub(crate) use ancillary::Control;
 pub(crate) use connect::Connect;
+pub(crate) use datagram_recv::{Datagram, DatagramRecv, RecvFlags};
+pub(crate) use datagram_send::DatagramSend;
 pub(crate) use stream_peek::StreamPeek;
 pub(crate) use stream_recv::StreamRecv;
 pub(crate) use stream_send::StreamSend;

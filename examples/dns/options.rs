@@ -1,0 +1,77 @@
+//! Command-line options of `dns`: parsing and validation, nothing else.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: dns [--addr HOST:PORT] [--cores N] [--zone FILE]...
+
+An authoritative DNS responder over UDP, one socket per core (SO_REUSEPORT): A, AAAA, TXT and
+every other record type its zones hold; NXDOMAIN for names that do not exist, FORMERR for
+malformed queries.
+
+options:
+  --addr HOST:PORT   address to answer on (default 127.0.0.1:5300); 0.0.0.0 or [::] answers
+                     on every address, each reply sent from the address the query was sent to;
+                     port 0 picks a free port and the banner names it
+  --cores N          run on the first N CPUs this process may use (default: all of them)
+  --zone FILE        serve the zone in this RFC 1035 master file (repeatable); without it, a
+                     built-in example.com. zone in which www.example.com. has A, AAAA and TXT
+                     records
+  -h, --help         print this help
+
+Try: dig @127.0.0.1 -p 5300 www.example.com
+COREIO_BACKEND=uring|epoll picks the I/O backend (default: io_uring where available).
+Ctrl-C or SIGTERM stops the server; it prints what each core answered and exits 0.
+";
+
+const DEFAULT_ADDR: &str = "127.0.0.1:5300";
+
+/// What the user asked for, validated.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub cores: Option<usize>,
+    pub zones: Vec<PathBuf>,
+}
+
+/// `Ok(None)` means `--help`.
+pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut addr = DEFAULT_ADDR.to_string();
+    let mut cores = None;
+    let mut zones = Vec::new();
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--addr" => addr = value()?,
+            "--cores" => {
+                let text = value()?;
+                match text.parse::<usize>() {
+                    Ok(n) if n > 0 => cores = Some(n),
+                    _ => return Err(format!("--cores takes a positive number, got {text:?}")),
+                }
+            }
+            "--zone" => zones.push(PathBuf::from(value()?)),
+            _ => return Err(format!("unknown argument {flag:?}")),
+        }
+    }
+    let addr = addr
+        .to_socket_addrs()
+        .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?
+        .next()
+        .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))?;
+    Ok(Some(Options { addr, cores, zones }))
+}

@@ -1,0 +1,95 @@
+//! [`DatagramSend`]: one datagram sent on a datagram socket (UDP today, Unix datagrams later),
+//! to a given address or the connected peer, optionally with ancillary data, by `sendmsg`.
+
+use std::io;
+
+use io_uring::{opcode, squeue, types};
+use socket2::SockAddr;
+
+use super::ancillary::Control;
+use super::clamp_len;
+use crate::buf::IoBuf;
+use crate::driver::{Direction, Operation, SharedFd};
+use crate::sys;
+
+/// Sends never raise SIGPIPE (a Unix datagram socket whose peer is gone): an error instead.
+const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+
+/// The `sendmsg` header and everything it points to except the buffer, in one allocation the
+/// kernel reads.
+struct Parts {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    target: Option<SockAddr>,
+    control: Control,
+}
+
+/// Sends a buffer's initialised bytes as one datagram.
+pub(crate) struct DatagramSend<B> {
+    socket: SharedFd,
+    buf: B,
+    parts: Box<Parts>,
+}
+
+impl<B: IoBuf> DatagramSend<B> {
+    /// A send of `buf` to `target` (`None`: the connected peer), with the control messages in
+    /// `control` (none when it is empty).
+    pub(crate) fn new(
+        socket: SharedFd,
+        buf: B,
+        target: Option<SockAddr>,
+        control: Control,
+    ) -> Self {
+        let iov = libc::iovec {
+            // The kernel only reads through this pointer (sendmsg's iovec is not const in C).
+            iov_base: buf.stable_ptr().cast_mut().cast(),
+            iov_len: clamp_len(buf.bytes_init()) as usize,
+        };
+        let mut parts = Box::new(Parts {
+            // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+            msg: unsafe { std::mem::zeroed() },
+            iov,
+            target,
+            control,
+        });
+        let parts_ref = &mut *parts;
+        parts_ref.msg.msg_iov = &mut parts_ref.iov;
+        parts_ref.msg.msg_iovlen = 1;
+        if let Some(target) = &parts_ref.target {
+            parts_ref.msg.msg_name = target.as_ptr().cast_mut().cast();
+            parts_ref.msg.msg_namelen = target.len();
+        }
+        if !parts_ref.control.is_empty() {
+            parts_ref.msg.msg_controllen = parts_ref.control.len();
+            parts_ref.msg.msg_control = parts_ref.control.as_mut_ptr().cast();
+        }
+        DatagramSend { socket, buf, parts }
+    }
+
+    /// Gives the buffer back.
+    pub(crate) fn into_buf(self) -> B {
+        self.buf
+    }
+}
+
+// SAFETY: the kernel reads the msghdr, iovec, address and control bytes, all inside `parts`, a
+// box the struct owns, and at most `iov_len <= bytes_init()` bytes of `buf`'s heap memory, which
+// `IoBuf` guarantees does not move with the struct.
+unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
+    fn uring_entry(&mut self) -> squeue::Entry {
+        opcode::SendMsg::new(types::Fd(self.socket.raw()), &self.parts.msg)
+            .flags(SEND_FLAGS as u32)
+            .build()
+    }
+
+    fn source(&self) -> (&SharedFd, Direction) {
+        (&self.socket, Direction::Write)
+    }
+
+    fn epoll_attempt(&mut self) -> io::Result<u32> {
+        // SAFETY: the msghdr and all it points to (iovec, address, control, buffer) are valid
+        // and owned by `self` for the call; the socket is open while `self.socket` lives.
+        let n = sys::cvt(unsafe { libc::sendmsg(self.socket.raw(), &self.parts.msg, SEND_FLAGS) })?;
+        Ok(n as u32)
+    }
+}
