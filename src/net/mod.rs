@@ -9,6 +9,9 @@
 //! [`TcpListener::serve`] with a [`LoadBalance`] does that at accept time, handing new
 //! connections from a core above the average to the least loaded one.
 //!
+//! Unix domain stream sockets ([`UnixListener`], [`UnixStream`]) bind a filesystem path or a
+//! name in Linux's abstract namespace ([`UnixSocketAddr`]) and read and write like TCP streams.
+//!
 //! ```no_run
 //! use coreio::net::TcpListener;
 //!
@@ -32,14 +35,17 @@
 //! });
 //! ```
 
+mod accept_loop;
 mod balance;
 mod gauge;
 mod handoff;
 pub(crate) mod ops;
 mod stream_io;
 mod tcp;
+mod unix;
 
 pub use balance::LoadBalance;
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use tcp::{TcpListener, TcpStream};
+pub use unix::{UCred, UnixListener, UnixSocketAddr, UnixStream};

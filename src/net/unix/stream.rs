@@ -1,0 +1,191 @@
+//! [`UnixStream`]: a connected Unix stream socket owned by one core.
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use socket2::{Domain, SockRef, Socket, Type};
+
+use super::{UCred, UnixSocketAddr, cred, naming};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::SharedFd;
+use crate::net::stream_io::StreamIo;
+
+/// First pause when a listener's backlog is full, doubled on each retry up to
+/// [`MAX_CONNECT_BACKOFF`].
+const MIN_CONNECT_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connected Unix stream socket.
+///
+/// The same I/O as [`TcpStream`](crate::net::TcpStream): buffers go in by value and come back
+/// with the result, `(io::Result<usize>, B)`, methods take `&self`, and reads are cancel-safe
+/// (a dropped [`read`](UnixStream::read) future never loses bytes: the next read returns what
+/// it took). Writes to a closed peer are an error (`EPIPE`), never a SIGPIPE.
+///
+/// Dropping the stream closes the socket once every operation on it has finished (operations
+/// whose futures were dropped are cancelled first). The peer reads what had been sent to it,
+/// then end of stream (`Ok(0)`), and a write of its fails with `EPIPE`. As with TCP, a close
+/// with unread input (bytes the peer sent that were never read) is a reset: Linux makes the
+/// peer's next read after the data it has fail with `ConnectionReset`.
+///
+/// A stream belongs to the core that made it, so it is neither `Send` nor `Sync`:
+///
+/// ```compile_fail
+/// fn must_be_send<T: Send>() {}
+/// must_be_send::<coreio::net::UnixStream>();
+/// ```
+pub struct UnixStream {
+    io: StreamIo,
+}
+
+impl UnixStream {
+    /// Connects to the socket file at `path`.
+    ///
+    /// Fails with `NotFound` if nothing is at `path`, with `ConnectionRefused` if the path is a
+    /// socket file that no listener serves (a stale file left by a server that exited), and
+    /// `PermissionDenied` without write permission on it; each error names the path. While the
+    /// listener's backlog is full it waits, retrying (1 ms doubling to 100 ms): wrap it in a
+    /// [`timeout`](crate::time::timeout) to bound that.
+    ///
+    /// ```no_run
+    /// # coreio::Builder::new().block_on(async {
+    /// let stream = coreio::net::UnixStream::connect("/tmp/app.sock").await?;
+    /// let (res, _) = stream.write_all(&b"hello"[..]).await;
+    /// res?;
+    /// # std::io::Result::Ok(()) }).unwrap().unwrap();
+    /// ```
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        UnixStream::connect_addr(&UnixSocketAddr::from_pathname(path)?).await
+    }
+
+    /// Connects to `addr`: a path, or a name in the abstract namespace (see
+    /// [`connect`](UnixStream::connect) for the errors). An unnamed address is `InvalidInput`.
+    pub async fn connect_addr(addr: &UnixSocketAddr) -> io::Result<UnixStream> {
+        if addr.is_unnamed() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot connect to an unnamed Unix socket address",
+            ));
+        }
+        let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+        let stream = UnixStream::from_fd(OwnedFd::from(socket))?;
+        // A Unix connect never waits in the kernel on a non-blocking socket: it completes or
+        // fails at once, except when the listener's backlog is full (EAGAIN). No readiness event
+        // of this socket says when room frees up (the kernel's wait queue is the listener's),
+        // so an operation waiting for writability would never wake: the call is made here, and
+        // retried on a timer while the backlog stays full.
+        let mut backoff = MIN_CONNECT_BACKOFF;
+        loop {
+            match SockRef::from(&stream.io.fd).connect(addr.as_sock_addr()) {
+                Ok(()) => return Ok(stream),
+                Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => {
+                    crate::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(naming(err, "connecting to", addr)),
+            }
+        }
+    }
+
+    /// A pair of connected, unnamed streams on the current core (`socketpair(2)`).
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+        Ok((
+            UnixStream::from_fd(OwnedFd::from(a))?,
+            UnixStream::from_fd(OwnedFd::from(b))?,
+        ))
+    }
+
+    /// Wraps a connected socket made elsewhere (it is switched to non-blocking mode).
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        stream.set_nonblocking(true)?;
+        UnixStream::from_fd(OwnedFd::from(stream))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<UnixStream> {
+        Ok(UnixStream {
+            io: StreamIo::new(SharedFd::new(fd)?),
+        })
+    }
+
+    /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
+    /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    ///
+    /// Cancel-safe: dropping the future before it completes never loses bytes. Whatever it
+    /// had already taken from the socket (on io_uring the kernel may complete the receive
+    /// after the future is gone) is returned by the next read, before anything newer.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.io.read(buf).await
+    }
+
+    /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
+    /// closes first.
+    ///
+    /// Not cancel-safe as a whole: the bytes it has read so far are in `buf`, which a dropped
+    /// future drops with it. Each read inside it is, so nothing else is lost.
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
+        self.io.read_exact(buf).await
+    }
+
+    /// Writes some of `buf`'s initialised bytes; returns how many.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.io.write(buf).await
+    }
+
+    /// Writes all of `buf`'s initialised bytes. A closed peer is an error (`EPIPE`), never a
+    /// SIGPIPE.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        self.io.write_all(buf).await
+    }
+
+    /// Shuts down the read side, the write side (the peer reads end of stream), or both.
+    /// Immediate.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        SockRef::from(&self.io.fd).shutdown(how)
+    }
+
+    /// The credentials (process, user and group id) of the peer, as the kernel recorded them
+    /// when the connection was made (`SO_PEERCRED`).
+    pub fn peer_cred(&self) -> io::Result<UCred> {
+        cred::peer_cred(self.io.fd.as_fd())
+    }
+
+    /// The address of the peer: the listener's for a client, and for an accepted connection
+    /// the client's, which is unnamed unless the client bound its socket.
+    pub fn peer_addr(&self) -> io::Result<UnixSocketAddr> {
+        UnixSocketAddr::from_sock_addr(SockRef::from(&self.io.fd).peer_addr()?)
+    }
+
+    /// The local address: unnamed for a client that did not bind, the listener's for an
+    /// accepted connection.
+    pub fn local_addr(&self) -> io::Result<UnixSocketAddr> {
+        UnixSocketAddr::from_sock_addr(SockRef::from(&self.io.fd).local_addr()?)
+    }
+}
+
+/// The descriptor, for socket options coreio does not wrap (`socket2::SockRef::from(&stream)`).
+/// Reading or writing it directly bypasses the core's driver: use the stream's methods.
+impl AsFd for UnixStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd.as_fd()
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.fd.raw()
+    }
+}
+
+impl fmt::Debug for UnixStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixStream")
+            .field("fd", &self.io.fd.raw())
+            .finish()
+    }
+}
