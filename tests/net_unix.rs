@@ -13,7 +13,7 @@ mod util;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -569,4 +569,208 @@ both_backends! {
             assert_eq!(sock.domain().unwrap(), socket2::Domain::UNIX);
         });
     }
+
+    fn passed_descriptors_arrive_owned_and_close_on_exec(backend: Backend) {
+        block_on(backend, async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let (pipe_read, pipe_write) = pipe();
+            let file = tempfile_with(b"in a file");
+            let before = open_fds();
+            let (res, _) = a.send_fds(b"two fds".to_vec(), &[pipe_write.as_fd(), file.as_fd()]).await;
+            assert_eq!(res.unwrap(), 7);
+            let (res, buf) = timeout(PATIENCE, b.recv_fds(Vec::with_capacity(64), 8)).await.unwrap();
+            let (n, fds) = res.unwrap();
+            assert_eq!((n, &buf[..]), (7, &b"two fds"[..]));
+            assert_eq!(fds.len(), 2);
+            for fd in &fds {
+                assert!(cloexec(fd.as_fd()), "a received descriptor is not close-on-exec");
+            }
+            // They are the same open files: the pipe's write end and the file.
+            let mut writer = std::fs::File::from(fds[0].try_clone().unwrap());
+            std::io::Write::write_all(&mut writer, b"through").unwrap();
+            let mut got = [0u8; 7];
+            std::io::Read::read_exact(&mut std::fs::File::from(pipe_read), &mut got).unwrap();
+            assert_eq!(&got, b"through");
+            let mut contents = String::new();
+            let mut received = std::fs::File::from(fds.into_iter().nth(1).unwrap());
+            std::io::Seek::rewind(&mut received).unwrap();
+            std::io::Read::read_to_string(&mut received, &mut contents).unwrap();
+            assert_eq!(contents, "in a file");
+            drop((writer, received));
+            // Plain bytes still flow around descriptor messages, in order.
+            let (res, _) = a.write_all(b"plain".to_vec()).await;
+            res.unwrap();
+            let (res, buf) = b.recv_fds(Vec::with_capacity(64), 8).await;
+            let (n, fds) = res.unwrap();
+            assert_eq!((n, fds.len(), &buf[..]), (5, 0, &b"plain"[..]));
+            assert!(
+                util::wait_until(400, || open_fds() == before - 1).await,
+                "descriptors left open: {before} before (with the pipe's read end), {} now",
+                open_fds()
+            );
+            drop((pipe_write, file));
+            // End of stream.
+            drop(a);
+            let (res, _) = b.recv_fds(Vec::with_capacity(8), 1).await;
+            assert_eq!(res.unwrap().0, 0);
+        });
+    }
+
+    fn the_callers_descriptors_may_close_while_a_dropped_send_is_in_flight(backend: Backend) {
+        // The send passes its own duplicates: closing the original after dropping the send
+        // future (on io_uring its entry may not even have reached the kernel yet) never makes
+        // the peer receive whatever file reuses the number.
+        block_on(backend, async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let file = tempfile_with(b"still open");
+            coreio::yield_now().await;
+            let sent = {
+                let fds = [file.as_fd()];
+                let mut send = pin!(a.send_fds(b"f".to_vec(), &fds));
+                let mut cx = Context::from_waker(Waker::noop());
+                send.as_mut().poll(&mut cx).is_ready()
+            };
+            drop(file);
+            // Open files at once, one of which takes the number if it is the lowest free.
+            let others: Vec<_> = (0..4).map(|_| tempfile_with(b"another file")).collect();
+            let fd = b.as_raw_fd();
+            if !sent {
+                // io_uring: the orphan is sent when the core next enters the kernel (its
+                // cancellation queued behind it finds nothing left to cancel).
+                util::wait_until(400, || util::queued(fd) > 0).await;
+            }
+            if util::queued(fd) == 0 {
+                return; // the cancellation won the race: nothing was sent
+            }
+            let (res, _) = b.recv_fds(Vec::with_capacity(8), 1).await;
+            let (_, fds) = res.unwrap();
+            let mut received = std::fs::File::from(fds.into_iter().next().unwrap());
+            let mut contents = String::new();
+            std::io::Seek::rewind(&mut received).unwrap();
+            std::io::Read::read_to_string(&mut received, &mut contents).unwrap();
+            assert_eq!(contents, "still open", "the peer got the file that reused the number");
+            drop(others);
+        });
+    }
+
+    fn too_many_descriptors_for_the_receive_are_an_error_and_closed(backend: Backend) {
+        block_on(backend, async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let file = tempfile_with(b"x");
+            let before = open_fds();
+            for max in [0usize, 1, 2] {
+                let fds = [file.as_fd(), file.as_fd(), file.as_fd()];
+                let (res, _) = a.send_fds(vec![max as u8; 4], &fds).await;
+                assert_eq!(res.unwrap(), 4);
+                let (res, buf) = b.recv_fds(Vec::with_capacity(64), max).await;
+                let err = res.unwrap_err();
+                assert!(err.to_string().contains("descriptors"), "{err}");
+                assert_eq!(buf, vec![max as u8; 4], "the bytes are in the buffer");
+            }
+            assert!(
+                util::wait_until(400, || open_fds() == before).await,
+                "descriptors leaked: {before} before, {} now",
+                open_fds()
+            );
+        });
+    }
+
+    fn bad_descriptor_passing_input_is_invalid_input(backend: Backend) {
+        block_on(backend, async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let file = tempfile_with(b"x");
+            let (res, _) = a.send_fds(Vec::new(), &[file.as_fd()]).await;
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+            let many = vec![file.as_fd(); 254];
+            let (res, _) = a.send_fds(b"x".to_vec(), &many).await;
+            let err = res.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("253"), "{err}");
+            let (res, _) = b.recv_fds(Vec::new(), 1).await;
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+            // 253 is fine, and an empty list is a plain send.
+            let most = vec![file.as_fd(); 253];
+            let (res, _) = a.send_fds(b"m".to_vec(), &most).await;
+            assert_eq!(res.unwrap(), 1);
+            let (res, _) = b.recv_fds(Vec::with_capacity(4), 300).await;
+            assert_eq!(res.unwrap().1.len(), 253);
+            let (res, _) = a.send_fds(b"n".to_vec(), &[]).await;
+            assert_eq!(res.unwrap(), 1);
+            let (res, _) = b.recv_fds(Vec::with_capacity(4), 1).await;
+            assert_eq!(res.unwrap().1.len(), 0);
+            // To a closed peer: an error, as for write.
+            drop(b);
+            let (res, _) = a.send_fds(b"x".to_vec(), &[file.as_fd()]).await;
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        });
+    }
+
+    fn a_dropped_recv_fds_closes_what_it_took_and_keeps_the_bytes(backend: Backend) {
+        block_on(backend, async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let file = tempfile_with(b"x");
+            coreio::yield_now().await;
+            let before = open_fds();
+            {
+                let mut recv = pin!(b.recv_fds(Vec::with_capacity(64), 4));
+                poll_once(recv.as_mut());
+                let (res, _) = a.send_fds(b"with fds".to_vec(), &[file.as_fd(), file.as_fd()]).await;
+                res.unwrap();
+                let fd = b.as_raw_fd();
+                reaped_until("the receive taking the message", || util::queued(fd) == 0).await;
+            }
+            let (res, buf) = timeout(PATIENCE, b.recv_fds(Vec::with_capacity(64), 4)).await.unwrap();
+            let (n, fds) = res.unwrap();
+            assert_eq!(&buf[..n], b"with fds", "the bytes a dropped receive took come back");
+            if on_uring() {
+                assert!(fds.is_empty(), "descriptors of a dropped receive are closed");
+            } else {
+                assert_eq!(fds.len(), 2, "epoll: the dropped receive took nothing");
+            }
+            drop(fds);
+            assert!(
+                util::wait_until(400, || open_fds() == before).await,
+                "descriptors leaked: {before} before, {} now",
+                open_fds()
+            );
+        });
+    }
+
+}
+
+/// A pipe: (read end, write end), close-on-exec.
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a writable array of two c_ints, as pipe2 needs.
+    let res = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(res, 0, "pipe2: {}", io::Error::last_os_error());
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// An unlinked temporary file holding `contents`.
+fn tempfile_with(contents: &[u8]) -> std::fs::File {
+    let path = TempPath::new();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path.path())
+        .unwrap();
+    std::io::Write::write_all(&mut file, contents).unwrap();
+    file
+}
+
+/// Whether `fd` has FD_CLOEXEC set.
+fn cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFD on a borrowed, open descriptor reads its flags and takes no pointer.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    assert!(flags >= 0, "fcntl: {}", io::Error::last_os_error());
+    flags & libc::FD_CLOEXEC != 0
 }

@@ -19,11 +19,15 @@
 mod accept;
 mod addr;
 mod connect;
+mod recv_fds;
+mod send_fds;
 mod stream_recv;
 mod stream_send;
 
 pub(crate) use accept::Accept;
 pub(crate) use connect::Connect;
+pub(crate) use recv_fds::RecvFds;
+pub(crate) use send_fds::{MAX_FDS, SendFds};
 pub(crate) use stream_recv::StreamRecv;
 pub(crate) use stream_send::StreamSend;
 

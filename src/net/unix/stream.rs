@@ -11,7 +11,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use super::{UCred, UnixSocketAddr, cred, naming};
 use crate::buf::{IoBuf, IoBufMut};
-use crate::driver::SharedFd;
+use crate::driver::{Claim, Op, SharedFd};
+use crate::net::ops::{MAX_FDS, RecvFds, SendFds};
 use crate::net::stream_io::StreamIo;
 
 /// First pause when a listener's backlog is full, doubled on each retry up to
@@ -143,6 +144,102 @@ impl UnixStream {
         self.io.write_all(buf).await
     }
 
+    /// Sends some of `buf`'s initialised bytes with the descriptors `fds` attached
+    /// (`SCM_RIGHTS`): the peer receives duplicates of them with the first of these bytes,
+    /// through [`recv_fds`](UnixStream::recv_fds). Returns how many bytes were sent; the
+    /// descriptors went with them, so send any rest with [`write_all`](UnixStream::write_all).
+    ///
+    /// The descriptors are duplicated first (the copies close once the kernel has taken its
+    /// own references), so closing yours while the send is in flight is safe. Fails with
+    /// `InvalidInput` if `buf` is empty (descriptors travel with bytes) or `fds` holds more
+    /// than 253 (Linux's limit per message), and as [`write`](UnixStream::write) does
+    /// otherwise.
+    ///
+    /// ```no_run
+    /// # coreio::Builder::new().block_on(async {
+    /// use std::os::fd::AsFd;
+    /// let (a, b) = coreio::net::UnixStream::pair()?;
+    /// let file = std::fs::File::open("/etc/hostname")?;
+    /// let (res, _) = a.send_fds(&b"f"[..], &[file.as_fd()]).await;
+    /// res?;
+    /// let (res, _) = b.recv_fds(Vec::with_capacity(16), 4).await;
+    /// let (_n, fds) = res?;
+    /// assert_eq!(fds.len(), 1);
+    /// # std::io::Result::Ok(()) }).unwrap().unwrap();
+    /// ```
+    pub async fn send_fds<B: IoBuf>(
+        &self,
+        buf: B,
+        fds: &[BorrowedFd<'_>],
+    ) -> (io::Result<usize>, B) {
+        if buf.bytes_init() == 0 {
+            return (
+                Err(invalid(
+                    "send_fds needs at least one byte to carry the descriptors",
+                )),
+                buf,
+            );
+        }
+        if fds.len() > MAX_FDS {
+            let message = format!(
+                "send_fds got {} descriptors; at most {MAX_FDS} fit in one message",
+                fds.len()
+            );
+            return (Err(invalid(&message)), buf);
+        }
+        let owned: io::Result<Vec<OwnedFd>> =
+            fds.iter().map(|fd| fd.try_clone_to_owned()).collect();
+        let owned = match owned {
+            Ok(owned) => owned,
+            Err(err) => return (Err(err), buf),
+        };
+        let completion = Op::new(SendFds::new(self.io.fd.clone(), buf, owned)).await;
+        (
+            completion.result.map(|n| n as usize),
+            completion.data.into_buf(),
+        )
+    }
+
+    /// Reads into `buf` as [`read`](UnixStream::read) does, and takes the descriptors passed
+    /// with those bytes (up to `max_fds`, at most 253), each an `OwnedFd`, close-on-exec.
+    /// `Ok((0, _))` means end of stream.
+    ///
+    /// A read stops at bytes that carry descriptors, so each call returns the descriptors of at
+    /// most one [`send_fds`](UnixStream::send_fds). If more were passed than `max_fds`, the
+    /// kernel discards the rest: that is an error, the ones that fit are closed, and the bytes
+    /// are in `buf`. A `buf` without capacity is `InvalidInput`.
+    ///
+    /// Cancel-safe for the bytes, as `read` is: what a dropped call had taken is returned by
+    /// the next read. The descriptors a dropped call took (on io_uring its receive may complete
+    /// after the future is gone) are closed, never leaked. Bytes that a plain `read` receives
+    /// lose their descriptors the same way (the kernel closes them): receive with `recv_fds`
+    /// wherever descriptors may arrive.
+    pub async fn recv_fds<B: IoBufMut>(
+        &self,
+        buf: B,
+        max_fds: usize,
+    ) -> (io::Result<(usize, Vec<OwnedFd>)>, B) {
+        let mut buf = buf;
+        if buf.bytes_total() == 0 {
+            return (
+                Err(invalid(
+                    "recv_fds needs a buffer with room for at least one byte",
+                )),
+                buf,
+            );
+        }
+        let held = self.io.fd.held();
+        if !held.is_clear() {
+            // Bytes a dropped read took come first (they carry no descriptors any more).
+            held.settled().await;
+            if let Some(result) = held.read_into(&mut buf) {
+                return (result.map(|n| (n, Vec::new())), buf);
+            }
+        }
+        let completion = Claim::new(held, RecvFds::new(self.io.fd.clone(), buf, max_fds)).await;
+        completion.data.finish(completion.result)
+    }
+
     /// Shuts down the read side, the write side (the peer reads end of stream), or both.
     /// Immediate.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
@@ -188,4 +285,8 @@ impl fmt::Debug for UnixStream {
             .field("fd", &self.io.fd.raw())
             .finish()
     }
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message.to_owned())
 }
