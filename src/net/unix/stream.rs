@@ -110,7 +110,11 @@ impl UnixStream {
 
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<UnixStream> {
         Ok(UnixStream {
-            io: StreamIo::new(SharedFd::new(fd)?),
+            io: StreamIo {
+                fd: SharedFd::new(fd)?,
+                // A Unix receive stops early at bytes carrying descriptors, with more queued.
+                short_read_drains: false,
+            },
         })
     }
 
