@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -770,6 +771,47 @@ both_backends! {
             );
         });
     }
+
+    fn accept_backs_off_while_out_of_descriptors_and_resumes(backend: Backend) {
+        // In a child process: lowering RLIMIT_NOFILE affects the whole process.
+        const ROLE: &str = "unix-emfile";
+        if util::child_role().as_deref() != Some(ROLE) {
+            let name = util::backend_test_name(
+                "accept_backs_off_while_out_of_descriptors_and_resumes",
+                backend,
+            );
+            let out = util::run_child(&name, ROLE, &[], PATIENCE);
+            util::assert_child_ok(&out, "EMFILE child");
+            return;
+        }
+        block_on(backend, async {
+            use socket2::{Domain, Socket, Type};
+            let name = abstract_name("emfile");
+            let addr = UnixSocketAddr::from_abstract_name(&name).unwrap();
+            let listener = UnixListener::bind_addr(&addr).unwrap();
+            // Everything needing a descriptor is made before the limit drops.
+            let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            let spare = std::fs::File::open("/dev/null").unwrap();
+            let saved = no_descriptors_left();
+            client
+                .connect(&socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&[&[0u8][..], &name].concat())).unwrap())
+                .unwrap();
+            let err = std::fs::File::open("/dev/null").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "the limit did not bite: {err}");
+            // The accept fails with EMFILE over and over, backing off: it neither returns an
+            // error nor gives up while the process has no descriptor to give it.
+            let starved = timeout(Duration::from_millis(50), listener.accept()).await;
+            assert!(starved.is_err(), "accept returned while out of descriptors: {starved:?}");
+            // One descriptor frees up: the next accept gets the connection.
+            drop(spare);
+            let (stream, _) = timeout(PATIENCE, listener.accept())
+                .await
+                .expect("accept never resumed after a descriptor freed up")
+                .unwrap();
+            restore_limit(saved);
+            exchange(&stream, client.into()).await;
+        });
+    }
 }
 
 /// A pipe: (read end, write end), close-on-exec.
@@ -807,4 +849,36 @@ fn cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
     assert!(flags >= 0, "fcntl: {}", io::Error::last_os_error());
     flags & libc::FD_CLOEXEC != 0
+}
+
+/// Lowers the soft `RLIMIT_NOFILE` to the lowest unused descriptor number, so that the process
+/// cannot open another descriptor until one below it closes; returns the old limit.
+fn no_descriptors_left() -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    // SAFETY: F_GETFD on any number is harmless; it fails with EBADF for a closed one.
+    let lowest_free = (0..)
+        .find(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
+        .unwrap();
+    let lowered = libc::rlimit {
+        rlim_cur: lowest_free as libc::rlim_t,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `lowered` is a valid rlimit; lowering the soft limit needs no privilege.
+    let res = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) };
+    assert_eq!(res, 0, "setrlimit: {}", io::Error::last_os_error());
+    limit
+}
+
+fn restore_limit(limit: libc::rlimit) {
+    // SAFETY: `limit` is the valid rlimit `getrlimit` returned.
+    let res = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(res, 0, "setrlimit: {}", io::Error::last_os_error());
 }
