@@ -123,6 +123,13 @@ impl UnixSocketAddr {
         Ok(UnixSocketAddr { addr })
     }
 
+    /// The unnamed address.
+    pub(crate) fn unnamed() -> UnixSocketAddr {
+        // An empty path makes a Unix address of no name (just the family).
+        let addr = SockAddr::unix("").unwrap_or_else(|_| unreachable!("an empty path always fits"));
+        UnixSocketAddr { addr }
+    }
+
     pub(crate) fn as_sock_addr(&self) -> &SockAddr {
         &self.addr
     }
@@ -173,5 +180,52 @@ impl TryFrom<&Path> for UnixSocketAddr {
     /// [`from_pathname`](UnixSocketAddr::from_pathname).
     fn try_from(path: &Path) -> io::Result<UnixSocketAddr> {
         UnixSocketAddr::from_pathname(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_kinds_show_what_they_are() {
+        let unnamed = UnixSocketAddr::unnamed();
+        assert!(unnamed.is_unnamed());
+        assert_eq!(
+            (unnamed.as_pathname(), unnamed.as_abstract_name()),
+            (None, None)
+        );
+        assert_eq!(unnamed.to_string(), "(unnamed)");
+        assert_eq!(format!("{unnamed:?}"), "Unnamed");
+
+        let path = UnixSocketAddr::from_pathname("/run/x.sock").unwrap();
+        assert!(!path.is_unnamed());
+        assert_eq!(path.to_string(), "/run/x.sock");
+        assert_eq!(format!("{path:?}"), "Pathname(\"/run/x.sock\")");
+
+        let name = UnixSocketAddr::from_abstract_name(b"\0a\n").unwrap();
+        assert!(!name.is_unnamed());
+        assert_eq!(name.as_abstract_name(), Some(&b"\0a\n"[..]));
+        assert_eq!(name.to_string(), "@\\x00a\\n");
+        assert_eq!(format!("{name:?}"), "Abstract(\"\\x00a\\n\")");
+        // An empty abstract name is a name too, not the unnamed address.
+        let empty = UnixSocketAddr::from_abstract_name(b"").unwrap();
+        assert!(!empty.is_unnamed());
+        assert_eq!(empty.as_abstract_name(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn lengths_at_the_limit() {
+        assert!(UnixSocketAddr::from_pathname("p".repeat(SUN_PATH_LEN - 1)).is_ok());
+        assert!(UnixSocketAddr::from_pathname("p".repeat(SUN_PATH_LEN)).is_err());
+        assert!(UnixSocketAddr::from_abstract_name(vec![b'a'; SUN_PATH_LEN - 1]).is_ok());
+        let err = UnixSocketAddr::from_abstract_name(vec![b'a'; SUN_PATH_LEN]).unwrap_err();
+        assert!(err.to_string().contains("108 bytes"), "{err}");
+    }
+
+    #[test]
+    fn other_families_are_refused() {
+        let ip = SockAddr::from("127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap());
+        assert!(UnixSocketAddr::from_sock_addr(ip).is_err());
     }
 }

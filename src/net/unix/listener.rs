@@ -118,8 +118,11 @@ impl UnixListener {
         let peer = match accepted.peer {
             Some(peer) => UnixSocketAddr::from_sock_addr(peer)?,
             // Taken by a dropped accept, whose address the holding area does not keep: the
-            // socket knows it (accept reports what getpeername does).
-            None => stream.peer_addr()?,
+            // socket knows it (accept reports what getpeername does). Should even that fail,
+            // the connection is still served, as from an unknown (unnamed) peer.
+            None => stream
+                .peer_addr()
+                .unwrap_or_else(|_| UnixSocketAddr::unnamed()),
         };
         Ok((stream, peer))
     }

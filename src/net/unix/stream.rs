@@ -153,8 +153,10 @@ impl UnixStream {
     /// through [`recv_fds`](UnixStream::recv_fds). Returns how many bytes were sent; the
     /// descriptors went with them, so send any rest with [`write_all`](UnixStream::write_all).
     ///
-    /// The descriptors are duplicated first (the copies close once the kernel has taken its
-    /// own references), so closing yours while the send is in flight is safe. Fails with
+    /// The descriptors are duplicated first, and the copies close once the kernel has taken
+    /// its own references: a send whose future was dropped in flight (on io_uring it may still
+    /// go out) never passes a number that you have closed, or the process reused, since. Fails
+    /// with
     /// `InvalidInput` if `buf` is empty (descriptors travel with bytes) or `fds` holds more
     /// than 253 (Linux's limit per message), and as [`write`](UnixStream::write) does
     /// otherwise.
