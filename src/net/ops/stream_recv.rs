@@ -64,8 +64,8 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     }
 
     fn epoll_drained(&self, result: u32) -> bool {
-        // A stream socket's recv returns less than asked only when its queue ran dry; data
-        // arriving after that raises a new edge-triggered event.
+        // A TCP socket's recv returns less than asked only when its queue ran dry; data
+        // arriving after that raises a new edge-triggered event. (Not so a Unix stream's.)
         self.short_read_drains && result > 0 && result < clamp_len(self.buf.bytes_total())
     }
 
