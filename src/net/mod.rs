@@ -9,6 +9,9 @@
 //! [`TcpListener::serve`] with a [`LoadBalance`] does that at accept time, handing new
 //! connections from a core above the average to the least loaded one.
 //!
+//! Unix domain stream sockets ([`UnixListener`], [`UnixStream`]) bind a filesystem path or a
+//! name in Linux's abstract namespace ([`UnixSocketAddr`]) and read and write like TCP streams.
+//!
 //! ```no_run
 //! use coreio::net::TcpListener;
 //!
@@ -32,6 +35,7 @@
 //! });
 //! ```
 
+mod accept_loop;
 mod balance;
 mod copy;
 mod gauge;
@@ -41,6 +45,7 @@ mod split;
 mod stream_io;
 mod tcp;
 mod udp;
+mod unix;
 
 pub use balance::LoadBalance;
 pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_with_capacity};
@@ -49,3 +54,4 @@ pub use handoff::{Adopt, Handoff, HandoffError};
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};
+pub use unix::{UCred, UnixListener, UnixSocketAddr, UnixStream};

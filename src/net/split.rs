@@ -18,7 +18,8 @@ use std::rc::Rc;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::net::stream_io::StreamIo;
 
-/// A connected byte stream coreio drives ([`TcpStream`](super::TcpStream)): what
+/// A connected byte stream coreio drives ([`TcpStream`](super::TcpStream),
+/// [`UnixStream`](super::UnixStream)): what
 /// [`ReadHalf`], [`WriteHalf`] and [`copy_bidirectional`](super::copy_bidirectional) work on.
 ///
 /// Sealed: only coreio's stream types implement it.

@@ -14,11 +14,17 @@ use crate::net::ops::{StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
 /// A connected stream socket's I/O. The socket types document these methods for their users.
 pub struct StreamIo {
     pub(crate) fd: SharedFd,
+    /// epoll: whether a short read means the socket is drained (`StreamRecv::short_read_drains`):
+    /// true from `new` (TCP), set false by socket types whose reads stop early (Unix streams).
+    pub(crate) short_read_drains: bool,
 }
 
 impl StreamIo {
     pub(crate) fn new(fd: SharedFd) -> StreamIo {
-        StreamIo { fd }
+        StreamIo {
+            fd,
+            short_read_drains: true,
+        }
     }
 
     /// One receive into `buf`, held bytes first; cancel-safe.
@@ -37,7 +43,8 @@ impl StreamIo {
                 return (result, buf);
             }
         }
-        let completion = Claim::new(held, StreamRecv::new(self.fd.clone(), buf)).await;
+        let recv = StreamRecv::new(self.fd.clone(), buf).short_read_drains(self.short_read_drains);
+        let completion = Claim::new(held, recv).await;
         let buf = completion.data.finish(&completion.result);
         (completion.result.map(|n| n as usize), buf)
     }

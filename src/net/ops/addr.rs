@@ -31,4 +31,13 @@ impl AddrBuf {
         let addr = unsafe { SockAddr::new(storage, self.len.min(STORAGE_LEN)) };
         addr.as_socket()
     }
+
+    /// The address the kernel wrote, of any family (a Unix peer's, for instance).
+    pub(crate) fn to_sock_addr(&self) -> SockAddr {
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: `SockAddrStorage` wraps a `sockaddr_storage`, so viewing it as one is valid.
+        unsafe { *storage.view_as::<libc::sockaddr_storage>() = self.storage };
+        // SAFETY: the kernel wrote a sockaddr of `len` bytes (at most the storage's size).
+        unsafe { SockAddr::new(storage, self.len.min(STORAGE_LEN)) }
+    }
 }

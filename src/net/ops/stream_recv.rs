@@ -17,6 +17,8 @@ use crate::sys;
 pub(crate) struct StreamRecv<B> {
     socket: OpShare,
     buf: B,
+    /// epoll: whether a short receive means the queue ran dry (see `short_read_drains`).
+    short_read_drains: bool,
 }
 
 impl<B> StreamRecv<B> {
@@ -26,7 +28,16 @@ impl<B> StreamRecv<B> {
         StreamRecv {
             socket: OpShare::new(socket),
             buf,
+            short_read_drains: true,
         }
+    }
+
+    /// Whether a receive shorter than asked for means the socket's queue ran dry (the default,
+    /// true of TCP). Not of a Unix stream: its receive stops early at bytes that carry
+    /// descriptors (or, with `SO_PASSCRED`, at another writer's bytes) with more queued behind.
+    pub(crate) fn short_read_drains(mut self, drains: bool) -> Self {
+        self.short_read_drains = drains;
+        self
     }
 }
 
@@ -53,9 +64,9 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     }
 
     fn epoll_drained(&self, result: u32) -> bool {
-        // A stream socket's recv returns less than asked only when its queue ran dry; data
-        // arriving after that raises a new edge-triggered event.
-        result > 0 && result < clamp_len(self.buf.bytes_total())
+        // A TCP socket's recv returns less than asked only when its queue ran dry; data
+        // arriving after that raises a new edge-triggered event. (Not so a Unix stream's.)
+        self.short_read_drains && result > 0 && result < clamp_len(self.buf.bytes_total())
     }
 
     fn orphan_completed(mut self, result: i32) {
@@ -85,7 +96,9 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
 impl<B: IoBufMut> StreamRecv<B> {
     /// Records the bytes a successful receive wrote and gives the buffer back.
     pub(crate) fn finish(self, result: &io::Result<u32>) -> B {
-        let StreamRecv { socket, mut buf } = self;
+        let StreamRecv {
+            socket, mut buf, ..
+        } = self;
         if let Ok(n) = result {
             // SAFETY: the kernel reported writing `n` bytes from the buffer's start.
             unsafe { buf.set_init(*n as usize) };

@@ -1,0 +1,92 @@
+//! [`accept_with_backoff`]: the accept loop a listener of any address family can share:
+//! connections that dropped accepts took come first, transient failures are skipped, and
+//! running out of descriptors or memory backs off instead of failing.
+//!
+//! It returns the accepted descriptor and the peer's raw `socket2::SockAddr`, so it knows
+//! nothing of IP or Unix addresses; wrapping the descriptor in a stream is the caller's.
+//! (`TcpListener::accept` still runs its own copy of this loop; moving it here is a change of
+//! its own.)
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use socket2::SockAddr;
+
+use crate::driver::{Claim, SharedFd};
+use crate::net::ops::Accept;
+
+/// First pause after `accept` fails for lack of descriptors or memory; doubled on each
+/// consecutive failure up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection the kernel accepted, with the peer address when it is known: always for a
+/// fresh accept, and for one a dropped accept took only if the address was an IP address (the
+/// holding area keeps `std::net::SocketAddr`s); otherwise the caller asks the socket
+/// (`getpeername`), which gives the same address.
+pub(crate) struct AcceptedFd {
+    pub(crate) fd: OwnedFd,
+    pub(crate) peer: Option<SockAddr>,
+}
+
+/// Waits for the next connection on the listening socket `listener`.
+///
+/// `starved` remembers whether the current run of resource failures was logged already (one
+/// warning per run, one note when it ends); `name` names the listener in those lines.
+/// Cancel-safe: a connection a dropped accept took is queued on the socket (`driver::held`)
+/// and returned by the next call.
+pub(crate) async fn accept_with_backoff(
+    listener: &SharedFd,
+    starved: &Cell<bool>,
+    name: &dyn fmt::Display,
+) -> io::Result<AcceptedFd> {
+    let mut backoff = MIN_ACCEPT_BACKOFF;
+    let held = listener.held();
+    loop {
+        if !held.is_clear() {
+            // A dropped accept left a connection, or is still finishing: wait until it has,
+            // then serve what it took before accepting anew.
+            held.settled().await;
+            if let Some(accepted) = held.take_accepted() {
+                recovered(starved, name);
+                return Ok(AcceptedFd {
+                    fd: accepted.fd,
+                    peer: accepted.peer.map(SockAddr::from),
+                });
+            }
+        }
+        let completion = Claim::new(held, Accept::new(listener.clone())).await;
+        match completion.result {
+            Ok(fd) => {
+                recovered(starved, name);
+                return Ok(AcceptedFd {
+                    fd: Accept::accepted(fd),
+                    peer: Some(completion.data.peer.to_sock_addr()),
+                });
+            }
+            Err(err) => match err.raw_os_error() {
+                Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR) => continue,
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    if !starved.replace(true) {
+                        log::warn!(
+                            "coreio: accept on {name} failed ({err}); backing off until resources free up"
+                        );
+                    }
+                    crate::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                }
+                _ => return Err(err),
+            },
+        }
+    }
+}
+
+/// An accept succeeded: ends a logged run of resource failures.
+fn recovered(starved: &Cell<bool>, name: &dyn fmt::Display) {
+    if starved.replace(false) {
+        log::info!("coreio: accept on {name} recovered");
+    }
+}
