@@ -4,6 +4,11 @@
 //! the same address with its own listener and the kernel spreads incoming connections across
 //! them; each connection then lives on the core that accepted it.
 //!
+//! That sharing is for the listeners of one process: `bind` fails with `AddrInUse` when another
+//! process already listens on the address, so a second server started by mistake does not
+//! silently take half of the connections. Sharing a port with other processes is an explicit
+//! opt-in: [`TcpListener::bind_shared`], or a [`TcpSocket`] with `set_reuseport(true)`.
+//!
 //! A connection can also move to another core afterwards: [`TcpStream::into_handoff`] detaches
 //! it into a `Send` [`Handoff`] that the other core adopts (see [`mesh`](crate::mesh)).
 //! [`TcpListener::serve`] with a [`LoadBalance`] does that at accept time, handing new
@@ -36,10 +41,11 @@ mod balance;
 mod gauge;
 mod handoff;
 pub(crate) mod ops;
+mod port_claim;
 mod stream_io;
 mod tcp;
 
 pub use balance::LoadBalance;
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};
