@@ -529,3 +529,79 @@ both_backends! {
         });
     }
 }
+
+/// Whether a Unix socket bound to the abstract name `name` exists (`/proc/net/unix` shows it
+/// as `@name`).
+fn abstract_name_bound(name: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let wanted = format!("@{name}");
+    table
+        .lines()
+        .any(|line| line.split_whitespace().last() == Some(wanted.as_str()))
+}
+
+both_backends! {
+    fn the_claim_name_lives_as_long_as_the_listeners(backend: Backend) {
+        block_on(backend, async {
+            let first = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = first.local_addr().unwrap();
+            let name = format!("coreio/tcp-listen/{addr}");
+            assert!(abstract_name_bound(&name), "no claim name for {addr}");
+            let second = TcpListener::bind(addr).unwrap();
+            drop(first);
+            assert!(abstract_name_bound(&name), "the claim went with the first of two listeners");
+            drop(second);
+            assert!(!abstract_name_bound(&name), "the claim outlived the last listener");
+            // Listeners that share on purpose, or come from std, claim nothing.
+            let shared = TcpListener::bind_shared(addr).unwrap();
+            let from_std =
+                TcpListener::from_std(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+            assert!(!abstract_name_bound(&name));
+            let std_name = format!("coreio/tcp-listen/{}", from_std.local_addr().unwrap());
+            assert!(!abstract_name_bound(&std_name));
+            // into_std ends the claim too.
+            drop(shared);
+            let listener = TcpListener::bind(addr).unwrap();
+            assert!(abstract_name_bound(&name));
+            let std_listener = listener.into_std().unwrap();
+            assert!(!abstract_name_bound(&name));
+            drop(std_listener);
+        });
+    }
+
+    fn dropping_a_connect_in_flight_closes_the_socket(backend: Backend) {
+        block_on(backend, async {
+            // A listener whose accept queue is full drops new SYNs, so a connect to it stays in
+            // flight (the kernel retries for a while) until the future is dropped.
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = socket.listen(0).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut queued = Vec::new();
+            let baseline = util::open_fds();
+            let mut dropped = false;
+            for _ in 0..16 {
+                // A connect that the queue takes finishes at once; the first one it cannot take
+                // is dropped by the timeout while in flight. (Which one that is does not matter:
+                // a slow machine may drop an earlier one, and the test checks the same thing.)
+                let connect = TcpSocket::new_v4().unwrap().connect(addr);
+                match timeout(Duration::from_millis(300), connect).await {
+                    Ok(res) => queued.push(res.unwrap()),
+                    Err(_elapsed) => {
+                        dropped = true;
+                        break;
+                    }
+                }
+            }
+            assert!(dropped, "every connect finished: the accept queue never filled");
+            // The dropped connect's socket is closed once the kernel is done with it.
+            let base = baseline + queued.len();
+            assert!(
+                util::wait_until(4000, || util::open_fds() == base).await,
+                "the socket of a dropped connect was not closed ({} fds open, {base} expected)",
+                util::open_fds()
+            );
+            drop(listener);
+        });
+    }
+}

@@ -117,7 +117,12 @@ fn claim_name(addr: SocketAddr) -> io::Result<Option<UnixDatagram>> {
     let name = format!("coreio/tcp-listen/{addr}");
     let unix_addr = UnixAddr::from_abstract_name(name.as_bytes())?;
     match UnixDatagram::bind_addr(&unix_addr) {
-        Ok(socket) => Ok(Some(socket)),
+        Ok(socket) => {
+            // Only the name matters: a datagram sent to it is refused (EPIPE) rather than
+            // queued, so nobody can make it hold memory. Best effort, the name holds anyway.
+            let _ = socket.shutdown(std::net::Shutdown::Read);
+            Ok(Some(socket))
+        }
         Err(err) if err.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "another coreio process already listens on this address \
