@@ -80,6 +80,30 @@ fn child_addr() -> SocketAddr {
     std::env::var(ADDR_ENV).unwrap().parse().unwrap()
 }
 
+/// Whether a Unix socket bound to the abstract name `name` exists (`/proc/net/unix` shows it
+/// as `@name`).
+fn abstract_name_bound(name: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let wanted = format!("@{name}");
+    table
+        .lines()
+        .any(|line| line.split_whitespace().last() == Some(wanted.as_str()))
+}
+
+/// Polls `future` once with a waker that does nothing; it must still be pending.
+fn poll_pending<F: Future>(future: std::pin::Pin<&mut F>) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        future.poll(&mut cx).is_pending(),
+        "the operation completed on its first poll"
+    );
+}
+
+/// Whether the current core runs io_uring (`COREIO_BACKEND` may override the test's choice).
+fn on_uring() -> bool {
+    coreio::backend() == Some(Backend::IoUring)
+}
+
 both_backends! {
     fn bind_then_connect_uses_the_source_address(backend: Backend) {
         block_on(backend, async {
@@ -530,16 +554,6 @@ both_backends! {
     }
 }
 
-/// Whether a Unix socket bound to the abstract name `name` exists (`/proc/net/unix` shows it
-/// as `@name`).
-fn abstract_name_bound(name: &str) -> bool {
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
-    let wanted = format!("@{name}");
-    table
-        .lines()
-        .any(|line| line.split_whitespace().last() == Some(wanted.as_str()))
-}
-
 both_backends! {
     fn the_claim_name_lives_as_long_as_the_listeners(backend: Backend) {
         block_on(backend, async {
@@ -602,6 +616,103 @@ both_backends! {
                 util::open_fds()
             );
             drop(listener);
+        });
+    }
+}
+
+#[test]
+fn bind_outside_a_runtime_fails_and_claims_nothing() {
+    let (_reservation, addr) = util::reserve_port();
+    let err = TcpListener::bind(addr).expect_err("bound a listener outside a runtime");
+    assert!(err.to_string().contains("runtime"), "{err}");
+    assert!(!abstract_name_bound(&format!("coreio/tcp-listen/{addr}")));
+    // A TcpSocket needs no runtime until it listens or connects.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert!(socket.listen(16).is_err());
+}
+
+both_backends! {
+    fn overlapping_addresses_in_one_process_are_refused(backend: Backend) {
+        block_on(backend, async {
+            let specific = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let port = specific.local_addr().unwrap().port();
+            let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
+            let err = TcpListener::bind(wildcard).expect_err("the wildcard joined a specific address");
+            assert_addr_in_use(&err, wildcard);
+            assert!(err.to_string().contains("overlapping"), "{err}");
+            // The specific address itself is still shared.
+            let _again = TcpListener::bind(specific.local_addr().unwrap()).unwrap();
+        });
+    }
+}
+
+both_backends! {
+    fn into_std_waits_until_the_bytes_a_dropped_read_took_are_read(backend: Backend) {
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let fd = server.as_raw_fd();
+            // A fresh task poll, so the budget cannot make the first poll yield unsubmitted.
+            coreio::yield_now().await;
+            {
+                let mut read = pin!(server.read(Vec::with_capacity(64)));
+                poll_pending(read.as_mut());
+                let (res, _) = client.write_all(b"held".to_vec()).await;
+                res.unwrap();
+                if on_uring() {
+                    // The receive takes the bytes out of the socket before the read is dropped.
+                    assert!(util::wait_until(4000, || util::queued(fd) == 0).await);
+                    for _ in 0..3 {
+                        coreio::yield_now().await;
+                    }
+                }
+            }
+            let server = if on_uring() {
+                let err = server.into_std().expect_err("into_std would have lost held bytes");
+                assert!(err.to_string().contains("have left what they took"), "{err}");
+                err.into_inner()
+            } else {
+                server
+            };
+            // The bytes come back through coreio (on epoll they were never taken).
+            let (res, buf) = timeout(PATIENCE, server.read(Vec::with_capacity(64))).await.unwrap();
+            assert_eq!(res.unwrap(), 4);
+            assert_eq!(buf, b"held");
+            let std_server = server.into_std().expect("into_std once the held bytes were read");
+            drop((client, std_server));
+        });
+    }
+
+    fn listener_into_std_waits_until_a_dropped_accepts_connection_is_taken(backend: Backend) {
+        block_on(backend, async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let fd = listener.as_raw_fd();
+            coreio::yield_now().await;
+            let client = {
+                let mut accept = pin!(listener.accept());
+                poll_pending(accept.as_mut());
+                // A blocking connect completes against the backlog without an accept.
+                let client = std::net::TcpStream::connect(addr).unwrap();
+                if on_uring() {
+                    assert!(util::wait_until(4000, || !util::acceptable(fd)).await);
+                    for _ in 0..3 {
+                        coreio::yield_now().await;
+                    }
+                }
+                client
+            };
+            let listener = if on_uring() {
+                let err = listener.into_std().expect_err("into_std would have lost a connection");
+                assert!(err.to_string().contains("have left what they took"), "{err}");
+                err.into_inner()
+            } else {
+                listener
+            };
+            let (_stream, peer) = timeout(PATIENCE, listener.accept()).await.unwrap().unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+            let std_listener = listener.into_std().expect("into_std once the connection was taken");
+            drop((client, std_listener));
         });
     }
 }

@@ -60,7 +60,9 @@ impl TcpListener {
     /// the check is exact even when both start at once (they meet on an abstract Unix socket
     /// name, `@coreio/tcp-listen/ADDR`, held while this process listens there); against other
     /// programs that set `SO_REUSEPORT`, one that starts listening in the instant between the
-    /// check and this listener's `listen` is not seen.
+    /// check and this listener's `listen` is not seen. Within the process, listeners share the
+    /// exact address they bind: binding `0.0.0.0:P` while this process listens on
+    /// `127.0.0.1:P` is refused like any other overlap.
     ///
     /// Errors name the address: `binding 127.0.0.1:7000: ...`.
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
