@@ -30,8 +30,8 @@
 //! Between two coreio processes on the same address the abstract name closes that window; a
 //! program that does not set `SO_REUSEPORT` cannot share the port at all.
 //!
-//! Sharing with other processes on purpose ([`TcpSocket::set_reuseport`]
-//! (crate::net::TcpSocket::set_reuseport), `TcpListener::bind_shared`) takes no claim.
+//! Sharing with other processes on purpose (`TcpSocket::set_reuseport`,
+//! `TcpListener::bind_shared`) takes no claim.
 //!
 //! The claim is released when its listener is dropped (or turned into a std listener); the
 //! abstract name goes with the address's last claim.
