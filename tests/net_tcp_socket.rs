@@ -716,3 +716,18 @@ both_backends! {
         });
     }
 }
+
+#[test]
+fn a_tcp_socket_can_be_set_up_on_any_thread() {
+    // Not bound to a core until it listens or connects: Send and Sync, like a std socket.
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<TcpSocket>();
+    let socket = std::thread::spawn(|| {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+    })
+    .join()
+    .unwrap();
+    assert!(socket.reuseaddr().unwrap());
+}
