@@ -4,6 +4,11 @@
 //! the same address with its own listener and the kernel spreads incoming connections across
 //! them; each connection then lives on the core that accepted it.
 //!
+//! That sharing is for the listeners of one process: `bind` fails with `AddrInUse` when another
+//! process already listens on the address, so a second server started by mistake does not
+//! silently take half of the connections. Sharing a port with other processes is an explicit
+//! opt-in: [`TcpListener::bind_shared`], or a [`TcpSocket`] with `set_reuseport(true)`.
+//!
 //! A connection can also move to another core afterwards: [`TcpStream::into_handoff`] detaches
 //! it into a `Send` [`Handoff`] that the other core adopts (see [`mesh`](crate::mesh)).
 //! [`TcpListener::serve`] with a [`LoadBalance`] does that at accept time, handing new
@@ -41,6 +46,7 @@ mod copy;
 mod gauge;
 mod handoff;
 pub(crate) mod ops;
+mod port_claim;
 mod split;
 mod stream_io;
 mod tcp;
@@ -52,6 +58,6 @@ pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_wit
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};
 pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};
 pub use unix::{UCred, UnixListener, UnixSocketAddr, UnixStream};

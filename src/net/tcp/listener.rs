@@ -4,17 +4,18 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-use super::TcpStream;
+use super::into_std::{IntoStdError, Reason};
+use super::socket::with_addr;
+use super::{TcpSocket, TcpStream};
 use crate::driver::{Claim, SharedFd};
 use crate::net::ops::Accept;
+use crate::net::port_claim::PortClaim;
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: i32 = 4096;
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// First pause after `accept` fails for lack of descriptors or memory; doubled on each
 /// consecutive failure up to [`MAX_ACCEPT_BACKOFF`].
@@ -24,8 +25,13 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A TCP listening socket owned by one core.
 ///
 /// [`bind`](TcpListener::bind) sets `SO_REUSEADDR` and `SO_REUSEPORT`: bind the same address on
-/// every core and the kernel balances new connections across the cores' listeners. A listener
-/// belongs to its core and is not `Send`:
+/// every core and the kernel balances new connections across the cores' listeners. That
+/// sharing stays within the process: `bind` fails with
+/// [`AddrInUse`](std::io::ErrorKind::AddrInUse) when another process (a second coreio server
+/// started by mistake, say) already listens on the address. To share a port with other
+/// processes on purpose, use [`bind_shared`](TcpListener::bind_shared) or a [`TcpSocket`] with
+/// [`set_reuseport`](TcpSocket::set_reuseport). A listener belongs to its core and is not
+/// `Send`:
 ///
 /// ```compile_fail
 /// fn must_be_send<T: Send>() {}
@@ -36,6 +42,8 @@ pub struct TcpListener {
     local_addr: SocketAddr,
     /// Whether the current run of resource failures has been logged already.
     starved: Cell<bool>,
+    /// This process's claim on the address, for listeners made by `bind`.
+    claim: Option<PortClaim>,
 }
 
 impl TcpListener {
@@ -43,36 +51,95 @@ impl TcpListener {
     ///
     /// Port 0 picks a free port; [`local_addr`](TcpListener::local_addr) tells which. To share
     /// it across cores, bind port 0 on one core and the resulting address on the others.
+    ///
+    /// The listeners of one process (on any of its cores and runtimes) share an address; a
+    /// listener of another process does not: if one already listens on `addr`, or on an address
+    /// that overlaps it (`0.0.0.0:P` covers `127.0.0.1:P`, and `[::]:P` covers both unless
+    /// `IPV6_V6ONLY` is set), `bind` fails with `AddrInUse`. Connections in `TIME_WAIT` from an
+    /// earlier server do not stop it. Against another coreio process binding the same address
+    /// the check is exact even when both start at once (they meet on an abstract Unix socket
+    /// name, `@coreio/tcp-listen/ADDR`, held while this process listens there); against other
+    /// programs that set `SO_REUSEPORT`, one that starts listening in the instant between the
+    /// check and this listener's `listen` is not seen. Within the process, listeners share the
+    /// exact address they bind: binding `0.0.0.0:P` while this process listens on
+    /// `127.0.0.1:P` is refused like any other overlap.
+    ///
+    /// Errors name the address: `binding 127.0.0.1:7000: ...`.
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&SockAddr::from(addr))?;
-        socket.listen(LISTEN_BACKLOG)?;
-        let local_addr = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("listener bound to a non-IP address"))?;
-        Ok(TcpListener {
-            fd: SharedFd::new(OwnedFd::from(socket))?,
-            local_addr,
-            starved: Cell::new(false),
-        })
+        let socket = TcpSocket::for_addr(addr)?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let local_addr = socket.local_addr()?;
+        let claim = PortClaim::acquire(local_addr, socket.sock_ref())
+            .map_err(|err| with_addr(err, "binding", local_addr))?;
+        socket.listen_claimed(LISTEN_BACKLOG, Some(claim))
+    }
+
+    /// Binds a listener to `addr` that shares the address with any socket of the same user that
+    /// sets `SO_REUSEPORT`, in this process or another: the explicit opt-in to run several
+    /// processes behind one port (the kernel spreads connections across all of them). No check
+    /// is made for other listeners. Errors name the address.
+    pub fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+        let socket = TcpSocket::for_addr(addr)?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
     }
 
     /// Wraps a listening socket made elsewhere (it is switched to non-blocking mode).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        TcpListener::from_listening(OwnedFd::from(listener), local_addr, None)
+    }
+
+    /// Wraps a non-blocking listening socket on the current core.
+    pub(crate) fn from_listening(
+        fd: OwnedFd,
+        local_addr: SocketAddr,
+        claim: Option<PortClaim>,
+    ) -> io::Result<TcpListener> {
         Ok(TcpListener {
-            fd: SharedFd::new(OwnedFd::from(listener))?,
+            fd: SharedFd::new(fd)?,
             local_addr,
             starved: Cell::new(false),
+            claim,
         })
+    }
+
+    /// Turns the listener into a std one, which keeps the socket (and its options, so
+    /// `SO_REUSEPORT` if `bind` set it) and stays in non-blocking mode: call
+    /// `set_nonblocking(false)` for blocking accepts. Connections waiting in the backlog stay
+    /// there for the std listener. The port claim of [`bind`](TcpListener::bind) ends here:
+    /// coreio stops counting the listener among this process's.
+    ///
+    /// Fails, giving the listener back, while accepts whose futures were dropped are still
+    /// finishing or have left connections nobody has accepted yet (accept them first); see
+    /// [`IntoStdError`].
+    pub fn into_std(self) -> Result<std::net::TcpListener, IntoStdError<TcpListener>> {
+        if !self.fd.held().is_clear() {
+            return Err(IntoStdError::new(self, Reason::Held));
+        }
+        let TcpListener {
+            fd,
+            local_addr,
+            starved,
+            claim,
+        } = self;
+        match fd.try_into_owned() {
+            Ok((fd, _nothing_held)) => Ok(std::net::TcpListener::from(fd)),
+            Err(fd) => Err(IntoStdError::new(
+                TcpListener {
+                    fd,
+                    local_addr,
+                    starved,
+                    claim,
+                },
+                Reason::InFlight,
+            )),
+        }
     }
 
     /// The address the listener is bound to.
@@ -156,11 +223,48 @@ impl AsRawFd for TcpListener {
     }
 }
 
+/// Gives up the descriptor, as [`into_std`](TcpListener::into_std) does.
+///
+/// # Panics
+///
+/// Where `into_std` would fail (dropped accepts still finishing, or connections they took that
+/// nobody has accepted yet): a descriptor given away then would lose those connections. Use
+/// `into_std` to get the listener back instead.
+impl IntoRawFd for TcpListener {
+    fn into_raw_fd(self) -> RawFd {
+        match self.into_std() {
+            Ok(listener) => listener.into_raw_fd(),
+            Err(err) => panic!("TcpListener::into_raw_fd: {err}"),
+        }
+    }
+}
+
+/// Wraps a listening socket made elsewhere, as [`from_std`](TcpListener::from_std) does.
+///
+/// # Safety
+///
+/// `fd` must be an open TCP socket that is listening, and the caller gives up its ownership:
+/// nothing else may use or close it afterwards.
+///
+/// # Panics
+///
+/// Outside a coreio runtime, or where `from_std` would fail (the epoll backend cannot register
+/// the descriptor): use `from_std(std::net::TcpListener::from_raw_fd(fd))` to get an error.
+impl FromRawFd for TcpListener {
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
+        // SAFETY: the caller guarantees `fd` is an open listening socket owned by no one else.
+        let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        TcpListener::from_std(listener)
+            .unwrap_or_else(|err| panic!("TcpListener::from_raw_fd: {err}"))
+    }
+}
+
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
             .field("addr", &self.local_addr)
             .field("fd", &self.fd.raw())
+            .field("claimed", &self.claim.is_some())
             .finish()
     }
 }

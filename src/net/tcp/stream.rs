@@ -281,3 +281,80 @@ impl fmt::Debug for TcpStream {
             .finish()
     }
 }
+
+// Conversions to and from std sockets and raw descriptors.
+use super::into_std::{IntoStdError, Reason};
+
+impl TcpStream {
+    /// Turns the stream into a std one, which keeps the connection and its options and stays in
+    /// non-blocking mode: call `set_nonblocking(false)` for blocking I/O.
+    ///
+    /// Fails, giving the stream back, while reads whose futures were dropped are still
+    /// finishing or have left bytes nobody has read yet (read them first: the next reads return
+    /// them), or while dropped writes the kernel has not finished still use the socket; see
+    /// [`IntoStdError`]. Nothing the connection received is lost either way.
+    pub fn into_std(self) -> Result<std::net::TcpStream, IntoStdError<TcpStream>> {
+        if !self.io.fd.held().is_clear() {
+            return Err(IntoStdError::new(self, Reason::Held));
+        }
+        let TcpStream { io, counted } = self;
+        match io.fd.try_into_owned() {
+            // Held was clear and nothing can have added to it since: no byte is left behind.
+            Ok((fd, _nothing_held)) => Ok(std::net::TcpStream::from(fd)),
+            Err(fd) => Err(IntoStdError::new(
+                TcpStream {
+                    io: StreamIo::new(fd),
+                    counted,
+                },
+                Reason::InFlight,
+            )),
+        }
+    }
+
+    /// Wraps `socket` (non-blocking, not connected) on the current core and connects it to
+    /// `addr`.
+    pub(crate) async fn connect_socket(socket: OwnedFd, addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_fd(socket)?;
+        Op::new(Connect::new(stream.io.fd.clone(), addr))
+            .await
+            .result?;
+        Ok(stream)
+    }
+}
+
+/// Gives up the descriptor, as [`into_std`](TcpStream::into_std) does.
+///
+/// # Panics
+///
+/// Where `into_std` would fail (dropped operations still finishing, or bytes dropped reads took
+/// that nobody has read yet): a descriptor given away then would lose those bytes. Use
+/// `into_std` to get the stream back instead.
+impl std::os::fd::IntoRawFd for TcpStream {
+    fn into_raw_fd(self) -> RawFd {
+        match self.into_std() {
+            Ok(stream) => std::os::fd::IntoRawFd::into_raw_fd(stream),
+            Err(err) => panic!("TcpStream::into_raw_fd: {err}"),
+        }
+    }
+}
+
+/// Wraps a connected socket made elsewhere, as [`from_std`](TcpStream::from_std) does (it is
+/// switched to non-blocking mode).
+///
+/// # Safety
+///
+/// `fd` must be an open, connected TCP socket (`AF_INET` or `AF_INET6`, `SOCK_STREAM`), and the
+/// caller gives up its ownership: nothing else may use or close it afterwards.
+///
+/// # Panics
+///
+/// Outside a coreio runtime, or where `from_std` would fail (the descriptor cannot be switched
+/// to non-blocking mode, or the epoll backend cannot register it): use
+/// `from_std(std::net::TcpStream::from_raw_fd(fd))` to get an error.
+impl std::os::fd::FromRawFd for TcpStream {
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
+        // SAFETY: the caller guarantees `fd` is an open connected socket owned by no one else.
+        let stream = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        TcpStream::from_std(stream).unwrap_or_else(|err| panic!("TcpStream::from_raw_fd: {err}"))
+    }
+}
