@@ -17,6 +17,10 @@
 //! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
 //! ever dropped, at the cost of a spurious poll in that rare case.
 //!
+//! A descriptor registered for readiness waits (`register_for_readiness`, what `io::AsyncFd`
+//! uses) keeps every waiting task's waker instead, in a list per direction, and the next edge
+//! wakes them all: several tasks may wait for one fd's readiness without making each other retry.
+//!
 //! Wakers are user code (a combinator may poll an operation with a waker of its own): `park`
 //! collects the ones its events call for and wakes them after releasing its borrow, each under
 //! `catch_unwind`, so one that panics or calls back into the driver neither finds it borrowed
@@ -55,15 +59,23 @@ struct Source {
     /// may have come just before an end of stream whose edge was already consumed, and the
     /// next read must still try, to see the 0 or the error.
     read_closed: bool,
+    /// Registered for readiness waits: waiters queue in `readers`/`writers` (all woken by the
+    /// next edge) instead of taking the single slot.
+    many: bool,
+    readers: Vec<Waker>,
+    writers: Vec<Waker>,
 }
 
 impl Source {
-    fn new() -> Source {
+    fn new(many: bool) -> Source {
         Source {
             reader: None,
             writer: None,
             maybe_readable: true,
             read_closed: false,
+            many,
+            readers: Vec::new(),
+            writers: Vec::new(),
         }
     }
 }
@@ -115,7 +127,17 @@ impl EpollDriver {
 
     /// Registers `fd` for both directions, edge-triggered; returns its token.
     pub(crate) fn register(&self, fd: RawFd) -> io::Result<usize> {
-        let token = self.inner.borrow_mut().sources.insert(Source::new());
+        self.register_source(fd, false)
+    }
+
+    /// Registers `fd` like `register`, for readiness waits: every task waiting on it keeps its
+    /// waker, and an edge wakes them all.
+    pub(crate) fn register_for_readiness(&self, fd: RawFd) -> io::Result<usize> {
+        self.register_source(fd, true)
+    }
+
+    fn register_source(&self, fd: RawFd, many: bool) -> io::Result<usize> {
+        let token = self.inner.borrow_mut().sources.insert(Source::new(many));
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: token as u64,
@@ -204,6 +226,16 @@ impl EpollDriver {
         let Some(source) = inner.sources.get_mut(token) else {
             unreachable!("a live SharedFd keeps its token registered");
         };
+        if source.many {
+            let waiters = match direction {
+                Direction::Read => &mut source.readers,
+                Direction::Write => &mut source.writers,
+            };
+            if !waiters.iter().any(|w| w.will_wake(waker)) {
+                waiters.push(waker.clone());
+            }
+            return;
+        }
         let slot = match direction {
             Direction::Read => &mut source.reader,
             Direction::Write => &mut source.writer,
@@ -283,9 +315,13 @@ impl EpollDriver {
             if failed || readable {
                 source.maybe_readable = true;
                 to_wake.extend(source.reader.take());
+                to_wake.append(&mut source.readers);
             }
             let writable = flags & libc::EPOLLOUT != 0;
             to_wake.extend(source.writer.take_if(|_| failed || writable));
+            if failed || writable {
+                to_wake.append(&mut source.writers);
+            }
         }
         Ok(to_wake)
     }

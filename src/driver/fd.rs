@@ -50,6 +50,21 @@ impl SharedFd {
         })
     }
 
+    /// Takes ownership of `fd` on the current core for readiness waits (`io::AsyncFd`): on
+    /// epoll every task waiting on it keeps its waker (see `super::epoll`).
+    pub(crate) fn new_for_readiness(fd: OwnedFd) -> io::Result<SharedFd> {
+        let registration =
+            context::with(|ctx| ctx.driver.register_fd_for_readiness(fd.as_raw_fd()))
+                .unwrap_or_else(|| Err(context::no_runtime()))?;
+        Ok(SharedFd {
+            inner: Rc::new(Inner {
+                registration: Registered(registration),
+                fd,
+                held: Held::default(),
+            }),
+        })
+    }
+
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
     }

@@ -254,6 +254,19 @@ impl Driver {
         })
     }
 
+    /// Takes note of a descriptor whose readiness tasks will wait for (`io::AsyncFd`); on
+    /// epoll, registers it like `register_fd`, keeping every waiting task's waker.
+    pub(crate) fn register_fd_for_readiness(&self, fd: RawFd) -> io::Result<Registration> {
+        let epoll_token = match self {
+            Driver::Epoll(driver) => Some(driver.register_for_readiness(fd)?),
+            Driver::IoUring(_) => None,
+        };
+        Ok(Registration {
+            owner: self.id(),
+            epoll_token,
+        })
+    }
+
     /// Forgets a registered descriptor that is being closed (closing removes it from the epoll
     /// interest list). Only in its own driver: elsewhere the same token names another fd.
     pub(crate) fn deregister_fd(&self, registration: &Registration) {

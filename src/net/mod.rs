@@ -42,4 +42,5 @@ mod tcp;
 pub use balance::LoadBalance;
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
+pub(crate) use stream_io::StreamIo;
 pub use tcp::{TcpListener, TcpStream};

@@ -1,5 +1,6 @@
 //! [`StreamIo`]: the read and write loops every stream socket shares (TCP today; Unix streams
-//! and pipes next), so that each socket type is a thin layer of options over one tested core.
+//! next) and pipes too (`read(2)`/`write(2)` instead of `recv`/`send`: [`Calls`]), so that each
+//! stream type is a thin layer of options over one tested core.
 //!
 //! It owns the cancel-safe read (held bytes first, see `crate::driver::held`), `read_exact`,
 //! `write` and `write_all` over a [`SharedFd`]. It must never know which kind of stream it
@@ -9,16 +10,22 @@ use std::io;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Claim, Op, SharedFd};
-use crate::net::ops::{StreamRecv, StreamSend};
+use crate::net::ops::{Calls, StreamRecv, StreamSend};
 
 /// A connected stream socket's I/O. The socket types document these methods for their users.
 pub(crate) struct StreamIo {
     pub(crate) fd: SharedFd,
+    calls: Calls,
 }
 
 impl StreamIo {
     pub(crate) fn new(fd: SharedFd) -> StreamIo {
-        StreamIo { fd }
+        StreamIo::with_calls(fd, Calls::Socket)
+    }
+
+    /// A stream whose reads and writes use `calls` (`Calls::Pipe` for a pipe).
+    pub(crate) fn with_calls(fd: SharedFd, calls: Calls) -> StreamIo {
+        StreamIo { fd, calls }
     }
 
     /// One receive into `buf`, held bytes first; cancel-safe.
@@ -37,7 +44,8 @@ impl StreamIo {
                 return (result, buf);
             }
         }
-        let completion = Claim::new(held, StreamRecv::new(self.fd.clone(), buf)).await;
+        let recv = StreamRecv::new(self.fd.clone(), buf).with_calls(self.calls);
+        let completion = Claim::new(held, recv).await;
         let buf = completion.data.finish(&completion.result);
         (completion.result.map(|n| n as usize), buf)
     }
@@ -65,6 +73,7 @@ impl StreamIo {
         let completion = Op::new(StreamSend {
             socket: self.fd.clone(),
             buf,
+            calls: self.calls,
         })
         .await;
         (completion.result.map(|n| n as usize), completion.data.buf)

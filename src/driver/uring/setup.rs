@@ -203,13 +203,15 @@ const SETUP_LADDER: [RingFlags; 5] = [
 ];
 
 /// The opcodes coreio submits; a kernel missing one is "unsupported".
-const REQUIRED_OPCODES: [(u8, &str); 6] = [
+const REQUIRED_OPCODES: [(u8, &str); 8] = [
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
 ];
 
 /// Creates a ring of `entries` submission entries (completion queue twice that).

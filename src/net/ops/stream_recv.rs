@@ -8,7 +8,7 @@ use std::io;
 
 use io_uring::{opcode, squeue, types};
 
-use super::clamp_len;
+use super::{Calls, clamp_len};
 use crate::buf::IoBufMut;
 use crate::driver::{Direction, OpShare, Operation, SharedFd};
 use crate::sys;
@@ -17,6 +17,7 @@ use crate::sys;
 pub(crate) struct StreamRecv<B> {
     socket: OpShare,
     buf: B,
+    calls: Calls,
 }
 
 impl<B> StreamRecv<B> {
@@ -26,7 +27,13 @@ impl<B> StreamRecv<B> {
         StreamRecv {
             socket: OpShare::new(socket),
             buf,
+            calls: Calls::Socket,
         }
+    }
+
+    /// The same receive with `calls` (`read(2)` on a pipe).
+    pub(crate) fn with_calls(self, calls: Calls) -> Self {
+        StreamRecv { calls, ..self }
     }
 }
 
@@ -35,7 +42,12 @@ impl<B> StreamRecv<B> {
 unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_total());
-        opcode::Recv::new(types::Fd(self.socket.raw()), self.buf.stable_mut_ptr(), len).build()
+        let (fd, ptr) = (types::Fd(self.socket.raw()), self.buf.stable_mut_ptr());
+        match self.calls {
+            Calls::Socket => opcode::Recv::new(fd, ptr, len).build(),
+            // Offset -1: the file's current position, as read(2); a pipe has none.
+            Calls::Pipe => opcode::Read::new(fd, ptr, len).offset(u64::MAX).build(),
+        }
     }
 
     fn source(&self) -> (&SharedFd, Direction) {
@@ -44,10 +56,13 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {
         let len = clamp_len(self.buf.bytes_total()) as usize;
-        // SAFETY: the buffer's memory is valid for writes of `bytes_total() >= len` bytes
-        // (`IoBufMut`), and the socket is open while `self.socket` lives.
-        let n = sys::cvt(unsafe {
-            libc::recv(self.socket.raw(), self.buf.stable_mut_ptr().cast(), len, 0)
+        let (fd, ptr) = (self.socket.raw(), self.buf.stable_mut_ptr().cast());
+        let n = sys::cvt(match self.calls {
+            // SAFETY: the buffer's memory is valid for writes of `bytes_total() >= len` bytes
+            // (`IoBufMut`), and the socket is open while `self.socket` lives.
+            Calls::Socket => unsafe { libc::recv(fd, ptr, len, 0) },
+            // SAFETY: the same buffer and descriptor guarantees, for the pipe.
+            Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
         })?;
         Ok(n as u32)
     }
@@ -85,7 +100,9 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
 impl<B: IoBufMut> StreamRecv<B> {
     /// Records the bytes a successful receive wrote and gives the buffer back.
     pub(crate) fn finish(self, result: &io::Result<u32>) -> B {
-        let StreamRecv { socket, mut buf } = self;
+        let StreamRecv {
+            socket, mut buf, ..
+        } = self;
         if let Ok(n) = result {
             // SAFETY: the kernel reported writing `n` bytes from the buffer's start.
             unsafe { buf.set_init(*n as usize) };
