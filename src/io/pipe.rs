@@ -30,7 +30,7 @@ use crate::sys::cvt;
 /// ```
 /// coreio::block_on(async {
 ///     let (reader, writer) = coreio::io::pipe()?;
-///     let (res, _) = writer.write_all(b"hello").await;
+///     let (res, _) = writer.write_all("hello").await;
 ///     res?;
 ///     drop(writer); // the reader sees end of stream after the data
 ///     let (res, buf) = reader.read(Vec::with_capacity(16)).await;
