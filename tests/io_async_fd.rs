@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -75,6 +75,13 @@ async fn read_ready(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> 
             Err(_would_block) => continue,
         }
     }
+}
+
+/// A waker whose clones can be counted (`Arc::strong_count`).
+struct NoopWake;
+
+impl std::task::Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
 }
 
 async fn settles_to(baseline: usize) -> usize {
@@ -212,6 +219,24 @@ both_backends! {
             assert_eq!(read_ready(&rx, &mut buf).await.unwrap(), 2);
             drop(rx);
             assert_eq!(settles_to(before - 1).await, before - 1, "the read end and its duplicate closed");
+        });
+    }
+
+    fn a_dropped_wait_lets_go_of_its_waker(backend: Backend) {
+        block_on(backend, async {
+            let (rx, _tx) = raw_pipe();
+            let rx = AsyncFd::new(rx).unwrap();
+            let counted = Arc::new(NoopWake);
+            let waker = Waker::from(counted.clone());
+            for _ in 0..100 {
+                let mut wait = Box::pin(rx.readable());
+                assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+                coreio::yield_now().await;
+                assert!(Arc::strong_count(&counted) > 2, "the driver holds the waker");
+                drop(wait);
+                // Nothing of the wait stays behind (a task's waker keeps its task alive).
+                assert_eq!(Arc::strong_count(&counted), 2, "the driver let go of the waker");
+            }
         });
     }
 

@@ -17,9 +17,11 @@
 //! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
 //! ever dropped, at the cost of a spurious poll in that rare case.
 //!
-//! A descriptor registered for readiness waits (`register_for_readiness`, what `io::AsyncFd`
-//! uses) keeps every waiting task's waker instead, in a list per direction, and the next edge
-//! wakes them all: several tasks may wait for one fd's readiness without making each other retry.
+//! Readiness waits (`io::AsyncFd`) are not operations: each one keeps its own entry, under an
+//! id of its own, in its source's list of waiters (`wait_ready`), every entry of a direction is
+//! woken by that direction's next edge, and a wait dropped before that takes its entry out
+//! (`forget_ready`). Several tasks may wait for one fd's readiness without making each other
+//! retry, and a wait that gave up leaves nothing behind.
 //!
 //! Wakers are user code (a combinator may poll an operation with a waker of its own): `park`
 //! collects the ones its events call for and wakes them after releasing its borrow, each under
@@ -59,23 +61,41 @@ struct Source {
     /// may have come just before an end of stream whose edge was already consumed, and the
     /// next read must still try, to see the 0 or the error.
     read_closed: bool,
-    /// Registered for readiness waits: waiters queue in `readers`/`writers` (all woken by the
-    /// next edge) instead of taking the single slot.
-    many: bool,
-    readers: Vec<Waker>,
-    writers: Vec<Waker>,
+    /// Readiness waits (`wait_ready`), in no order; empty (and unallocated) for descriptors
+    /// that only serve operations.
+    waiters: Vec<ReadyWaiter>,
+}
+
+/// One readiness wait's entry: its id, the direction it waits for, and its task's waker.
+struct ReadyWaiter {
+    id: u64,
+    direction: Direction,
+    waker: Waker,
 }
 
 impl Source {
-    fn new(many: bool) -> Source {
+    fn new() -> Source {
         Source {
             reader: None,
             writer: None,
             maybe_readable: true,
             read_closed: false,
-            many,
-            readers: Vec::new(),
-            writers: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Moves the wakers of the readiness waits for `direction` into `to_wake`.
+    fn take_waiters(&mut self, direction: Direction, to_wake: &mut Vec<Waker>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].direction == direction {
+                to_wake.push(self.waiters.swap_remove(i).waker);
+            } else {
+                i += 1;
+            }
         }
     }
 }
@@ -93,6 +113,8 @@ struct Inner {
     /// The wakers the last `epoll_wait` calls for, woken once `inner` is released; kept for
     /// its capacity.
     to_wake: Vec<Waker>,
+    /// The id the next readiness wait gets (`wait_ready`); never reused.
+    next_waiter: u64,
 }
 
 impl EpollDriver {
@@ -117,6 +139,7 @@ impl EpollDriver {
                 sources: Slab::with_capacity(1024),
                 events: Vec::with_capacity(EVENTS_PER_WAIT),
                 to_wake: Vec::with_capacity(EVENTS_PER_WAIT),
+                next_waiter: 0,
             }),
         })
     }
@@ -127,17 +150,7 @@ impl EpollDriver {
 
     /// Registers `fd` for both directions, edge-triggered; returns its token.
     pub(crate) fn register(&self, fd: RawFd) -> io::Result<usize> {
-        self.register_source(fd, false)
-    }
-
-    /// Registers `fd` like `register`, for readiness waits: every task waiting on it keeps its
-    /// waker, and an edge wakes them all.
-    pub(crate) fn register_for_readiness(&self, fd: RawFd) -> io::Result<usize> {
-        self.register_source(fd, true)
-    }
-
-    fn register_source(&self, fd: RawFd, many: bool) -> io::Result<usize> {
-        let token = self.inner.borrow_mut().sources.insert(Source::new(many));
+        let token = self.inner.borrow_mut().sources.insert(Source::new());
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: token as u64,
@@ -226,16 +239,6 @@ impl EpollDriver {
         let Some(source) = inner.sources.get_mut(token) else {
             unreachable!("a live SharedFd keeps its token registered");
         };
-        if source.many {
-            let waiters = match direction {
-                Direction::Read => &mut source.readers,
-                Direction::Write => &mut source.writers,
-            };
-            if !waiters.iter().any(|w| w.will_wake(waker)) {
-                waiters.push(waker.clone());
-            }
-            return;
-        }
         let slot = match direction {
             Direction::Read => &mut source.reader,
             Direction::Write => &mut source.writer,
@@ -248,6 +251,52 @@ impl EpollDriver {
         if let Some(previous) = previous {
             // Another task was waiting here: let it retry rather than lose its wake.
             previous.wake();
+        }
+    }
+
+    /// Leaves `waker` for the next `direction` edge of the fd of `token`, as the entry of the
+    /// readiness wait `waiter` (given an id on its first call; an entry an edge already took
+    /// is added again).
+    pub(crate) fn wait_ready(
+        &self,
+        token: usize,
+        direction: Direction,
+        waiter: &mut Option<u64>,
+        waker: &Waker,
+    ) {
+        let mut inner = self.inner.borrow_mut();
+        let id = *waiter.get_or_insert_with(|| {
+            inner.next_waiter += 1;
+            inner.next_waiter
+        });
+        let Some(source) = inner.sources.get_mut(token) else {
+            unreachable!("a live SharedFd keeps its token registered");
+        };
+        match source.waiters.iter_mut().find(|entry| entry.id == id) {
+            Some(entry) if entry.waker.will_wake(waker) => {}
+            Some(entry) => entry.waker = waker.clone(),
+            None => source.waiters.push(ReadyWaiter {
+                id,
+                direction,
+                waker: waker.clone(),
+            }),
+        }
+    }
+
+    /// Takes out the entry of readiness wait `waiter` (its future is dropped, or done).
+    pub(crate) fn forget_ready(&self, token: usize, waiter: u64) {
+        // Waits are dropped by tasks, never while the driver dispatches events, so the borrow
+        // is free; were it not, the entry would merely be woken once, spuriously.
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        if let Some(source) = inner.sources.get_mut(token)
+            && let Some(at) = source.waiters.iter().position(|entry| entry.id == waiter)
+        {
+            // The entry holds a waker, user code: drop it once the borrow is released.
+            let entry = source.waiters.swap_remove(at);
+            drop(inner);
+            drop(entry);
         }
     }
 
@@ -295,6 +344,7 @@ impl EpollDriver {
             sources,
             events,
             to_wake,
+            ..
         } = &mut *inner;
         let mut to_wake = std::mem::take(to_wake);
         for event in events.drain(..) {
@@ -315,12 +365,12 @@ impl EpollDriver {
             if failed || readable {
                 source.maybe_readable = true;
                 to_wake.extend(source.reader.take());
-                to_wake.append(&mut source.readers);
+                source.take_waiters(Direction::Read, &mut to_wake);
             }
             let writable = flags & libc::EPOLLOUT != 0;
             to_wake.extend(source.writer.take_if(|_| failed || writable));
             if failed || writable {
-                to_wake.append(&mut source.writers);
+                source.take_waiters(Direction::Write, &mut to_wake);
             }
         }
         Ok(to_wake)

@@ -50,21 +50,6 @@ impl SharedFd {
         })
     }
 
-    /// Takes ownership of `fd` on the current core for readiness waits (`io::AsyncFd`): on
-    /// epoll every task waiting on it keeps its waker (see `super::epoll`).
-    pub(crate) fn new_for_readiness(fd: OwnedFd) -> io::Result<SharedFd> {
-        let registration =
-            context::with(|ctx| ctx.driver.register_fd_for_readiness(fd.as_raw_fd()))
-                .unwrap_or_else(|| Err(context::no_runtime()))?;
-        Ok(SharedFd {
-            inner: Rc::new(Inner {
-                registration: Registered(registration),
-                fd,
-                held: Held::default(),
-            }),
-        })
-    }
-
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
     }
@@ -114,7 +99,8 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         // Runs just before the descriptor closes (which removes it from the epoll interest
-        // list: coreio never dups it). Away from its own driver only the token's slot stays
+        // list: coreio never dups a socket's fd; `io::AsyncFd`, whose fd is a duplicate, takes
+        // its registration out explicitly first, through `try_into_owned`). Away from its own driver only the token's slot stays
         // taken until that driver goes.
         context::with(|ctx| ctx.driver.deregister_fd(&self.0));
     }

@@ -1,9 +1,9 @@
 //! [`AsyncFd`]: readiness of any descriptor, for I/O that coreio does not wrap.
 //!
 //! An `AsyncFd` owns the user's `T` and a duplicate of its descriptor, which is what the
-//! core's driver knows: registered (edge-triggered, every waiter kept) with the core's epoll
-//! instance on that backend, nothing on io_uring. A wait is one [`PollReady`] operation
-//! (`IORING_OP_POLL_ADD`, or `poll(2)` then the registration's next edge on epoll).
+//! core's driver knows: registered (edge-triggered) with the core's epoll instance on that
+//! backend, nothing on io_uring. A wait is one [`ReadyWait`] (`IORING_OP_POLL_ADD`, or
+//! `poll(2)` then the registration's next edge on epoll).
 //!
 //! Readiness is cached per direction: a finished wait sets it, and it stays set, so that
 //! `readable()` answers at once, until the user's syscall has failed with `WouldBlock` and the
@@ -23,12 +23,11 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use super::poll_ready::PollReady;
+use super::poll_ready::ReadyWait;
 use crate::coop;
-use crate::driver::{Direction, Op, SharedFd};
+use crate::driver::{Direction, SharedFd};
 
 const READABLE: u8 = 1;
 const WRITABLE: u8 = 2;
@@ -112,8 +111,8 @@ pub struct AsyncFd<T: AsFd> {
     ready: Cell<u8>,
     /// The waits of [`poll_read_ready`](Self::poll_read_ready) and
     /// [`poll_write_ready`](Self::poll_write_ready), kept between polls.
-    read_wait: Cell<Option<Op<PollReady>>>,
-    write_wait: Cell<Option<Op<PollReady>>>,
+    read_wait: Cell<Option<ReadyWait>>,
+    write_wait: Cell<Option<ReadyWait>>,
 }
 
 impl<T: AsFd> AsyncFd<T> {
@@ -133,7 +132,7 @@ impl<T: AsFd> AsyncFd<T> {
         let registered = inner
             .as_fd()
             .try_clone_to_owned()
-            .and_then(SharedFd::new_for_readiness)
+            .and_then(SharedFd::new)
             .map_err(explain);
         match registered {
             Ok(fd) => Ok(AsyncFd {
@@ -222,7 +221,7 @@ impl<T: AsFd> AsyncFd<T> {
     fn poll_kept(
         &self,
         direction: Direction,
-        kept: &Cell<Option<Op<PollReady>>>,
+        kept: &Cell<Option<ReadyWait>>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<ReadyGuard<'_, T>>> {
         let mut wait = kept.take();
@@ -239,7 +238,7 @@ impl<T: AsFd> AsyncFd<T> {
     fn poll_ready(
         &self,
         direction: Direction,
-        wait: &mut Option<Op<PollReady>>,
+        wait: &mut Option<ReadyWait>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         if self.ready.get() & bit(direction) != 0 {
@@ -251,10 +250,10 @@ impl<T: AsFd> AsyncFd<T> {
         let Some(fd) = self.fd.as_ref() else {
             unreachable!("an AsyncFd keeps its registration until it is released");
         };
-        let op = wait.get_or_insert_with(|| Op::new(PollReady::new(fd.clone(), direction)));
-        let completion = ready!(Pin::new(op).poll(cx));
+        let pending = wait.get_or_insert_with(|| ReadyWait::new(fd.clone(), direction));
+        let polled = ready!(pending.poll(cx));
         *wait = None;
-        let revents = completion.result?;
+        let revents = polled?;
         let mut seen = bit(direction);
         if revents & (libc::POLLERR | libc::POLLHUP) as u16 as u32 != 0 {
             seen |= READABLE | WRITABLE;
