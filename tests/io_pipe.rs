@@ -117,6 +117,37 @@ both_backends! {
             let (res, _) = writer.write_all(vec![2u8; 1 << 20]).await;
             assert_eq!(res.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
             closer.await.unwrap();
+            // What made it harmless: the default (fatal) disposition became "ignore".
+            // SAFETY: setting SIG_IGN (what it should already be) has no memory-safety concerns.
+            let previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            assert_eq!(previous, libc::SIG_IGN);
+        });
+    }
+
+    fn a_sigpipe_handler_the_program_installed_stays(backend: Backend) {
+        const ROLE: &str = "pipe-sigpipe-handler";
+        if util::child_role().as_deref() != Some(ROLE) {
+            let name =
+                util::backend_test_name("a_sigpipe_handler_the_program_installed_stays", backend);
+            let out = util::run_child(&name, ROLE, &[], PATIENCE);
+            util::assert_child_ok(&out, "SIGPIPE handler child");
+            return;
+        }
+        extern "C" fn on_sigpipe(_: libc::c_int) {}
+        let handler = on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: installing a handler that does nothing has no memory-safety concerns.
+        unsafe { libc::signal(libc::SIGPIPE, handler) };
+        block_on(backend, async move {
+            let (reader, writer) = pipe().unwrap();
+            drop(reader);
+            let (res, _) = writer.write("x").await;
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+            // SAFETY: an all-zero sigaction is valid for the kernel to overwrite.
+            let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: only reads the current action into `current`.
+            let res = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) };
+            assert_eq!(res, 0);
+            assert_eq!(current.sa_sigaction, handler, "the program's handler was replaced");
         });
     }
 
