@@ -1,8 +1,8 @@
-//! I/O beyond sockets: readiness of any descriptor ([`AsyncFd`]) and pipes ([`pipe`]).
+//! I/O beyond sockets: readiness of any descriptor ([`AsyncFd`]) and pipes ([`pipe()`]).
 //!
 //! [`AsyncFd`] wraps a descriptor coreio has no type for (an eventfd, a timerfd, a device, a
 //! socket made by another library) and says when it may be readable or writable, for the
-//! caller's own non-blocking syscalls. [`pipe`] makes a pipe whose ends read and write with
+//! caller's own non-blocking syscalls. [`pipe()`] makes a pipe whose ends read and write with
 //! owned buffers, as [`TcpStream`](crate::net::TcpStream) does.
 //!
 //! ```

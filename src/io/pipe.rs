@@ -1,4 +1,4 @@
-//! [`pipe`], [`PipeReader`] and [`PipeWriter`]: the two ends of a Unix pipe, driven by the
+//! [`pipe()`], [`PipeReader`] and [`PipeWriter`]: the two ends of a Unix pipe, driven by the
 //! current core's I/O driver.
 //!
 //! Both ends are a [`StreamIo`] with `read(2)`/`write(2)` (`IORING_OP_READ`/`WRITE`) in place of
