@@ -365,6 +365,34 @@ both_backends! {
         });
     }
 
+    fn the_mut_guards_give_the_value_mutably(backend: Backend) {
+        block_on(backend, async {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let mut a = AsyncFd::new(a).unwrap();
+            let mut guard = a.writable_mut().await.unwrap();
+            assert_eq!(guard.try_io(|s| s.write(b"mut")).unwrap().unwrap(), 3);
+            let mut got = [0u8; 3];
+            b.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"mut");
+            let mut buf = [0u8; 8];
+            // Nothing to read yet: WouldBlock clears; the peer writes; the next wait is woken.
+            let writer = coreio::spawn(async move {
+                sleep(Duration::from_millis(2)).await;
+                b.write_all(b"back").unwrap();
+                b
+            });
+            let n = loop {
+                let mut guard = a.readable_mut().await.unwrap();
+                if let Ok(result) = guard.try_io(|s| s.read(&mut buf)) {
+                    break result.unwrap();
+                }
+            };
+            drop(writer.await.unwrap());
+            assert_eq!(&buf[..n], b"back");
+        });
+    }
+
     fn outside_a_runtime_new_is_an_error(_backend: Backend) {
         let (rx, _tx) = raw_pipe();
         assert!(AsyncFd::new(rx).is_err());

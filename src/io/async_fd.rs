@@ -43,7 +43,8 @@ fn bit(direction: Direction) -> u8 {
 /// a device) whose readiness tasks can wait for, on the current core.
 ///
 /// `AsyncFd` does no I/O itself: it tells when the descriptor may be readable or writable, and
-/// the caller then makes the syscall on [`get_ref`](Self::get_ref). The descriptor must be in
+/// the caller then makes the syscall on [`get_ref`](Self::get_ref) (or, for I/O that needs
+/// `&mut T`, through [`readable_mut`](Self::readable_mut)'s guard). The descriptor must be in
 /// **non-blocking** mode (`O_NONBLOCK`), or that syscall blocks the whole core; `AsyncFd` does
 /// not change it. The usual loop:
 ///
@@ -186,6 +187,26 @@ impl<T: AsFd> AsyncFd<T> {
     /// [`readable`](Self::readable).
     pub async fn writable(&self) -> io::Result<ReadyGuard<'_, T>> {
         self.ready_guard(Direction::Write).await
+    }
+
+    /// [`readable`](Self::readable) for I/O that needs `&mut T`: the guard gives the value
+    /// mutably ([`ReadyMutGuard::try_io`]).
+    pub async fn readable_mut(&mut self) -> io::Result<ReadyMutGuard<'_, T>> {
+        self.ready_guard(Direction::Read).await?;
+        Ok(ReadyMutGuard {
+            async_fd: self,
+            direction: Direction::Read,
+        })
+    }
+
+    /// [`writable`](Self::writable) for I/O that needs `&mut T`; see
+    /// [`readable_mut`](Self::readable_mut).
+    pub async fn writable_mut(&mut self) -> io::Result<ReadyMutGuard<'_, T>> {
+        self.ready_guard(Direction::Write).await?;
+        Ok(ReadyMutGuard {
+            async_fd: self,
+            direction: Direction::Write,
+        })
     }
 
     /// The poll form of [`readable`](Self::readable), for `poll_read`-style code (the
@@ -364,6 +385,65 @@ impl<'a, T: AsFd> ReadyGuard<'a, T> {
     }
 }
 
+/// [`ReadyGuard`] for I/O that needs `&mut T`, from [`AsyncFd::readable_mut`] and
+/// [`AsyncFd::writable_mut`].
+pub struct ReadyMutGuard<'a, T: AsFd> {
+    async_fd: &'a mut AsyncFd<T>,
+    direction: Direction,
+}
+
+impl<T: AsFd> ReadyMutGuard<'_, T> {
+    /// Forgets the readiness of this guard's direction: the next wait asks the kernel again.
+    /// Call it only after the syscall failed with `WouldBlock`.
+    pub fn clear_ready(&mut self) {
+        let fd = &*self.async_fd;
+        fd.ready.set(fd.ready.get() & !bit(self.direction));
+    }
+
+    /// Runs `f` on the wrapped value, mutably. If it fails with `WouldBlock`, clears the
+    /// readiness and returns `Err(TryIoError)`; anything else is `Ok(result)`.
+    pub fn try_io<R>(
+        &mut self,
+        f: impl FnOnce(&mut T) -> io::Result<R>,
+    ) -> Result<io::Result<R>, TryIoError> {
+        match f(self.async_fd.get_mut()) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.clear_ready();
+                Err(TryIoError(()))
+            }
+            result => Ok(result),
+        }
+    }
+
+    /// The `AsyncFd` this guard is for.
+    pub fn get_ref(&self) -> &AsyncFd<T> {
+        self.async_fd
+    }
+
+    /// The `AsyncFd` this guard is for, mutably.
+    pub fn get_mut(&mut self) -> &mut AsyncFd<T> {
+        self.async_fd
+    }
+
+    /// The wrapped value.
+    pub fn get_inner(&self) -> &T {
+        self.async_fd.get_ref()
+    }
+
+    /// The wrapped value, mutably.
+    pub fn get_inner_mut(&mut self) -> &mut T {
+        self.async_fd.get_mut()
+    }
+}
+
+impl<T: AsFd> fmt::Debug for ReadyMutGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadyMutGuard")
+            .field("direction", &self.direction)
+            .finish()
+    }
+}
+
 impl<T: AsFd> fmt::Debug for ReadyGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadyGuard")
@@ -372,7 +452,7 @@ impl<T: AsFd> fmt::Debug for ReadyGuard<'_, T> {
     }
 }
 
-/// [`ReadyGuard::try_io`]'s closure would have blocked: the readiness was cleared, wait again.
+/// [`ReadyGuard::try_io`]'s (or [`ReadyMutGuard::try_io`]'s) closure would have blocked: the readiness was cleared, wait again.
 #[derive(Debug)]
 pub struct TryIoError(());
 

@@ -30,5 +30,5 @@ mod async_fd;
 mod pipe;
 mod poll_ready;
 
-pub use async_fd::{AsyncFd, ReadyGuard, TryIoError};
+pub use async_fd::{AsyncFd, ReadyGuard, ReadyMutGuard, TryIoError};
 pub use pipe::{PipeReader, PipeWriter, pipe};
