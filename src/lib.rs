@@ -129,6 +129,7 @@ mod coop;
 mod core;
 mod driver;
 mod executor;
+pub mod io;
 mod loom;
 pub mod mesh;
 pub mod net;

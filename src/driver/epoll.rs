@@ -17,6 +17,12 @@
 //! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
 //! ever dropped, at the cost of a spurious poll in that rare case.
 //!
+//! Readiness waits (`io::AsyncFd`) are not operations: each one keeps its own entry, under an
+//! id of its own, in its source's list of waiters (`wait_ready`), every entry of a direction is
+//! woken by that direction's next edge, and a wait dropped before that takes its entry out
+//! (`forget_ready`). Several tasks may wait for one fd's readiness without making each other
+//! retry, and a wait that gave up leaves nothing behind.
+//!
 //! Wakers are user code (a combinator may poll an operation with a waker of its own): `park`
 //! collects the ones its events call for and wakes them after releasing its borrow, each under
 //! `catch_unwind`, so one that panics or calls back into the driver neither finds it borrowed
@@ -55,6 +61,16 @@ struct Source {
     /// may have come just before an end of stream whose edge was already consumed, and the
     /// next read must still try, to see the 0 or the error.
     read_closed: bool,
+    /// Readiness waits (`wait_ready`), in no order; empty (and unallocated) for descriptors
+    /// that only serve operations.
+    waiters: Vec<ReadyWaiter>,
+}
+
+/// One readiness wait's entry: its id, the direction it waits for, and its task's waker.
+struct ReadyWaiter {
+    id: u64,
+    direction: Direction,
+    waker: Waker,
 }
 
 impl Source {
@@ -64,6 +80,22 @@ impl Source {
             writer: None,
             maybe_readable: true,
             read_closed: false,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Moves the wakers of the readiness waits for `direction` into `to_wake`.
+    fn take_waiters(&mut self, direction: Direction, to_wake: &mut Vec<Waker>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].direction == direction {
+                to_wake.push(self.waiters.swap_remove(i).waker);
+            } else {
+                i += 1;
+            }
         }
     }
 }
@@ -81,6 +113,8 @@ struct Inner {
     /// The wakers the last `epoll_wait` calls for, woken once `inner` is released; kept for
     /// its capacity.
     to_wake: Vec<Waker>,
+    /// The id the next readiness wait gets (`wait_ready`); never reused.
+    next_waiter: u64,
 }
 
 impl EpollDriver {
@@ -105,6 +139,7 @@ impl EpollDriver {
                 sources: Slab::with_capacity(1024),
                 events: Vec::with_capacity(EVENTS_PER_WAIT),
                 to_wake: Vec::with_capacity(EVENTS_PER_WAIT),
+                next_waiter: 0,
             }),
         })
     }
@@ -219,6 +254,52 @@ impl EpollDriver {
         }
     }
 
+    /// Leaves `waker` for the next `direction` edge of the fd of `token`, as the entry of the
+    /// readiness wait `waiter` (given an id on its first call; an entry an edge already took
+    /// is added again).
+    pub(crate) fn wait_ready(
+        &self,
+        token: usize,
+        direction: Direction,
+        waiter: &mut Option<u64>,
+        waker: &Waker,
+    ) {
+        let mut inner = self.inner.borrow_mut();
+        let id = *waiter.get_or_insert_with(|| {
+            inner.next_waiter += 1;
+            inner.next_waiter
+        });
+        let Some(source) = inner.sources.get_mut(token) else {
+            unreachable!("a live SharedFd keeps its token registered");
+        };
+        match source.waiters.iter_mut().find(|entry| entry.id == id) {
+            Some(entry) if entry.waker.will_wake(waker) => {}
+            Some(entry) => entry.waker = waker.clone(),
+            None => source.waiters.push(ReadyWaiter {
+                id,
+                direction,
+                waker: waker.clone(),
+            }),
+        }
+    }
+
+    /// Takes out the entry of readiness wait `waiter` (its future is dropped, or done).
+    pub(crate) fn forget_ready(&self, token: usize, waiter: u64) {
+        // Waits are dropped by tasks, never while the driver dispatches events, so the borrow
+        // is free; were it not, the entry would merely be woken once, spuriously.
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        if let Some(source) = inner.sources.get_mut(token)
+            && let Some(at) = source.waiters.iter().position(|entry| entry.id == waiter)
+        {
+            // The entry holds a waker, user code: drop it once the borrow is released.
+            let entry = source.waiters.swap_remove(at);
+            drop(inner);
+            drop(entry);
+        }
+    }
+
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut to_wake = self.wait(timeout)?;
         let mut first_panic = None;
@@ -263,6 +344,7 @@ impl EpollDriver {
             sources,
             events,
             to_wake,
+            ..
         } = &mut *inner;
         let mut to_wake = std::mem::take(to_wake);
         for event in events.drain(..) {
@@ -283,9 +365,13 @@ impl EpollDriver {
             if failed || readable {
                 source.maybe_readable = true;
                 to_wake.extend(source.reader.take());
+                source.take_waiters(Direction::Read, &mut to_wake);
             }
             let writable = flags & libc::EPOLLOUT != 0;
             to_wake.extend(source.writer.take_if(|_| failed || writable));
+            if failed || writable {
+                source.take_waiters(Direction::Write, &mut to_wake);
+            }
         }
         Ok(to_wake)
     }

@@ -99,7 +99,8 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         // Runs just before the descriptor closes (which removes it from the epoll interest
-        // list: coreio never dups it). Away from its own driver only the token's slot stays
+        // list: coreio never dups a socket's fd; `io::AsyncFd`, whose fd is a duplicate, takes
+        // its registration out explicitly first, through `try_into_owned`). Away from its own driver only the token's slot stays
         // taken until that driver goes.
         context::with(|ctx| ctx.driver.deregister_fd(&self.0));
     }

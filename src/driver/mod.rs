@@ -254,6 +254,51 @@ impl Driver {
         })
     }
 
+    /// A readiness wait (`io::AsyncFd`) in its epoll form: `check` asks whether `fd` is ready
+    /// for `direction` now (`WouldBlock` if not); if not, the waker of `cx` is left as the
+    /// entry of wait `waiter` for the next edge. `None` on io_uring, where a readiness wait is
+    /// a `POLL_ADD` operation instead. A descriptor of another driver is refused at once.
+    pub(crate) fn poll_ready_epoll(
+        &self,
+        fd: &SharedFd,
+        direction: Direction,
+        waiter: &mut Option<u64>,
+        check: impl FnOnce() -> io::Result<u32>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<io::Result<u32>>> {
+        let Driver::Epoll(driver) = self else {
+            return None;
+        };
+        if fd.owner() != self.id() {
+            return Some(Poll::Ready(Err(foreign_fd())));
+        }
+        let Some(token) = fd.epoll_token() else {
+            unreachable!("on the epoll backend every SharedFd is registered");
+        };
+        match check() {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                driver.wait_ready(token, direction, waiter, cx.waker());
+                Some(Poll::Pending)
+            }
+            result => {
+                if let Some(id) = waiter.take() {
+                    driver.forget_ready(token, id);
+                }
+                Some(Poll::Ready(result))
+            }
+        }
+    }
+
+    /// A readiness wait `waiter` on `fd` is dropped before an edge woke it: its entry goes.
+    /// Only in `fd`'s own driver.
+    pub(crate) fn forget_ready(&self, fd: &SharedFd, waiter: u64) {
+        if let (Driver::Epoll(driver), Some(token)) = (self, fd.epoll_token())
+            && driver.id() == fd.owner()
+        {
+            driver.forget_ready(token, waiter);
+        }
+    }
+
     /// Forgets a registered descriptor that is being closed (closing removes it from the epoll
     /// interest list). Only in its own driver: elsewhere the same token names another fd.
     pub(crate) fn deregister_fd(&self, registration: &Registration) {

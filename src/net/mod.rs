@@ -58,6 +58,7 @@ pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_wit
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
+pub(crate) use stream_io::StreamIo;
 pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};
 pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};
 pub use unix::{UCred, UnixListener, UnixSocketAddr, UnixStream};

@@ -1,5 +1,6 @@
 //! [`StreamIo`]: the read and write loops every stream socket shares (TCP today; Unix streams
-//! and pipes next), so that each socket type is a thin layer of options over one tested core.
+//! next) and pipes too (`read(2)`/`write(2)` instead of `recv`/`send`: [`Calls`]), so that each
+//! stream type is a thin layer of options over one tested core.
 //!
 //! It owns the cancel-safe read (held bytes first, see `crate::driver::held`), `read_exact`,
 //! `peek`, `write`, `write_all` and their vectored forms over a [`SharedFd`]. It must never know which kind of stream it
@@ -9,7 +10,7 @@ use std::io;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::driver::{Claim, Op, SharedFd};
-use crate::net::ops::{StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
+use crate::net::ops::{Calls, StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
 
 /// A connected stream socket's I/O. The socket types document these methods for their users.
 pub struct StreamIo {
@@ -17,13 +18,20 @@ pub struct StreamIo {
     /// epoll: whether a short read means the socket is drained (`StreamRecv::short_read_drains`):
     /// true from `new` (TCP), set false by socket types whose reads stop early (Unix streams).
     pub(crate) short_read_drains: bool,
+    calls: Calls,
 }
 
 impl StreamIo {
     pub(crate) fn new(fd: SharedFd) -> StreamIo {
+        StreamIo::with_calls(fd, Calls::Socket)
+    }
+
+    /// A stream whose reads and writes use `calls` (`Calls::Pipe` for a pipe).
+    pub(crate) fn with_calls(fd: SharedFd, calls: Calls) -> StreamIo {
         StreamIo {
             fd,
             short_read_drains: true,
+            calls,
         }
     }
 
@@ -43,7 +51,9 @@ impl StreamIo {
                 return (result, buf);
             }
         }
-        let recv = StreamRecv::new(self.fd.clone(), buf).short_read_drains(self.short_read_drains);
+        let recv = StreamRecv::new(self.fd.clone(), buf)
+            .short_read_drains(self.short_read_drains)
+            .with_calls(self.calls);
         let completion = Claim::new(held, recv).await;
         let buf = completion.data.finish(&completion.result);
         (completion.result.map(|n| n as usize), buf)
@@ -91,6 +101,7 @@ impl StreamIo {
         let completion = Op::new(StreamSend {
             socket: self.fd.clone(),
             buf,
+            calls: self.calls,
         })
         .await;
         (completion.result.map(|n| n as usize), completion.data.buf)

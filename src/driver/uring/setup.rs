@@ -212,6 +212,8 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::RecvMsg::CODE, "RECVMSG"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
 ];
 
 /// Creates a ring of `entries` submission entries (completion queue twice that).

@@ -41,6 +41,14 @@ pub(crate) use stream_recv::StreamRecv;
 pub(crate) use stream_send::StreamSend;
 pub(crate) use stream_send_vectored::StreamSendVectored;
 
+/// Which system calls a stream's reads and writes use: `recv`/`send` (`IORING_OP_RECV`/`SEND`)
+/// on a socket, `read`/`write` (`IORING_OP_READ`/`WRITE`) on a pipe, which is no socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Calls {
+    Socket,
+    Pipe,
+}
+
 /// A length the kernel's 32-bit fields can carry; a larger buffer is served in parts.
 fn clamp_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX).min(i32::MAX as u32)

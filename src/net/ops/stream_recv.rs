@@ -8,7 +8,7 @@ use std::io;
 
 use io_uring::{opcode, squeue, types};
 
-use super::clamp_len;
+use super::{Calls, clamp_len};
 use crate::buf::IoBufMut;
 use crate::driver::{Direction, OpShare, Operation, SharedFd};
 use crate::sys;
@@ -19,6 +19,7 @@ pub(crate) struct StreamRecv<B> {
     buf: B,
     /// epoll: whether a short receive means the queue ran dry (see `short_read_drains`).
     short_read_drains: bool,
+    calls: Calls,
 }
 
 impl<B> StreamRecv<B> {
@@ -29,6 +30,7 @@ impl<B> StreamRecv<B> {
             socket: OpShare::new(socket),
             buf,
             short_read_drains: true,
+            calls: Calls::Socket,
         }
     }
 
@@ -39,6 +41,11 @@ impl<B> StreamRecv<B> {
         self.short_read_drains = drains;
         self
     }
+
+    /// The same receive with `calls` (`read(2)` on a pipe).
+    pub(crate) fn with_calls(self, calls: Calls) -> Self {
+        StreamRecv { calls, ..self }
+    }
 }
 
 // SAFETY: the kernel writes only into `buf`'s heap memory (`IoBufMut` guarantees it does not
@@ -46,7 +53,12 @@ impl<B> StreamRecv<B> {
 unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_total());
-        opcode::Recv::new(types::Fd(self.socket.raw()), self.buf.stable_mut_ptr(), len).build()
+        let (fd, ptr) = (types::Fd(self.socket.raw()), self.buf.stable_mut_ptr());
+        match self.calls {
+            Calls::Socket => opcode::Recv::new(fd, ptr, len).build(),
+            // Offset -1: the file's current position, as read(2); a pipe has none.
+            Calls::Pipe => opcode::Read::new(fd, ptr, len).offset(u64::MAX).build(),
+        }
     }
 
     fn source(&self) -> (&SharedFd, Direction) {
@@ -55,10 +67,13 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {
         let len = clamp_len(self.buf.bytes_total()) as usize;
-        // SAFETY: the buffer's memory is valid for writes of `bytes_total() >= len` bytes
-        // (`IoBufMut`), and the socket is open while `self.socket` lives.
-        let n = sys::cvt(unsafe {
-            libc::recv(self.socket.raw(), self.buf.stable_mut_ptr().cast(), len, 0)
+        let (fd, ptr) = (self.socket.raw(), self.buf.stable_mut_ptr().cast());
+        let n = sys::cvt(match self.calls {
+            // SAFETY: the buffer's memory is valid for writes of `bytes_total() >= len` bytes
+            // (`IoBufMut`), and the socket is open while `self.socket` lives.
+            Calls::Socket => unsafe { libc::recv(fd, ptr, len, 0) },
+            // SAFETY: the same buffer and descriptor guarantees, for the pipe.
+            Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
         })?;
         Ok(n as u32)
     }

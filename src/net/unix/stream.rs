@@ -111,13 +111,10 @@ impl UnixStream {
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<UnixStream> {
-        Ok(UnixStream {
-            io: StreamIo {
-                fd: SharedFd::new(fd)?,
-                // A Unix receive stops early at bytes carrying descriptors, with more queued.
-                short_read_drains: false,
-            },
-        })
+        let mut io = StreamIo::new(SharedFd::new(fd)?);
+        // A Unix receive stops early at bytes carrying descriptors, with more queued.
+        io.short_read_drains = false;
+        Ok(UnixStream { io })
     }
 
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its

@@ -1,0 +1,34 @@
+//! I/O beyond sockets: readiness of any descriptor ([`AsyncFd`]) and pipes ([`pipe()`]).
+//!
+//! [`AsyncFd`] wraps a descriptor coreio has no type for (an eventfd, a timerfd, a device, a
+//! socket made by another library) and says when it may be readable or writable, for the
+//! caller's own non-blocking syscalls. [`pipe()`] makes a pipe whose ends read and write with
+//! owned buffers, as [`TcpStream`](crate::net::TcpStream) does.
+//!
+//! ```
+//! use std::os::fd::AsFd;
+//! use coreio::io::AsyncFd;
+//!
+//! coreio::block_on(async {
+//!     // Readiness of a pipe's write end: writable at once.
+//!     let (reader, writer) = coreio::io::pipe()?;
+//!     let fd = AsyncFd::new(writer.as_fd().try_clone_to_owned()?)?;
+//!     let _guard = fd.writable().await?;
+//!     drop(reader);
+//!     Ok::<(), std::io::Error>(())
+//! })
+//! .unwrap()
+//! .unwrap();
+//! ```
+
+// Module map (maintainers): `async_fd` owns the readiness cache and the descriptor's
+// registration; `poll_ready` is the readiness operation (POLL_ADD, or poll(2) then an epoll
+// edge); `pipe` is a pair of `StreamIo`s with read(2)/write(2). None of them may read or write
+// a descriptor it does not own.
+
+mod async_fd;
+mod pipe;
+mod poll_ready;
+
+pub use async_fd::{AsyncFd, ReadyGuard, ReadyMutGuard, TryIoError};
+pub use pipe::{PipeReader, PipeWriter, pipe};
