@@ -31,7 +31,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
@@ -160,7 +159,7 @@ impl Unread {
 /// A connection an accept whose future was dropped took from the backlog.
 pub(crate) struct Accepted {
     pub(crate) fd: OwnedFd,
-    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) peer: socket2::SockAddr,
 }
 
 impl Held {

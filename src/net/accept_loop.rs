@@ -3,9 +3,8 @@
 //! running out of descriptors or memory backs off instead of failing.
 //!
 //! It returns the accepted descriptor and the peer's raw `socket2::SockAddr`, so it knows
-//! nothing of IP or Unix addresses; wrapping the descriptor in a stream is the caller's.
-//! (`TcpListener::accept` still runs its own copy of this loop; moving it here is a change of
-//! its own.)
+//! nothing of IP or Unix addresses; wrapping the descriptor in a stream is the caller's
+//! (`TcpListener::accept`, `UnixListener::accept`).
 
 use std::cell::Cell;
 use std::fmt;
@@ -23,13 +22,11 @@ use crate::net::ops::Accept;
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connection the kernel accepted, with the peer address when it is known: always for a
-/// fresh accept, and for one a dropped accept took only if the address was an IP address (the
-/// holding area keeps `std::net::SocketAddr`s); otherwise the caller asks the socket
-/// (`getpeername`), which gives the same address.
+/// A connection the kernel accepted, with the peer's address as `accept` reported it (for one
+/// a dropped accept took, as the holding area kept it).
 pub(crate) struct AcceptedFd {
     pub(crate) fd: OwnedFd,
-    pub(crate) peer: Option<SockAddr>,
+    pub(crate) peer: SockAddr,
 }
 
 /// Waits for the next connection on the listening socket `listener`.
@@ -54,7 +51,7 @@ pub(crate) async fn accept_with_backoff(
                 recovered(starved, name);
                 return Ok(AcceptedFd {
                     fd: accepted.fd,
-                    peer: accepted.peer.map(SockAddr::from),
+                    peer: accepted.peer,
                 });
             }
         }
@@ -64,7 +61,7 @@ pub(crate) async fn accept_with_backoff(
                 recovered(starved, name);
                 return Ok(AcceptedFd {
                     fd: Accept::accepted(fd),
-                    peer: Some(completion.data.peer.to_sock_addr()),
+                    peer: completion.data.peer.to_sock_addr(),
                 });
             }
             Err(err) => match err.raw_os_error() {

@@ -74,7 +74,7 @@ unsafe impl Operation for Accept {
         // (a full fd table, an aborted connection) are met again by the next accept.
         if result >= 0 {
             let fd = Accept::accepted(result as u32);
-            let peer = self.peer.to_socket_addr();
+            let peer = self.peer.to_sock_addr();
             self.listener.held().keep_accepted(Accepted { fd, peer });
         }
     }

@@ -1,6 +1,4 @@
-//! [`AddrBuf`]: storage the kernel fills with a peer's address (accept; later recvfrom).
-
-use std::net::SocketAddr;
+//! [`AddrBuf`]: storage the kernel fills with a peer's address (accept).
 
 use socket2::SockAddr;
 
@@ -20,16 +18,6 @@ impl AddrBuf {
             storage: unsafe { std::mem::zeroed() },
             len: STORAGE_LEN,
         })
-    }
-
-    /// The address the kernel wrote, if it is an IP address.
-    pub(crate) fn to_socket_addr(&self) -> Option<SocketAddr> {
-        let mut storage = socket2::SockAddrStorage::zeroed();
-        // SAFETY: `SockAddrStorage` wraps a `sockaddr_storage`, so viewing it as one is valid.
-        unsafe { *storage.view_as::<libc::sockaddr_storage>() = self.storage };
-        // SAFETY: the kernel wrote a sockaddr of `len` bytes (at most the storage's size).
-        let addr = unsafe { SockAddr::new(storage, self.len.min(STORAGE_LEN)) };
-        addr.as_socket()
     }
 
     /// The address the kernel wrote, of any family (a Unix peer's, for instance).

@@ -5,22 +5,16 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 use super::into_std::{IntoStdError, Reason};
 use super::socket::with_addr;
 use super::{TcpSocket, TcpStream};
-use crate::driver::{Claim, SharedFd};
-use crate::net::ops::Accept;
+use crate::driver::SharedFd;
+use crate::net::accept_loop::accept_with_backoff;
 use crate::net::port_claim::PortClaim;
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
-
-/// First pause after `accept` fails for lack of descriptors or memory; doubled on each
-/// consecutive failure up to [`MAX_ACCEPT_BACKOFF`].
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A TCP listening socket owned by one core.
 ///
@@ -159,54 +153,12 @@ impl TcpListener {
     /// kernel had already accepted for it (on io_uring the accept may complete after the future
     /// is gone) is queued on the listener and returned by the next accept.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let mut backoff = MIN_ACCEPT_BACKOFF;
-        let held = self.fd.held();
-        loop {
-            if !held.is_clear() {
-                // A dropped accept left a connection, or is still finishing: wait until it
-                // has, then serve what it took before accepting anew (see `driver::held`).
-                held.settled().await;
-                if let Some(accepted) = held.take_accepted() {
-                    return self.stream_for(accepted.fd, accepted.peer);
-                }
-            }
-            let completion = Claim::new(held, Accept::new(self.fd.clone())).await;
-            match completion.result {
-                Ok(fd) => {
-                    let socket = Accept::accepted(fd);
-                    return self.stream_for(socket, completion.data.peer.to_socket_addr());
-                }
-                Err(err) => match err.raw_os_error() {
-                    Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        if !self.starved.replace(true) {
-                            log::warn!(
-                                "coreio: accept on {} failed ({err}); backing off until resources free up",
-                                self.local_addr
-                            );
-                        }
-                        crate::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                    }
-                    _ => return Err(err),
-                },
-            }
-        }
-    }
-}
-
-impl TcpListener {
-    /// Wraps a connection the kernel accepted (just now, or for a dropped accept).
-    fn stream_for(
-        &self,
-        socket: OwnedFd,
-        peer: Option<SocketAddr>,
-    ) -> io::Result<(TcpStream, SocketAddr)> {
-        if self.starved.replace(false) {
-            log::info!("coreio: accept on {} recovered", self.local_addr);
-        }
-        let peer = peer.ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
-        Ok((TcpStream::from_fd(socket)?, peer))
+        let accepted = accept_with_backoff(&self.fd, &self.starved, &self.local_addr).await?;
+        let peer = accepted
+            .peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
+        Ok((TcpStream::from_fd(accepted.fd)?, peer))
     }
 }
 

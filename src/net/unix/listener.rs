@@ -115,15 +115,7 @@ impl UnixListener {
     pub async fn accept(&self) -> io::Result<(UnixStream, UnixSocketAddr)> {
         let accepted = accept_with_backoff(&self.fd, &self.starved, &self.local_addr).await?;
         let stream = UnixStream::from_fd(accepted.fd)?;
-        let peer = match accepted.peer {
-            Some(peer) => UnixSocketAddr::from_sock_addr(peer)?,
-            // Taken by a dropped accept, whose address the holding area does not keep: the
-            // socket knows it (accept reports what getpeername does). Should even that fail,
-            // the connection is still served, as from an unknown (unnamed) peer.
-            None => stream
-                .peer_addr()
-                .unwrap_or_else(|_| UnixSocketAddr::unnamed()),
-        };
+        let peer = UnixSocketAddr::from_sock_addr(accepted.peer)?;
         Ok((stream, peer))
     }
 }
