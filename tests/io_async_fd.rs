@@ -83,18 +83,6 @@ struct NoopWake;
 impl std::task::Wake for NoopWake {
     fn wake(self: Arc<Self>) {}
 }
-
-async fn settles_to(baseline: usize) -> usize {
-    for _ in 0..200 {
-        if open_fds() == baseline {
-            break;
-        }
-        coreio::yield_now().await;
-        sleep(Duration::from_millis(1)).await;
-    }
-    open_fds()
-}
-
 both_backends! {
     fn a_pipe_is_readable_once_written_and_not_before(backend: Backend) {
         block_on(backend, async {
@@ -213,12 +201,12 @@ both_backends! {
                 // Dropped while the core sleeps on it.
                 assert!(timeout(Duration::from_millis(1), rx.readable()).await.is_err());
             }
-            assert_eq!(settles_to(before + 1).await, before + 1);
+            assert_eq!(util::fds_settle_to(before + 1).await, before + 1);
             write_fd(tx.as_raw_fd(), b"ok").unwrap();
             let mut buf = [0u8; 4];
             assert_eq!(read_ready(&rx, &mut buf).await.unwrap(), 2);
             drop(rx);
-            assert_eq!(settles_to(before - 1).await, before - 1, "the read end and its duplicate closed");
+            assert_eq!(util::fds_settle_to(before - 1).await, before - 1, "the read end and its duplicate closed");
         });
     }
 
@@ -252,7 +240,7 @@ both_backends! {
             let raw = rx.as_raw_fd();
             let rx = rx.into_inner();
             assert_eq!(rx.as_raw_fd(), raw);
-            assert_eq!(settles_to(before).await, before, "the duplicate closed");
+            assert_eq!(util::fds_settle_to(before).await, before, "the duplicate closed");
             write_fd(tx.as_raw_fd(), b"1").unwrap();
             let mut buf = [0u8; 4];
             assert_eq!(read_fd(rx.as_raw_fd(), &mut buf).unwrap(), 1);
@@ -264,7 +252,7 @@ both_backends! {
                 assert_eq!(buf[0], round);
                 drop(again.into_inner());
             }
-            assert_eq!(settles_to(before).await, before);
+            assert_eq!(util::fds_settle_to(before).await, before);
         });
     }
 

@@ -20,18 +20,6 @@ use util::{block_on, open_fds};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-async fn settles_to(baseline: usize) -> usize {
-    for _ in 0..200 {
-        if open_fds() == baseline {
-            break;
-        }
-        coreio::yield_now().await;
-        sleep(Duration::from_millis(1)).await;
-    }
-    open_fds()
-}
-
 /// A blocking pipe made with libc: (read end, write end).
 fn blocking_pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [-1; 2];
@@ -203,7 +191,7 @@ both_backends! {
             got.extend_from_slice(&rest);
             assert_eq!(got, b"first second", "bytes in order, none lost");
             drop((reader, writer));
-            assert_eq!(settles_to(before).await, before, "both ends closed");
+            assert_eq!(util::fds_settle_to(before).await, before, "both ends closed");
         });
     }
 

@@ -25,44 +25,12 @@ use std::time::Duration;
 use coreio::net::{TcpListener, TcpStream};
 use coreio::sync::Event;
 use coreio::time::{sleep, timeout};
-use coreio::{Backend, Builder, mesh};
+use coreio::{Builder, mesh};
 
 use util::{XorShift, block_on, check_pattern, pair, pattern, two_or_fewer_cores};
 
 /// Generous bound for waits that only run out when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Polls `future` exactly once, with a waker that does nothing; it must not be ready yet.
-fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(
-        future.poll(&mut cx).is_pending(),
-        "the operation completed on its first poll"
-    );
-}
-
-/// Whether the current core runs io_uring (whatever the test asked for: `COREIO_BACKEND`
-/// overrides it).
-fn on_uring() -> bool {
-    coreio::backend() == Some(Backend::IoUring)
-}
-
-/// io_uring: lets the core park and reap (bounded) until `done()`, which must come true, then
-/// a few more passes of the core loop so that the completion is reaped. epoll: a dropped
-/// operation never takes anything, so there is nothing to wait for.
-async fn reaped_until(what: &str, done: impl FnMut() -> bool) {
-    if !on_uring() {
-        return;
-    }
-    assert!(
-        util::wait_until(4000, done).await,
-        "io_uring: {what} never happened"
-    );
-    for _ in 0..3 {
-        coreio::yield_now().await;
-    }
-    sleep(Duration::from_millis(1)).await;
-}
 
 /// Starts a read of `capacity` bytes on `stream`, lets `peer` write `data`, waits until the
 /// read's receive has taken it out of the socket (io_uring), then drops the read unclaimed.
@@ -70,12 +38,12 @@ async fn drop_a_read_that_took(stream: &TcpStream, peer: &TcpStream, capacity: u
     // A fresh task poll: the budget cannot make the first poll yield before submitting.
     coreio::yield_now().await;
     let mut read = pin!(stream.read(Vec::with_capacity(capacity)));
-    poll_once(read.as_mut());
+    util::poll_once_pending(read.as_mut());
     let (res, _) = peer.write_all(data.to_vec()).await;
     res.unwrap();
     let fd = stream.as_raw_fd();
-    reaped_until("the receive taking the data", || util::queued(fd) == 0).await;
-    if !on_uring() {
+    util::reaped_until("the receive taking the data", || util::queued(fd) == 0).await;
+    if !util::on_uring() {
         // On epoll the dropped read's only syscall found nothing: the bytes are still queued.
         assert_eq!(util::queued(fd), data.len());
     }
@@ -172,7 +140,7 @@ both_backends! {
             let tail = pattern(3, 1, 500);
             {
                 let mut read = pin!(client.read(Vec::with_capacity(4096)));
-                poll_once(read.as_mut());
+                util::poll_once_pending(read.as_mut());
                 // A park: the receive reaches the kernel and waits there.
                 sleep(Duration::from_millis(1)).await;
                 // The peer writes synchronously, while this core is not in the kernel.
@@ -194,11 +162,11 @@ both_backends! {
             coreio::yield_now().await;
             let first = {
                 let mut accept = pin!(listener.accept());
-                poll_once(accept.as_mut());
+                util::poll_once_pending(accept.as_mut());
                 // A blocking connect completes against the backlog without an accept.
                 let first = std::net::TcpStream::connect(addr).unwrap();
-                reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
-                if !on_uring() {
+                util::reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
+                if !util::on_uring() {
                     assert!(util::acceptable(fd), "epoll: the dropped accept took the connection");
                 }
                 first
@@ -233,7 +201,7 @@ both_backends! {
             coreio::yield_now().await;
             let first = {
                 let mut accept = pin!(listener.accept());
-                poll_once(accept.as_mut());
+                util::poll_once_pending(accept.as_mut());
                 sleep(Duration::from_millis(1)).await;
                 std::net::TcpStream::connect(addr).unwrap()
             };
@@ -385,13 +353,13 @@ both_backends! {
             coreio::yield_now().await;
             {
                 let mut read = pin!(client.read(Vec::with_capacity(64)));
-                poll_once(read.as_mut());
+                util::poll_once_pending(read.as_mut());
                 sleep(Duration::from_millis(1)).await;
                 // SO_LINGER 0: closing sends a reset instead of a FIN.
                 with_sock(&server, |sock| sock.set_linger(Some(Duration::ZERO))).unwrap();
                 drop(server);
                 let fd = client.as_raw_fd();
-                reaped_until("the reset reaching the socket", || tcp_closed(fd)).await;
+                util::reaped_until("the reset reaching the socket", || tcp_closed(fd)).await;
             }
             let (res, _) = timeout(PATIENCE, client.read(Vec::with_capacity(64)))
                 .await

@@ -21,18 +21,6 @@ use coreio::{Backend, Builder};
 
 use util::open_fds;
 
-/// Waits (bounded) for the process's descriptor count to come back to `baseline`.
-async fn settles_to(baseline: usize) -> usize {
-    for _ in 0..200 {
-        if open_fds() == baseline {
-            break;
-        }
-        coreio::yield_now().await;
-        sleep(Duration::from_millis(1)).await;
-    }
-    open_fds()
-}
-
 fn connections_dropped_in_every_state(backend: Backend) {
     let outside = open_fds();
     let (inside_before, inside_after) = Builder::new()
@@ -89,7 +77,7 @@ fn connections_dropped_in_every_state(backend: Backend) {
                     }
                 }
             }
-            let after = settles_to(before).await;
+            let after = util::fds_settle_to(before).await;
             // Leave operations in flight for the shutdown to clean up.
             for _ in 0..10 {
                 let (client, server) = util::pair_on(&listener).await;
@@ -167,7 +155,7 @@ fn holders_dropped_with_what_they_hold(backend: Backend) {
                 }
                 drop((listener, client, reader, writer));
             }
-            (before, settles_to(before).await)
+            (before, util::fds_settle_to(before).await)
         })
         .unwrap();
     assert_eq!(

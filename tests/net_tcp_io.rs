@@ -13,13 +13,12 @@ use std::rc::Rc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use coreio::buf::IoBuf;
 use coreio::net::{
     TcpListener, TcpStream, copy_bidirectional, copy_bidirectional_with_capacity, reunite,
 };
 use coreio::time::timeout;
 
-use util::{block_on, check_pattern, pair, pattern};
+use util::{DropHookBuf, block_on, check_pattern, pair, pattern};
 
 /// Generous bound for waits that only run out when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -35,32 +34,6 @@ async fn read_to_end(stream: &TcpStream) -> Vec<u8> {
             return all;
         }
         all.extend_from_slice(&buf);
-    }
-}
-
-/// A send buffer (a `Vec`'s initialised bytes) that counts its drops.
-struct CountedBuf {
-    vec: Vec<u8>,
-    drops: Rc<Cell<usize>>,
-}
-
-impl Drop for CountedBuf {
-    fn drop(&mut self) {
-        self.drops.set(self.drops.get() + 1);
-    }
-}
-
-// SAFETY: the bytes live in the Vec's heap allocation, which does not move with the buffer and
-// lives until it is dropped; `len` bytes of it are initialised.
-unsafe impl IoBuf for CountedBuf {
-    fn stable_ptr(&self) -> *const u8 {
-        self.vec.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.vec.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.vec.capacity()
     }
 }
 
@@ -241,8 +214,11 @@ both_backends! {
             let drops = Rc::new(Cell::new(0));
             coreio::yield_now().await;
             {
-                let bufs: Vec<CountedBuf> = (0..4)
-                    .map(|_| CountedBuf { vec: vec![7u8; 1 << 16], drops: drops.clone() })
+                let bufs: Vec<DropHookBuf> = (0..4)
+                    .map(|_| {
+                        let drops = drops.clone();
+                        DropHookBuf::with_bytes(vec![7u8; 1 << 16], move || drops.set(drops.get() + 1))
+                    })
                     .collect();
                 let mut write = pin!(client.write_all_vectored(bufs));
                 let mut cx = Context::from_waker(Waker::noop());

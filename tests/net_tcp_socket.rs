@@ -99,11 +99,6 @@ fn poll_pending<F: Future>(future: std::pin::Pin<&mut F>) {
     );
 }
 
-/// Whether the current core runs io_uring (`COREIO_BACKEND` may override the test's choice).
-fn on_uring() -> bool {
-    coreio::backend() == Some(Backend::IoUring)
-}
-
 both_backends! {
     fn bind_then_connect_uses_the_source_address(backend: Backend) {
         block_on(backend, async {
@@ -659,7 +654,7 @@ both_backends! {
                 poll_pending(read.as_mut());
                 let (res, _) = client.write_all(b"held".to_vec()).await;
                 res.unwrap();
-                if on_uring() {
+                if util::on_uring() {
                     // The receive takes the bytes out of the socket before the read is dropped.
                     assert!(util::wait_until(4000, || util::queued(fd) == 0).await);
                     for _ in 0..3 {
@@ -667,7 +662,7 @@ both_backends! {
                     }
                 }
             }
-            let server = if on_uring() {
+            let server = if util::on_uring() {
                 let err = server.into_std().expect_err("into_std would have lost held bytes");
                 assert!(err.to_string().contains("have left what they took"), "{err}");
                 err.into_inner()
@@ -694,7 +689,7 @@ both_backends! {
                 poll_pending(accept.as_mut());
                 // A blocking connect completes against the backlog without an accept.
                 let client = std::net::TcpStream::connect(addr).unwrap();
-                if on_uring() {
+                if util::on_uring() {
                     assert!(util::wait_until(4000, || !util::acceptable(fd)).await);
                     for _ in 0..3 {
                         coreio::yield_now().await;
@@ -702,7 +697,7 @@ both_backends! {
                 }
                 client
             };
-            let listener = if on_uring() {
+            let listener = if util::on_uring() {
                 let err = listener.into_std().expect_err("into_std would have lost a connection");
                 assert!(err.to_string().contains("have left what they took"), "{err}");
                 err.into_inner()

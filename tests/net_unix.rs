@@ -58,36 +58,6 @@ fn abstract_name(what: &str) -> Vec<u8> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("coreio-test-{}-{what}-{n}", std::process::id()).into_bytes()
 }
-
-/// Polls `future` exactly once, with a waker that does nothing; it must not be ready yet.
-fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(
-        future.poll(&mut cx).is_pending(),
-        "the operation completed on its first poll"
-    );
-}
-
-fn on_uring() -> bool {
-    coreio::backend() == Some(Backend::IoUring)
-}
-
-/// io_uring: lets the core park and reap (bounded) until `done()`, then a few more passes so
-/// the completion is reaped. epoll: a dropped operation takes nothing, nothing to wait for.
-async fn reaped_until(what: &str, done: impl FnMut() -> bool) {
-    if !on_uring() {
-        return;
-    }
-    assert!(
-        util::wait_until(4000, done).await,
-        "io_uring: {what} never happened"
-    );
-    for _ in 0..3 {
-        coreio::yield_now().await;
-    }
-    sleep(Duration::from_millis(1)).await;
-}
-
 /// Connects a client to `listener` and accepts it; returns `(client, server)`.
 async fn pair_on(listener: &UnixListener) -> (UnixStream, UnixStream) {
     let addr = listener.local_addr().unwrap();
@@ -485,11 +455,11 @@ both_backends! {
             let before = open_fds();
             let (first, first_addr) = {
                 let mut accept = pin!(listener.accept());
-                poll_once(accept.as_mut());
+                util::poll_once_pending(accept.as_mut());
                 // A blocking connect completes against the backlog without an accept.
                 let first = bound_client(&abstract_name("first"), &p);
-                reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
-                if !on_uring() {
+                util::reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
+                if !util::on_uring() {
                     assert!(util::acceptable(fd), "epoll: the dropped accept took the connection");
                 }
                 first
@@ -519,9 +489,9 @@ both_backends! {
             // A listener dropped while it holds a connection a dropped accept took closes it.
             {
                 let mut accept = pin!(listener.accept());
-                poll_once(accept.as_mut());
+                util::poll_once_pending(accept.as_mut());
                 let _third = bound_client(&abstract_name("third"), &p);
-                reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
+                util::reaped_until("the accept taking the connection", || !util::acceptable(fd)).await;
             }
             drop(listener);
             for _ in 0..5 {
@@ -539,11 +509,11 @@ both_backends! {
             let head = pattern(5, 0, 1000);
             {
                 let mut read = pin!(a.read(Vec::with_capacity(4096)));
-                poll_once(read.as_mut());
+                util::poll_once_pending(read.as_mut());
                 let (res, _) = b.write_all(head.clone()).await;
                 res.unwrap();
                 let fd = a.as_raw_fd();
-                reaped_until("the receive taking the data", || util::queued(fd) == 0).await;
+                util::reaped_until("the receive taking the data", || util::queued(fd) == 0).await;
             }
             let tail = pattern(5, 1, 500);
             let (res, _) = b.write_all(tail.clone()).await;
@@ -727,16 +697,16 @@ both_backends! {
             let before = open_fds();
             {
                 let mut recv = pin!(b.recv_fds(Vec::with_capacity(64), 4));
-                poll_once(recv.as_mut());
+                util::poll_once_pending(recv.as_mut());
                 let (res, _) = a.send_fds(b"with fds".to_vec(), &[file.as_fd(), file.as_fd()]).await;
                 res.unwrap();
                 let fd = b.as_raw_fd();
-                reaped_until("the receive taking the message", || util::queued(fd) == 0).await;
+                util::reaped_until("the receive taking the message", || util::queued(fd) == 0).await;
             }
             let (res, buf) = timeout(PATIENCE, b.recv_fds(Vec::with_capacity(64), 4)).await.unwrap();
             let (n, fds) = res.unwrap();
             assert_eq!(&buf[..n], b"with fds", "the bytes a dropped receive took come back");
-            if on_uring() {
+            if util::on_uring() {
                 assert!(fds.is_empty(), "descriptors of a dropped receive are closed");
             } else {
                 assert_eq!(fds.len(), 2, "epoll: the dropped receive took nothing");

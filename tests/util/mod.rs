@@ -214,7 +214,7 @@ impl Drop for DropCount {
     }
 }
 
-/// A receive buffer (a `Vec`'s capacity) that runs `on_drop` when it is dropped: tests watch
+/// A buffer (a `Vec`) that runs `on_drop` when it is dropped: tests watch
 /// when the runtime frees a buffer, or make its `Drop` misbehave (panic, call into the driver).
 pub struct DropHookBuf {
     vec: Vec<u8>,
@@ -225,6 +225,14 @@ impl DropHookBuf {
     pub fn new(capacity: usize, on_drop: impl FnOnce() + 'static) -> DropHookBuf {
         DropHookBuf {
             vec: Vec::with_capacity(capacity),
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+
+    /// A send buffer: `bytes` are its initialised contents.
+    pub fn with_bytes(bytes: Vec<u8>, on_drop: impl FnOnce() + 'static) -> DropHookBuf {
+        DropHookBuf {
+            vec: bytes,
             on_drop: Some(Box::new(on_drop)),
         }
     }
@@ -446,4 +454,50 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .expect("the panic payload is a string")
+}
+
+/// Polls `future` exactly once, with a waker that does nothing; it must not be ready yet (an
+/// operation now in flight, for a test that then drops it).
+pub fn poll_once_pending<F: Future>(future: std::pin::Pin<&mut F>) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        future.poll(&mut cx).is_pending(),
+        "the operation completed on its first poll"
+    );
+}
+
+/// Whether the current core runs io_uring (whatever the test asked for: `COREIO_BACKEND`
+/// overrides it).
+pub fn on_uring() -> bool {
+    coreio::backend() == Some(Backend::IoUring)
+}
+
+/// io_uring: lets the core park and reap (bounded) until `done()`, which must come true, then
+/// a few more passes of the core loop so that the completion is reaped. epoll: a dropped
+/// operation never takes anything, so there is nothing to wait for.
+pub async fn reaped_until(what: &str, done: impl FnMut() -> bool) {
+    if !on_uring() {
+        return;
+    }
+    assert!(
+        wait_until(4000, done).await,
+        "io_uring: {what} never happened"
+    );
+    for _ in 0..3 {
+        coreio::yield_now().await;
+    }
+    coreio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// Waits (bounded) for the process's descriptor count to come back to `baseline`; returns the
+/// count it ended with.
+pub async fn fds_settle_to(baseline: usize) -> usize {
+    for _ in 0..200 {
+        if open_fds() == baseline {
+            break;
+        }
+        coreio::yield_now().await;
+        coreio::time::sleep(Duration::from_millis(1)).await;
+    }
+    open_fds()
 }
