@@ -14,6 +14,8 @@ mod util;
 #[path = "../examples/dns/answer.rs"]
 #[allow(dead_code)]
 mod answer;
+#[path = "../examples/support/ready.rs"]
+mod ready;
 #[path = "../examples/dns/server.rs"]
 #[allow(dead_code)]
 mod server;
@@ -60,7 +62,7 @@ impl Server {
         }
         let stop = Event::new();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let ready = server::Ready::new(rt.cores().len(), move || {
+        let ready = ready::Ready::new(rt.cores().len(), move || {
             let _ = ready_tx.send(());
         });
         let zones = Arc::new(zones);

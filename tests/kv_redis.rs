@@ -19,6 +19,8 @@ mod util;
 
 #[path = "../examples/sharded_kv/commands/mod.rs"]
 mod commands;
+#[path = "../examples/support/ready.rs"]
+mod ready;
 #[path = "../examples/sharded_kv/resp/mod.rs"]
 mod resp;
 #[path = "../examples/sharded_kv/server.rs"]
@@ -69,7 +71,7 @@ impl Server {
         let cores = rt.cores().len();
         let stop = Event::new();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let ready = server::Ready::new(cores, move || {
+        let ready = ready::Ready::new(cores, move || {
             let _ = ready_tx.send(());
         });
         let thread = {

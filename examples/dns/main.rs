@@ -17,10 +17,14 @@
 //! as in `examples/echo.rs`; it then prints what each core answered and exits 0.
 
 mod answer;
+#[path = "../support/args.rs"]
+mod args;
 mod options;
 #[path = "../support/process.rs"]
 #[allow(dead_code)] // reserve_port is for TCP listeners; this server claims its UDP port itself
 mod process;
+#[path = "../support/ready.rs"]
+mod ready;
 mod server;
 mod zone;
 
@@ -88,7 +92,7 @@ fn run(options: Options) -> Result<(), String> {
         rt.backend(),
         zone_names.join(" ")
     );
-    let ready = server::Ready::new(rt.cores().len(), move || println!("{banner}"));
+    let ready = ready::Ready::new(rt.cores().len(), move || println!("{banner}"));
     let results = rt.run(|_core| server::serve(addr, zones.clone(), stop.clone(), ready.clone()));
 
     let mut failures = Vec::new();

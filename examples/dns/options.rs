@@ -1,7 +1,9 @@
 //! Command-line options of `dns`: parsing and validation, nothing else.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use crate::args::{Args, resolve};
 
 pub const USAGE: &str = "\
 usage: dns [--addr HOST:PORT] [--cores N] [--zone FILE]...
@@ -40,38 +42,19 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut addr = DEFAULT_ADDR.to_string();
     let mut cores = None;
     let mut zones = Vec::new();
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
-            _ => (arg, None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--addr" => addr = value()?,
-            "--cores" => {
-                let text = value()?;
-                match text.parse::<usize>() {
-                    Ok(n) if n > 0 => cores = Some(n),
-                    _ => return Err(format!("--cores takes a positive number, got {text:?}")),
-                }
-            }
-            "--zone" => zones.push(PathBuf::from(value()?)),
-            _ => return Err(format!("unknown argument {flag:?}")),
+    let mut args = Args::new(args);
+    while let Some(mut flag) = args.next_flag() {
+        match flag.name.as_str() {
+            _ if flag.is_help() => return Ok(None),
+            "--addr" => addr = args.value(&mut flag)?,
+            "--cores" => cores = Some(args.positive(&mut flag)?),
+            "--zone" => zones.push(PathBuf::from(args.value(&mut flag)?)),
+            name => return Err(format!("unknown argument {name:?}")),
         }
     }
-    let addr = addr
-        .to_socket_addrs()
-        .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?
-        .next()
-        .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))?;
-    Ok(Some(Options { addr, cores, zones }))
+    Ok(Some(Options {
+        addr: resolve("--addr", &addr)?,
+        cores,
+        zones,
+    }))
 }

@@ -15,41 +15,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use coreio::net::UdpSocket;
 use coreio::sync::Event;
 
 use crate::answer::{self, Outcome};
+use crate::ready::Ready;
 use crate::zone::Zones;
 
 /// Receive buffer capacity: the largest UDP payload there is, so no query is truncated.
 const DATAGRAM_CAPACITY: usize = 65_535;
-
-/// Counts the cores whose socket is bound; the last one calls `on_ready`, so that call means
-/// "answering on every core".
-pub struct Ready {
-    bound: AtomicUsize,
-    cores: usize,
-    on_ready: Box<dyn Fn() + Send + Sync>,
-}
-
-impl Ready {
-    /// Calls `on_ready` once `cores` cores are bound.
-    pub fn new(cores: usize, on_ready: impl Fn() + Send + Sync + 'static) -> Arc<Ready> {
-        Arc::new(Ready {
-            bound: AtomicUsize::new(0),
-            cores,
-            on_ready: Box::new(on_ready),
-        })
-    }
-
-    fn core_bound(&self) {
-        if self.bound.fetch_add(1, Ordering::SeqCst) + 1 == self.cores {
-            (self.on_ready)();
-        }
-    }
-}
 
 /// What one core answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,10 +24,14 @@
 //! [`coreio::sync::Event`] that every core's root future awaits. The server then prints what
 //! each core served and exits 0.
 
+#[path = "../support/args.rs"]
+mod args;
 mod commands;
 mod options;
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/ready.rs"]
+mod ready;
 mod resp;
 mod server;
 mod shard;
@@ -91,7 +95,7 @@ fn run(options: Options) -> Result<(), String> {
         rt.cores().len(),
         rt.backend()
     );
-    let ready = server::Ready::new(rt.cores().len(), move || println!("{banner}"));
+    let ready = ready::Ready::new(rt.cores().len(), move || println!("{banner}"));
     let results = rt.run(|_core| server::serve(addr, stop.clone(), ready.clone()));
 
     let mut failures = Vec::new();

@@ -1,6 +1,8 @@
 //! Command-line options of `sharded_kv`: parsing and validation, nothing else.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use crate::args::{Args, resolve};
 
 pub const USAGE: &str = "\
 usage: sharded_kv [--addr HOST:PORT] [--cores N]
@@ -33,44 +35,17 @@ pub struct Options {
 pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut addr = DEFAULT_ADDR.to_string();
     let mut cores = None;
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
-            _ => (arg, None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--addr" => addr = value()?,
-            "--cores" => {
-                let text = value()?;
-                match text.parse::<usize>() {
-                    Ok(n) if n > 0 => cores = Some(n),
-                    _ => return Err(format!("--cores takes a positive number, got {text:?}")),
-                }
-            }
-            _ => return Err(format!("unknown argument {flag:?}")),
+    let mut args = Args::new(args);
+    while let Some(mut flag) = args.next_flag() {
+        match flag.name.as_str() {
+            _ if flag.is_help() => return Ok(None),
+            "--addr" => addr = args.value(&mut flag)?,
+            "--cores" => cores = Some(args.positive(&mut flag)?),
+            name => return Err(format!("unknown argument {name:?}")),
         }
     }
     Ok(Some(Options {
-        addr: resolve(&addr)?,
+        addr: resolve("--addr", &addr)?,
         cores,
     }))
-}
-
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    let mut addrs = addr
-        .to_socket_addrs()
-        .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))
 }

@@ -11,13 +11,13 @@ use std::cell::Cell;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use coreio::buf::IoBuf;
 use coreio::net::{TcpListener, TcpStream};
 use coreio::sync::Event;
 
 use crate::commands::{Flow, Router};
+use crate::ready::Ready;
 use crate::resp::{self, Parser};
 use crate::shard;
 
@@ -35,31 +35,6 @@ const FLUSH_AT: usize = 1 << 20;
 /// A buffer that one big request or reply grew past this is replaced by a fresh small one once
 /// it is empty again, so an idle connection does not keep megabytes.
 const SHRINK_ABOVE: usize = 1 << 20;
-
-/// Counts the cores whose listener is bound; the last one calls `on_ready`, so that call means
-/// "accepting on every core".
-pub struct Ready {
-    bound: AtomicUsize,
-    cores: usize,
-    on_ready: Box<dyn Fn() + Send + Sync>,
-}
-
-impl Ready {
-    /// Calls `on_ready` once `cores` cores are listening.
-    pub fn new(cores: usize, on_ready: impl Fn() + Send + Sync + 'static) -> Arc<Ready> {
-        Arc::new(Ready {
-            bound: AtomicUsize::new(0),
-            cores,
-            on_ready: Box::new(on_ready),
-        })
-    }
-
-    fn core_bound(&self) {
-        if self.bound.fetch_add(1, Ordering::SeqCst) + 1 == self.cores {
-            (self.on_ready)();
-        }
-    }
-}
 
 /// What one core served.
 #[derive(Debug, Clone, Copy)]
