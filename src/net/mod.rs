@@ -61,4 +61,4 @@ pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
 pub(crate) use stream_io::StreamIo;
 pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};
 pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};
-pub use unix::{UCred, UnixListener, UnixSocketAddr, UnixStream};
+pub use unix::{UCred, UnixDatagram, UnixListener, UnixSocketAddr, UnixStream};

@@ -1,4 +1,4 @@
-//! [`DatagramSend`]: one datagram sent on a datagram socket (UDP today, Unix datagrams later),
+//! [`DatagramSend`]: one datagram sent on a datagram socket (UDP, Unix datagrams),
 //! to a given address or the connected peer, optionally with ancillary data, by `sendmsg`.
 
 use std::io;
@@ -29,6 +29,9 @@ pub(crate) struct DatagramSend<B> {
     socket: SharedFd,
     buf: B,
     parts: Box<Parts>,
+    /// io_uring: `MSG_DONTWAIT`, so that a send the socket cannot take now completes with
+    /// `EAGAIN` instead of being retried inside the kernel (see [`DatagramSend::dont_wait`]).
+    dont_wait: bool,
 }
 
 impl<B: IoBuf> DatagramSend<B> {
@@ -63,7 +66,22 @@ impl<B: IoBuf> DatagramSend<B> {
             parts_ref.msg.msg_controllen = parts_ref.control.len();
             parts_ref.msg.msg_control = parts_ref.control.as_mut_ptr().cast();
         }
-        DatagramSend { socket, buf, parts }
+        DatagramSend {
+            socket,
+            buf,
+            parts,
+            dont_wait: false,
+        }
+    }
+
+    /// io_uring: completes with `EAGAIN` when the socket cannot take the datagram now, instead
+    /// of letting the kernel retry it. For Unix datagram sockets: a send to a peer whose queue
+    /// is full consumes the iovec before it fails with `EAGAIN`, and the ring's own retry then
+    /// sends an empty datagram (seen on Linux 6.18; `net_unix_datagram` tests it), so their
+    /// caller retries with a fresh operation instead. (epoll makes every attempt afresh.)
+    pub(crate) fn dont_wait(mut self) -> Self {
+        self.dont_wait = true;
+        self
     }
 
     /// Gives the buffer back.
@@ -77,8 +95,13 @@ impl<B: IoBuf> DatagramSend<B> {
 // `IoBuf` guarantees does not move with the struct.
 unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
+        let flags = if self.dont_wait {
+            SEND_FLAGS | libc::MSG_DONTWAIT
+        } else {
+            SEND_FLAGS
+        };
         opcode::SendMsg::new(types::Fd(self.socket.raw()), &self.parts.msg)
-            .flags(SEND_FLAGS as u32)
+            .flags(flags as u32)
             .build()
     }
 

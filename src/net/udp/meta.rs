@@ -198,7 +198,9 @@ impl RecvMeta {
 
 /// The error of a datagram longer than the buffer it was received into, from
 /// [`UdpSocket::recv_from`](super::UdpSocket::recv_from), [`recv`](super::UdpSocket::recv) and
-/// [`peek_from`](super::UdpSocket::peek_from).
+/// [`peek_from`](super::UdpSocket::peek_from), and from the same calls of
+/// [`UnixDatagram`](crate::net::UnixDatagram) (whose sender is not an IP address: `peer` is
+/// `None` there).
 ///
 /// It comes as an [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData) whose
 /// [`get_ref`](io::Error::get_ref) downcasts to this type; the buffer given back holds the
@@ -225,7 +227,7 @@ pub struct DatagramTruncated {
 }
 
 impl DatagramTruncated {
-    pub(super) fn error(
+    pub(crate) fn error(
         datagram_len: usize,
         capacity: usize,
         peer: Option<SocketAddr>,

@@ -124,7 +124,6 @@ impl UnixSocketAddr {
     }
 
     /// The unnamed address.
-    #[cfg(test)]
     pub(crate) fn unnamed() -> UnixSocketAddr {
         // An empty path makes a Unix address of no name (just the family).
         let addr = SockAddr::unix("").unwrap_or_else(|_| unreachable!("an empty path always fits"));

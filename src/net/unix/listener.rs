@@ -74,7 +74,7 @@ impl UnixListener {
         let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
         socket
             .bind(addr.as_sock_addr())
-            .map_err(|err| bind_error(err, addr))?;
+            .map_err(|err| super::bind_error(err, addr))?;
         socket
             .listen(LISTEN_BACKLOG)
             .map_err(|err| naming(err, "listening on", addr))?;
@@ -118,20 +118,6 @@ impl UnixListener {
         let peer = UnixSocketAddr::from_sock_addr(accepted.peer)?;
         Ok((stream, peer))
     }
-}
-
-/// A failed `bind`, naming the address; for a path in use, what to do about it.
-fn bind_error(err: io::Error, addr: &UnixSocketAddr) -> io::Error {
-    if err.kind() == io::ErrorKind::AddrInUse && addr.as_pathname().is_some() {
-        return io::Error::new(
-            err.kind(),
-            format!(
-                "binding Unix socket {addr}: {err}; the path exists (a running server's socket, \
-                 or a stale one left by a server that exited: remove it if nothing serves it)"
-            ),
-        );
-    }
-    naming(err, "binding", addr)
 }
 
 /// The descriptor, for socket options coreio does not wrap (`socket2::SockRef::from(&listener)`).
