@@ -122,6 +122,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod blocking;
 pub mod buf;
 mod builder;
 mod context;
@@ -139,6 +140,11 @@ mod sys;
 pub mod time;
 
 pub use crate::core::CoreId;
+pub use blocking::{
+    BlockingError, BlockingHandle, DEFAULT_BLOCKING_KEEP_ALIVE, DEFAULT_BLOCKING_QUEUE,
+    DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT, DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS,
+    spawn_blocking,
+};
 pub use builder::{
     Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
     MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK, block_on,

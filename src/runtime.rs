@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::blocking::{BlockingConfig, BlockingPool};
 use crate::context::{self, CoreContext};
 use crate::coop::Budget;
 use crate::core::{CoreHandle, CoreId};
@@ -97,6 +98,8 @@ pub(crate) struct CoreConfig {
     pub(crate) remote_queue_interval: u32,
     pub(crate) spin_before_park: Duration,
     pub(crate) thread_name: String,
+    /// The runtime's blocking pool (one for all its cores).
+    pub(crate) blocking: BlockingConfig,
 }
 
 /// A configured set of cores; see [`Builder`](crate::Builder).
@@ -153,6 +156,8 @@ impl Runtime {
             }
         };
         let connections = ConnectionGauges::new(self.cores.len());
+        let blocking = StopPoolOnExit(BlockingPool::new(self.config.blocking.clone()));
+        let blocking = &blocking.0;
         std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
@@ -166,6 +171,7 @@ impl Runtime {
                         .spawn_scoped(scope, {
                             let mesh = Arc::clone(&mesh);
                             let connections = Arc::clone(&connections);
+                            let blocking = blocking.clone();
                             move || {
                                 let _closed = CloseOnExit(Arc::clone(mesh.handle(index)));
                                 sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
@@ -175,7 +181,12 @@ impl Runtime {
                                         format!("cannot pin the thread to CPU {}: {error}", core.0),
                                     ),
                                 })?;
-                                run_core(core, config, mesh, connections, index, || root(core))
+                                let parts = Shared {
+                                    mesh,
+                                    connections,
+                                    blocking,
+                                };
+                                run_core(core, config, parts, index, || root(core))
                             }
                         });
                     if spawned.is_err() {
@@ -211,7 +222,16 @@ where
     let core = CoreId(sys::current_cpu());
     let mesh = Mesh::new(&[core])?;
     let connections = ConnectionGauges::new(1);
-    match run_core(core, config, mesh, connections, 0, || future) {
+    let blocking = StopPoolOnExit(BlockingPool::new(config.blocking.clone()));
+    let parts = Shared {
+        mesh,
+        connections,
+        blocking: blocking.0.clone(),
+    };
+    let ran = run_core(core, config, parts, 0, || future);
+    // The pool stops before a panic of the future resumes.
+    drop(blocking);
+    match ran {
         Ok(output) => Ok(output),
         Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
         Err(CoreError::Io { error, .. }) => Err(error),
@@ -230,13 +250,31 @@ impl Drop for CloseOnExit {
     }
 }
 
-/// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
-/// every core's handle and `connections` every core's connection count, this core's at `index`.
+/// Stops a runtime's blocking pool when the runtime ends, however it ends: after every core
+/// has stopped, so no task awaits a job any more (see `blocking::pool`).
+struct StopPoolOnExit(BlockingPool);
+
+impl Drop for StopPoolOnExit {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// What the cores of one runtime share: every core's handle, every core's connection count and
+/// the blocking pool.
+struct Shared {
+    mesh: Arc<Mesh>,
+    connections: Arc<ConnectionGauges>,
+    blocking: BlockingPool,
+}
+
+/// Builds a core on the calling thread and runs `root` on it until it finishes; `shared.mesh`
+/// holds every core's handle and `shared.connections` every core's connection count, this
+/// core's at `index`.
 fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
-    mesh: Arc<Mesh>,
-    connections: Arc<ConnectionGauges>,
+    shared: Shared,
     index: usize,
     root: impl FnOnce() -> Fut,
 ) -> Result<Fut::Output, CoreError>
@@ -244,6 +282,11 @@ where
     Fut: Future + 'static,
 {
     let io_error = |error| CoreError::Io { core, error };
+    let Shared {
+        mesh,
+        connections,
+        blocking,
+    } = shared;
     let handle = Arc::clone(mesh.handle(index));
     let _closed = CloseOnExit(Arc::clone(&handle));
     let executor = LocalExecutor::new(Arc::clone(&handle), config.remote_queue_interval);
@@ -264,6 +307,7 @@ where
         budget: Budget::new(),
         mesh,
         connections,
+        blocking,
     };
     context::enter(&ctx, || {
         // A panic can unwind out of the loop (the root's own panics are caught by its task):

@@ -1,0 +1,391 @@
+//! [`BlockingPool`]: the threads that run one runtime's blocking jobs, their queue and their
+//! lifecycle.
+//!
+//! # The algorithm
+//!
+//! Everything lives under one mutex (from [`crate::loom`]): the queue of jobs no thread has
+//! taken yet, and three counters — `live` threads, how many of them are `busy` running a job,
+//! and the `shutdown` flag. A thread that is live but not busy is *free*: it is about to look at
+//! the queue, or waits on the `work` condition variable for a job.
+//!
+//! - **Submitting** pushes the job, then: if the free threads are at least as many as the
+//!   queued jobs, one of them is notified (a free thread that is not waiting looks at the
+//!   queue before it waits, under the same lock, so no notification is needed for it and none
+//!   is lost); else, below the thread bound, a new thread is started (it starts free); else
+//!   the job waits for a thread, and if more than the queue bound would wait it is refused,
+//!   [`BlockingError::QueueFull`]. No thread exists before the first job (the pool is lazy).
+//! - **A thread** pops a job, marks itself busy, runs it outside the lock (under
+//!   `catch_unwind`, so nothing a job does can kill the thread or leave `busy` wrong), and
+//!   comes back for the next. With nothing queued it waits up to the keep-alive; a wait that
+//!   times out with the queue still empty retires the thread (so an idle pool shrinks back to
+//!   no thread at all), a wake or a spurious return goes round again.
+//! - **Names**: a thread takes the lowest number no live thread holds, so names stay within
+//!   `<prefix>-blocking-0` to `<prefix>-blocking-{max - 1}`. The kernel keeps 15 bytes of a
+//!   thread's name: `/proc` and `top -H` show `coreio-blocking`, the number cut off.
+//! - **Shutdown** (the runtime's, after every core has stopped): set `shutdown`, so new jobs
+//!   are refused ([`BlockingError::Cancelled`]), wake every waiting thread, and wait up to the
+//!   shutdown timeout for every thread to leave. Threads run what is queued before they leave
+//!   (a job whose handle was dropped was promised to run), and leave once the queue is empty.
+//!   At the deadline, jobs still queued are discarded without running (their waiters, if any,
+//!   resolve to [`BlockingError::Cancelled`]); threads that left are joined; a thread still
+//!   running a job is detached: it finishes that job (its output is dropped, nobody awaits it
+//!   any more) and exits.
+//!
+//! This module owns the queue, the threads and that protocol. It must never run a job on the
+//! submitting thread, never run user code (a job, a job's `Drop`) while holding its lock, and
+//! never block a core: submitting takes the lock for a push and, at most, a thread start.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::PoisonError;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::BlockingError;
+use crate::loom::{Arc, Condvar, Mutex, MutexGuard};
+
+/// A job as the pool sees it: the user's closure wrapped with the delivery of its outcome.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool's settings, validated by the builder.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockingConfig {
+    /// Most threads at once (at least 1).
+    pub(crate) max_threads: usize,
+    /// Most jobs waiting for a thread when every thread is busy (0: none waits).
+    pub(crate) queue_capacity: usize,
+    /// How long a thread with nothing to do waits for a job before it exits.
+    pub(crate) keep_alive: Duration,
+    /// How long the runtime's shutdown waits for threads still running a job.
+    pub(crate) shutdown_timeout: Duration,
+    /// Threads are named `<thread_name>-blocking-N`.
+    pub(crate) thread_name: String,
+}
+
+/// One runtime's blocking pool; clones share it. `Send + Sync`: every core of the runtime
+/// holds one.
+#[derive(Clone)]
+pub(crate) struct BlockingPool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Free threads wait here for a job, the shutdown or their keep-alive to pass.
+    work: Condvar,
+    /// The shutdown waits here for the last thread to leave.
+    exited: Condvar,
+    config: BlockingConfig,
+}
+
+struct State {
+    /// Jobs no thread has taken yet.
+    queue: VecDeque<Job>,
+    /// Threads started and not yet gone.
+    live: usize,
+    /// Of the live threads, those running a job now.
+    busy: usize,
+    /// Indexed by a thread's number: the thread that holds that number, or last held it (to
+    /// be joined), or `None` for a number never used.
+    workers: Vec<Option<Worker>>,
+    shutdown: bool,
+}
+
+struct Worker {
+    thread: JoinHandle<()>,
+    /// The thread has left its loop: its number is free, and joining it does not wait long.
+    exited: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across user code, so poisoning cannot carry a broken state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BlockingPool {
+    /// A pool with no thread yet.
+    pub(crate) fn new(config: BlockingConfig) -> BlockingPool {
+        BlockingPool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    live: 0,
+                    busy: 0,
+                    workers: Vec::new(),
+                    shutdown: false,
+                }),
+                work: Condvar::new(),
+                exited: Condvar::new(),
+                config,
+            }),
+        }
+    }
+
+    /// Queues `job` for a pool thread, starting one if needed and allowed. On failure the job
+    /// is dropped (here, outside the lock) and the error says why.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), BlockingError> {
+        let refused = {
+            let mut state = self.shared.lock();
+            match self.enqueue(&mut state, job) {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            }
+        };
+        let (job, error) = refused;
+        drop(job);
+        Err(error)
+    }
+
+    fn enqueue(&self, state: &mut State, job: Job) -> Result<(), (Job, BlockingError)> {
+        let config = &self.shared.config;
+        if state.shutdown {
+            return Err((job, BlockingError::Cancelled));
+        }
+        state.queue.push_back(job);
+        let free = state.live - state.busy;
+        if state.queue.len() <= free {
+            self.shared.work.notify_one();
+            return Ok(());
+        }
+        if state.live < config.max_threads {
+            match self.start_thread(state) {
+                Ok(()) => return Ok(()),
+                Err(error) if state.live == 0 => {
+                    let job = state.queue.pop_back().expect("the job just pushed");
+                    return Err((job, BlockingError::NoThread(error)));
+                }
+                // The live threads will get to the job: slower, not wrong.
+                Err(error) => log::warn!("cannot start another blocking pool thread: {error}"),
+            }
+        }
+        if state.queue.len() - free > config.queue_capacity {
+            let job = state.queue.pop_back().expect("the job just pushed");
+            return Err((
+                job,
+                BlockingError::QueueFull {
+                    threads: state.live,
+                    capacity: config.queue_capacity,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a thread under the lowest free number. Called with the lock held, so the new
+    /// thread's first look at the state waits until its handle is stored.
+    fn start_thread(&self, state: &mut State) -> io::Result<()> {
+        let number = state
+            .workers
+            .iter()
+            .position(|worker| worker.as_ref().is_none_or(|worker| worker.exited))
+            .unwrap_or(state.workers.len());
+        let shared = Arc::clone(&self.shared);
+        let thread = std::thread::Builder::new()
+            .name(format!(
+                "{}-blocking-{number}",
+                self.shared.config.thread_name
+            ))
+            .spawn(move || shared.run_thread(number))?;
+        let worker = Worker {
+            thread,
+            exited: false,
+        };
+        if number == state.workers.len() {
+            state.workers.push(Some(worker));
+        } else if let Some(previous) = state.workers[number].replace(worker) {
+            // It has left its loop; only its last instructions can remain. Joining it under the
+            // lock would make the other threads wait for that, so it is let go instead.
+            drop(previous.thread);
+        }
+        state.live += 1;
+        Ok(())
+    }
+
+    /// Stops the pool (the runtime's shutdown): refuses new jobs and waits up to the shutdown
+    /// timeout for the threads to run what is queued and leave; then discards what is still
+    /// queued and detaches the threads still running a job (see the module docs).
+    pub(crate) fn shutdown(&self) {
+        let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+        let mut state = self.shared.lock();
+        state.shutdown = true;
+        self.shared.work.notify_all();
+        while state.live > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = match self.shared.exited.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        let running = state.live;
+        let discarded = std::mem::take(&mut state.queue);
+        let workers = std::mem::take(&mut state.workers);
+        drop(state);
+        let never_ran = discarded.len();
+        for job in discarded {
+            // The job's `Drop` is user code (what the closure captured).
+            if catch_unwind(AssertUnwindSafe(move || drop(job))).is_err() {
+                log::error!("a discarded blocking job panicked while being dropped");
+            }
+        }
+        for worker in workers.into_iter().flatten() {
+            if worker.exited {
+                // Its loop is done; a panic would be coreio's own bug, already reported.
+                let _ = worker.thread.join();
+            } // else dropping the handle detaches the thread.
+        }
+        if running > 0 {
+            log::warn!(
+                "{running} blocking job(s) still running {:?} after the runtime stopped: \
+                 their threads are detached and their outputs will be dropped; \
+                 {never_ran} queued job(s) discarded without running",
+                self.shared.config.shutdown_timeout
+            );
+        }
+    }
+
+    /// Live threads (started and not retired), for the unit tests.
+    #[cfg(test)]
+    pub(crate) fn live_threads(&self) -> usize {
+        self.shared.lock().live
+    }
+}
+
+impl Shared {
+    /// A pool thread's loop: run jobs until the queue stays empty for the keep-alive, or the
+    /// pool shuts down.
+    fn run_thread(&self, number: usize) {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                state.busy += 1;
+                drop(state);
+                // The job delivers the closure's outcome itself (its panic included); what can
+                // still unwind here is the `Drop` of an output nobody awaited, or a waker.
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    log::error!("a blocking job panicked after its closure returned");
+                }
+                state = self.lock();
+                state.busy -= 1;
+                continue;
+            }
+            if state.shutdown {
+                break;
+            }
+            let timed_out;
+            (state, timed_out) = match self.work.wait_timeout(state, self.config.keep_alive) {
+                Ok((state, result)) => (state, result.timed_out()),
+                Err(poisoned) => {
+                    let (state, result) = poisoned.into_inner();
+                    (state, result.timed_out())
+                }
+            };
+            if timed_out && state.queue.is_empty() && !state.shutdown {
+                break; // Idle for the whole keep-alive: retire.
+            }
+        }
+        state.live -= 1;
+        if let Some(Some(worker)) = state.workers.get_mut(number) {
+            worker.exited = true;
+        }
+        if state.live == 0 {
+            self.exited.notify_all();
+        }
+    }
+}
+
+impl fmt::Debug for BlockingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("BlockingPool")
+            .field("live", &state.live)
+            .field("busy", &state.busy)
+            .field("queued", &state.queue.len())
+            .finish()
+    }
+}
+
+// Compile-time contract (STYLE.md rule 7): every core of a runtime submits to its one pool.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<BlockingPool>;
+};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn config(max_threads: usize, queue_capacity: usize) -> BlockingConfig {
+        BlockingConfig {
+            max_threads,
+            queue_capacity,
+            keep_alive: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            thread_name: "unit".into(),
+        }
+    }
+
+    #[test]
+    fn no_thread_starts_before_the_first_job() {
+        let pool = BlockingPool::new(config(4, 4));
+        assert_eq!(pool.live_threads(), 0);
+        pool.shutdown();
+    }
+
+    /// With every thread busy, exactly `queue_capacity` jobs wait and the next is refused.
+    #[test]
+    fn the_queue_bound_counts_jobs_waiting_for_a_thread() {
+        let pool = BlockingPool::new(config(2, 3));
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let (started_tx, started) = mpsc::channel();
+        for _ in 0..2 {
+            let gate = Arc::clone(&gate);
+            let started_tx = started_tx.clone();
+            let job: Job = Box::new(move || {
+                started_tx.send(()).unwrap();
+                let _ = gate.lock().unwrap().recv();
+            });
+            pool.submit(job).unwrap();
+        }
+        // Both threads hold a job (one waits on the gate's lock, one on the gate itself).
+        started.recv().unwrap();
+        started.recv().unwrap();
+        for _ in 0..3 {
+            pool.submit(Box::new(|| {})).unwrap();
+        }
+        let refused = pool.submit(Box::new(|| {})).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                BlockingError::QueueFull {
+                    threads: 2,
+                    capacity: 3
+                }
+            ),
+            "{refused}"
+        );
+        assert_eq!(pool.live_threads(), 2);
+        drop(release);
+        pool.shutdown();
+        assert_eq!(pool.live_threads(), 0);
+    }
+
+    #[test]
+    fn a_stopped_pool_refuses_jobs() {
+        let pool = BlockingPool::new(config(1, 1));
+        pool.shutdown();
+        assert!(matches!(
+            pool.submit(Box::new(|| {})),
+            Err(BlockingError::Cancelled)
+        ));
+    }
+}
