@@ -35,6 +35,7 @@
 mod balance;
 mod gauge;
 mod handoff;
+mod lookup;
 pub(crate) mod ops;
 mod stream_io;
 mod tcp;
@@ -42,4 +43,5 @@ mod tcp;
 pub use balance::LoadBalance;
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
+pub use lookup::{ToSocketAddrs, lookup_host};
 pub use tcp::{TcpListener, TcpStream};
