@@ -52,6 +52,8 @@
 //! # Tasks and timers
 //!
 //! [`spawn`] starts a task on the current core; [`JoinHandle`] awaits, detaches or aborts it.
+//! Code that would block the core (a C library's DNS lookup, `std::fs`, heavy computation) goes
+//! to the runtime's blocking pool with [`spawn_blocking`].
 //! [`time`] has [`sleep`](time::sleep), [`timeout`](time::timeout) and
 //! [`interval`](time::interval), with 1 ms resolution, never firing early.
 //!
@@ -116,8 +118,9 @@
 //! # Errors and panics
 //!
 //! Conditions a caller can cause at run time — a bad builder setting, a ring that cannot be set
-//! up, a closed peer, descriptor exhaustion — are errors. Calling [`spawn`] or polling a timer
-//! outside a runtime is a programming error and panics with a message saying so.
+//! up, a closed peer, descriptor exhaustion, a full blocking pool — are errors. Calling
+//! [`spawn`] or [`spawn_blocking`] or polling a timer outside a runtime is a programming error
+//! and panics with a message saying so.
 
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

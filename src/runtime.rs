@@ -6,7 +6,8 @@
 //! runs the same loop on the calling thread (`block_on_here`), for tests and small tools. This
 //! module owns the resolved per-core settings ([`CoreConfig`]), thread start-up, the core loop
 //! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
-//! every buffer, then free the driver). It must never share a core's context with another
+//! every buffer, then free the driver), and it stops the runtime's blocking pool once every
+//! core has stopped. It must never share a core's context with another
 //! thread, and never depend on the builder: the builder makes a [`Runtime`] from a
 //! [`CoreConfig`], not the other way round.
 
@@ -181,12 +182,9 @@ impl Runtime {
                                         format!("cannot pin the thread to CPU {}: {error}", core.0),
                                     ),
                                 })?;
-                                let parts = Shared {
-                                    mesh,
-                                    connections,
-                                    blocking,
-                                };
-                                run_core(core, config, parts, index, || root(core))
+                                run_core(core, config, mesh, connections, blocking, index, || {
+                                    root(core)
+                                })
                             }
                         });
                     if spawned.is_err() {
@@ -223,12 +221,8 @@ where
     let mesh = Mesh::new(&[core])?;
     let connections = ConnectionGauges::new(1);
     let blocking = StopPoolOnExit(BlockingPool::new(config.blocking.clone()));
-    let parts = Shared {
-        mesh,
-        connections,
-        blocking: blocking.0.clone(),
-    };
-    let ran = run_core(core, config, parts, 0, || future);
+    let pool = blocking.0.clone();
+    let ran = run_core(core, config, mesh, connections, pool, 0, || future);
     // The pool stops before a panic of the future resumes.
     drop(blocking);
     match ran {
@@ -260,21 +254,15 @@ impl Drop for StopPoolOnExit {
     }
 }
 
-/// What the cores of one runtime share: every core's handle, every core's connection count and
-/// the blocking pool.
-struct Shared {
-    mesh: Arc<Mesh>,
-    connections: Arc<ConnectionGauges>,
-    blocking: BlockingPool,
-}
-
-/// Builds a core on the calling thread and runs `root` on it until it finishes; `shared.mesh`
-/// holds every core's handle and `shared.connections` every core's connection count, this
-/// core's at `index`.
+/// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
+/// every core's handle and `connections` every core's connection count, this core's at `index`;
+/// `blocking` is the runtime's blocking pool.
 fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
-    shared: Shared,
+    mesh: Arc<Mesh>,
+    connections: Arc<ConnectionGauges>,
+    blocking: BlockingPool,
     index: usize,
     root: impl FnOnce() -> Fut,
 ) -> Result<Fut::Output, CoreError>
@@ -282,11 +270,6 @@ where
     Fut: Future + 'static,
 {
     let io_error = |error| CoreError::Io { core, error };
-    let Shared {
-        mesh,
-        connections,
-        blocking,
-    } = shared;
     let handle = Arc::clone(mesh.handle(index));
     let _closed = CloseOnExit(Arc::clone(&handle));
     let executor = LocalExecutor::new(Arc::clone(&handle), config.remote_queue_interval);

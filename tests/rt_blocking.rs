@@ -341,6 +341,21 @@ both_backends! {
         });
     }
 
+    fn pool_threads_are_not_pinned_to_a_core(backend: Backend) {
+        let process_cpus = util::allowed_cpus();
+        let rt = builder(backend, "unpinned").cores(util::two_or_fewer_cores()).build().unwrap();
+        let outputs = rt.run(|_core| async move {
+            let core_cpus = util::allowed_cpus();
+            let job_cpus = coreio::spawn_blocking(util::allowed_cpus).await.unwrap();
+            (core_cpus, job_cpus)
+        });
+        for output in outputs {
+            let (core_cpus, job_cpus) = output.unwrap();
+            assert_eq!(core_cpus.len(), 1, "a core is pinned to one CPU");
+            assert_eq!(job_cpus, process_cpus, "a pool thread kept its core's CPU mask");
+        }
+    }
+
     fn one_pool_serves_every_core(backend: Backend) {
         let rt = builder(backend, "shared")
             .cores(util::two_or_fewer_cores())

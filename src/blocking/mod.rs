@@ -113,7 +113,9 @@ pub const MAX_BLOCKING_THREADS: usize = 32_768;
 ///
 /// # Panics
 ///
-/// When called outside a coreio runtime, like [`spawn`](crate::spawn): there is no pool.
+/// When called outside a coreio core, like [`spawn`](crate::spawn): there is no pool to use.
+/// A blocking pool thread is not a core either: a job that needs more blocking work done just
+/// does it.
 #[track_caller]
 pub fn spawn_blocking<F, T>(f: F) -> BlockingHandle<T>
 where

@@ -19,6 +19,9 @@
 //!   comes back for the next. With nothing queued it waits up to the keep-alive; a wait that
 //!   times out with the queue still empty retires the thread (so an idle pool shrinks back to
 //!   no thread at all), a wake or a spurious return goes round again.
+//! - **CPUs**: a thread starts with its creator's CPU mask, and a core is pinned to one CPU, so
+//!   a pool thread first widens its mask to the CPUs of the thread that made the pool (the
+//!   one that started the runtime, before any core was pinned).
 //! - **Names**: a thread takes the lowest number no live thread holds, so names stay within
 //!   `<prefix>-blocking-0` to `<prefix>-blocking-{max - 1}`. The kernel keeps 15 bytes of a
 //!   thread's name: `/proc` and `top -H` show `coreio-blocking`, the number cut off.
@@ -40,11 +43,11 @@ use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::PoisonError;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::BlockingError;
-use crate::loom::{Arc, Condvar, Mutex, MutexGuard};
+use crate::loom::{Arc, Condvar, Mutex, MutexGuard, thread};
+use crate::sys;
 
 /// A job as the pool sees it: the user's closure wrapped with the delivery of its outcome.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -78,6 +81,10 @@ struct Shared {
     /// The shutdown waits here for the last thread to leave.
     exited: Condvar,
     config: BlockingConfig,
+    /// The CPUs the thread that made the pool may use (`None` if the kernel would not say):
+    /// pool threads run on all of them. A thread inherits its creator's mask, and the core
+    /// that starts a pool thread is pinned to its one CPU, where the job would compete with it.
+    cpus: Option<Vec<usize>>,
 }
 
 struct State {
@@ -94,7 +101,7 @@ struct State {
 }
 
 struct Worker {
-    thread: JoinHandle<()>,
+    thread: thread::JoinHandle<()>,
     /// The thread has left its loop: its number is free, and joining it does not wait long.
     exited: bool,
 }
@@ -107,7 +114,8 @@ impl Shared {
 }
 
 impl BlockingPool {
-    /// A pool with no thread yet.
+    /// A pool with no thread yet. Made on the thread that starts the runtime, before its cores
+    /// are pinned: the pool's threads will run on the CPUs this thread may use.
     pub(crate) fn new(config: BlockingConfig) -> BlockingPool {
         BlockingPool {
             shared: Arc::new(Shared {
@@ -121,6 +129,12 @@ impl BlockingPool {
                 work: Condvar::new(),
                 exited: Condvar::new(),
                 config,
+                // A loom model's threads are loom's, on the test's own thread: left alone.
+                cpus: if cfg!(loom) {
+                    None
+                } else {
+                    sys::allowed_cpus().ok()
+                },
             }),
         }
     }
@@ -184,7 +198,7 @@ impl BlockingPool {
             .position(|worker| worker.as_ref().is_none_or(|worker| worker.exited))
             .unwrap_or(state.workers.len());
         let shared = Arc::clone(&self.shared);
-        let thread = std::thread::Builder::new()
+        let thread = thread::Builder::new()
             .name(format!(
                 "{}-blocking-{number}",
                 self.shared.config.thread_name
@@ -251,7 +265,7 @@ impl BlockingPool {
     }
 
     /// Live threads (started and not retired), for the unit tests.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn live_threads(&self) -> usize {
         self.shared.lock().live
     }
@@ -261,6 +275,12 @@ impl Shared {
     /// A pool thread's loop: run jobs until the queue stays empty for the keep-alive, or the
     /// pool shuts down.
     fn run_thread(&self, number: usize) {
+        if let Some(cpus) = &self.cpus
+            && let Err(error) = sys::set_allowed_cpus(cpus)
+        {
+            // The job then shares its starting core's CPU: slower, not wrong.
+            log::warn!("a blocking pool thread stays on its core's CPU: {error}");
+        }
         let mut state = self.lock();
         loop {
             if let Some(job) = state.queue.pop_front() {
@@ -387,5 +407,69 @@ mod tests {
             pool.submit(Box::new(|| {})),
             Err(BlockingError::Cancelled)
         ));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The pool's own hand-over, on loom threads (its threads are started through the shim):
+    //! a job pushed while its thread is starting, running another job, or waiting on the
+    //! condition variable must be run, and its waiter woken. A job lost in the queue, or a
+    //! notification lost, leaves `block_on` parked forever: a loom deadlock. (Loom's
+    //! `wait_timeout` never times out, so threads never retire here; shutdown still wakes
+    //! them.)
+
+    use loom::future::block_on;
+
+    use super::*;
+
+    fn config(max_threads: usize) -> BlockingConfig {
+        BlockingConfig {
+            max_threads,
+            queue_capacity: 2,
+            keep_alive: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(60),
+            thread_name: "loom".into(),
+        }
+    }
+
+    /// Two jobs submitted back to back to a pool of one thread.
+    #[test]
+    fn loom_blocking_pool_runs_queued_jobs_and_wakes_their_waiters() {
+        crate::loom::model(Some(3), || {
+            let pool = BlockingPool::new(config(1));
+            let first = pool.spawn(|| 1);
+            let second = pool.spawn(|| 2);
+            assert_eq!(block_on(first).unwrap(), 1);
+            assert_eq!(block_on(second).unwrap(), 2);
+            pool.shutdown();
+        });
+    }
+
+    /// The second job arrives while the only thread finishes the first and goes to wait.
+    #[test]
+    fn loom_blocking_pool_notifies_a_waiting_thread() {
+        crate::loom::model(Some(3), || {
+            let pool = BlockingPool::new(config(1));
+            assert_eq!(block_on(pool.spawn(|| 1)).unwrap(), 1);
+            assert_eq!(block_on(pool.spawn(|| 2)).unwrap(), 2);
+            pool.shutdown();
+        });
+    }
+
+    /// Shutdown racing threads that are still starting: every job submitted before it runs.
+    /// (Three threads: a preemption bound of 2.)
+    #[test]
+    fn loom_blocking_pool_shutdown_runs_what_was_queued() {
+        crate::loom::model(Some(2), || {
+            let pool = BlockingPool::new(config(2));
+            let ran = Arc::new(crate::loom::AtomicUsize::new(0));
+            for _ in 0..2 {
+                let ran = Arc::clone(&ran);
+                drop(pool.spawn(move || ran.fetch_add(1, crate::loom::Ordering::SeqCst)));
+            }
+            pool.shutdown();
+            assert_eq!(ran.load(crate::loom::Ordering::SeqCst), 2);
+        });
     }
 }
