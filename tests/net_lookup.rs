@@ -7,18 +7,27 @@
 #[macro_use]
 mod util;
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::pin;
+use std::sync::{PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use coreio::Backend;
 use coreio::net::{TcpListener, TcpStream, lookup_host};
 
-/// Whether this process has a thread of a blocking pool named after `prefix`.
-fn has_pool_thread(prefix: &str) -> bool {
-    let name = format!("{prefix}-blocking");
+/// The thread name prefix of a test named `base` on `backend`: one per backend, so that the
+/// two runs of a test never see each other's threads when they share a process (`cargo test`).
+fn prefix(base: &str, backend: Backend) -> String {
+    let tag = if backend == Backend::Epoll { "e" } else { "u" };
+    format!("{base}{tag}")
+}
+
+/// Whether this process has a thread of the blocking pool of the runtime `block_on(backend,
+/// base, ..)` made.
+fn has_pool_thread(base: &str, backend: Backend) -> bool {
+    let name = format!("{}-blocking", prefix(base, backend));
     let name = &name[..name.len().min(15)];
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
@@ -26,15 +35,34 @@ fn has_pool_thread(prefix: &str) -> bool {
         .any(|comm| comm.trim_end().starts_with(name))
 }
 
-/// Runs `future` on a one-core runtime with `backend` and thread name prefix `prefix`.
-fn block_on<F>(backend: Backend, prefix: &str, future: F) -> F::Output
+/// Held for reading by every test's runtime, and for writing by the one that counts this
+/// process's descriptors, so that under `cargo test` (one process, tests on parallel threads)
+/// no other test opens sockets while it counts. (nextest runs each test in its own process.)
+static DESCRIPTORS: RwLock<()> = RwLock::new(());
+
+/// The test that counts descriptors.
+const COUNTS_FDS: &str = "dropfd";
+
+/// Runs `future` on a one-core runtime with `backend`, its threads named after `base`.
+fn block_on<F>(backend: Backend, base: &str, future: F) -> F::Output
 where
     F: Future + 'static,
     F::Output: 'static,
 {
+    let (_shared, _exclusive) = if base == COUNTS_FDS {
+        (
+            None,
+            Some(DESCRIPTORS.write().unwrap_or_else(PoisonError::into_inner)),
+        )
+    } else {
+        (
+            Some(DESCRIPTORS.read().unwrap_or_else(PoisonError::into_inner)),
+            None,
+        )
+    };
     coreio::Builder::new()
         .backend(backend)
-        .thread_name_prefix(prefix)
+        .thread_name_prefix(prefix(base, backend))
         .block_on(async move {
             util::assert_backend(backend);
             future.await
@@ -71,7 +99,7 @@ both_backends! {
     }
 
     fn literal_addresses_never_touch_the_pool(backend: Backend) {
-        block_on(backend, "literal", async {
+        block_on(backend, "literal", async move {
             let v4: SocketAddr = "127.0.0.1:7".parse().unwrap();
             let v6: SocketAddr = "[::1]:7".parse().unwrap();
             let one = |addrs: Vec<SocketAddr>| {
@@ -88,15 +116,15 @@ both_backends! {
             let list = [v4, v6];
             assert_eq!(lookup_host(&list[..]).await.unwrap().collect::<Vec<_>>(), list);
             assert_eq!(lookup_host(&"127.0.0.1:7").await.unwrap().count(), 1);
-            assert!(!has_pool_thread("literal"), "a literal address went to the blocking pool");
+            assert!(!has_pool_thread("literal", backend), "a literal address went to the blocking pool");
             // A name does go there.
             assert!(lookup_host("localhost:7").await.unwrap().count() > 0);
-            assert!(has_pool_thread("literal"));
+            assert!(has_pool_thread("literal", backend));
         });
     }
 
     fn malformed_addresses_are_invalid_input(backend: Backend) {
-        block_on(backend, "malformed", async {
+        block_on(backend, "malformed", async move {
             for bad in ["localhost", "localhost:", "localhost:port", ":80", "", "localhost:70000"] {
                 let err = lookup_host(bad).await.err().unwrap_or_else(|| panic!("{bad:?} resolved"));
                 assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {err}");
@@ -104,7 +132,7 @@ both_backends! {
             }
             let err = lookup_host(("", 80)).await.err().expect("an empty host resolved");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-            assert!(!has_pool_thread("malformed"), "a malformed address went to the pool");
+            assert!(!has_pool_thread("malformed", backend), "a malformed address went to the pool");
         });
     }
 
@@ -177,6 +205,36 @@ both_backends! {
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
             assert!(err.to_string().starts_with("connecting to "), "{err}");
             assert!(err.to_string().contains(&format!(":{}: ", addr.port())), "{err}");
+        });
+    }
+
+    fn connects_dropped_mid_lookup_or_mid_connect_leave_no_descriptor(backend: Backend) {
+        block_on(backend, COUNTS_FDS, async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let target = format!("localhost:{}", listener.local_addr().unwrap().port());
+            // Warm up (the pool's thread, the driver's slabs), then take the baseline.
+            drop(TcpStream::connect(target.as_str()).await.unwrap());
+            drop(listener.accept().await.unwrap());
+            let before = util::open_fds();
+            for i in 0..30 {
+                let mut connect = pin!(TcpStream::connect(target.as_str()));
+                // Dropped after 0, 1, 2 or 3 polls: before the lookup, while the pool resolves,
+                // or with the connection under way.
+                for _ in 0..i % 4 {
+                    let polled = poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx))).await;
+                    if polled.is_ready() {
+                        break;
+                    }
+                    coreio::yield_now().await;
+                }
+            }
+            // Connections that completed wait in the backlog: no descriptor of ours.
+            assert!(
+                util::wait_until(4000, || util::open_fds() == before).await,
+                "descriptors: {} before, {} after",
+                before,
+                util::open_fds()
+            );
         });
     }
 

@@ -19,9 +19,19 @@ use std::time::{Duration, Instant};
 
 use coreio::{Backend, BlockingError, Builder};
 
-/// A builder for `backend` with `prefix` for its thread names.
-fn builder(backend: Backend, prefix: &str) -> Builder {
-    Builder::new().backend(backend).thread_name_prefix(prefix)
+/// The thread name prefix of a test named `base` on `backend`: one per backend, so that the
+/// two runs of a test never count each other's threads when they share a process (`cargo
+/// test`; nextest runs each test in a process of its own).
+fn prefix(base: &str, backend: Backend) -> String {
+    let tag = if backend == Backend::Epoll { "e" } else { "u" };
+    format!("{base}{tag}")
+}
+
+/// A builder for `backend` whose threads are named after `base`.
+fn builder(backend: Backend, base: &str) -> Builder {
+    Builder::new()
+        .backend(backend)
+        .thread_name_prefix(prefix(base, backend))
 }
 
 /// Runs `future` on a one-core runtime built by `builder`, checking its backend.
@@ -38,9 +48,10 @@ where
         .expect("the runtime failed to start")
 }
 
-/// Threads of this process whose kernel name (cut to 15 bytes) is a pool thread's of `prefix`.
-fn pool_threads(prefix: &str) -> usize {
-    let name = format!("{prefix}-blocking");
+/// Threads of this process whose kernel name (cut to 15 bytes) is that of a pool thread of
+/// the runtime `builder(backend, base)` made.
+fn pool_threads(base: &str, backend: Backend) -> usize {
+    let name = format!("{}-blocking", prefix(base, backend));
     let name = &name[..name.len().min(15)];
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
@@ -150,7 +161,8 @@ both_backends! {
         assert!(most.load(Ordering::SeqCst) <= THREADS, "more jobs ran at once than threads");
         assert!(threads.len() <= THREADS, "{threads:?}");
         for name in &threads {
-            let n: usize = name.strip_prefix("many-blocking-").expect(name).parse().expect(name);
+            let number = name.strip_prefix(&format!("{}-blocking-", prefix("many", backend)));
+            let n: usize = number.expect(name).parse().expect(name);
             assert!(n < THREADS, "{name}: numbers stay below the thread bound");
         }
     }
@@ -236,21 +248,21 @@ both_backends! {
             coreio::spawn_blocking(|| std::thread::current().name().map(str::to_owned)).await
         })
         .unwrap();
-        assert_eq!(named.as_deref(), Some("named-blocking-0"));
+        assert_eq!(named, Some(format!("{}-blocking-0", prefix("named", backend))));
     }
 
     fn no_thread_starts_before_the_first_job_and_idle_threads_retire(backend: Backend) {
         let b = builder(backend, "retire").blocking_keep_alive(Duration::from_millis(20));
-        block_on(backend, b, async {
-            assert_eq!(pool_threads("retire"), 0, "the pool is lazy");
-            let seen = coreio::spawn_blocking(|| pool_threads("retire")).await.unwrap();
+        block_on(backend, b, async move {
+            assert_eq!(pool_threads("retire", backend), 0, "the pool is lazy");
+            let seen = coreio::spawn_blocking(move || pool_threads("retire", backend)).await.unwrap();
             assert_eq!(seen, 1, "one job, one thread");
             assert!(
-                wait_until_async(|| pool_threads("retire") == 0).await,
+                wait_until_async(|| pool_threads("retire", backend) == 0).await,
                 "the idle thread did not retire"
             );
             // The pool starts a thread again for the next job.
-            let seen = coreio::spawn_blocking(|| pool_threads("retire")).await.unwrap();
+            let seen = coreio::spawn_blocking(move || pool_threads("retire", backend)).await.unwrap();
             assert_eq!(seen, 1);
         });
     }
@@ -282,7 +294,7 @@ both_backends! {
         });
         // `block_on` returned though the job still blocks: its thread was detached.
         assert!(!finished.load(Ordering::SeqCst));
-        assert_eq!(pool_threads("detach"), 1);
+        assert_eq!(pool_threads("detach", backend), 1);
         // The queued job was discarded without running.
         let mut queued = pin!(queued.unwrap());
         match queued.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -293,7 +305,7 @@ both_backends! {
         // Released, the detached job finishes and its thread exits.
         gate.open(1);
         assert!(wait_until(|| finished.load(Ordering::SeqCst)));
-        assert!(wait_until(|| pool_threads("detach") == 0));
+        assert!(wait_until(|| pool_threads("detach", backend) == 0));
         assert!(!ran_queued.load(Ordering::SeqCst));
     }
 
@@ -314,7 +326,7 @@ both_backends! {
         // The idle thread's keep-alive is a minute, yet the shutdown woke and joined it.
         assert!(finished.load(Ordering::SeqCst), "the running job was not waited for");
         // Joined: gone at once, but `/proc` may list a thread a moment after its exit.
-        assert!(wait_until(|| pool_threads("joined") == 0), "a pool thread outlived its runtime");
+        assert!(wait_until(|| pool_threads("joined", backend) == 0), "a pool thread outlived its runtime");
     }
 
     fn a_dropped_handle_detaches_the_job(backend: Backend) {
@@ -368,7 +380,7 @@ both_backends! {
         });
         let threads: HashSet<_> = outputs.into_iter().map(Result::unwrap).collect();
         assert_eq!(threads.len(), 1, "the cores did not share one pool thread");
-        assert!(wait_until(|| pool_threads("shared") == 0));
+        assert!(wait_until(|| pool_threads("shared", backend) == 0));
     }
 }
 
