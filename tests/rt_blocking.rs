@@ -261,9 +261,15 @@ both_backends! {
                 wait_until_async(|| pool_threads("retire", backend) == 0).await,
                 "the idle thread did not retire"
             );
-            // The pool starts a thread again for the next job.
-            let seen = coreio::spawn_blocking(move || pool_threads("retire", backend)).await.unwrap();
+            // The pool starts a thread again for the next job, under the number now free.
+            let (seen, name) = coreio::spawn_blocking(move || {
+                let name = std::thread::current().name().map(str::to_owned);
+                (pool_threads("retire", backend), name)
+            })
+            .await
+            .unwrap();
             assert_eq!(seen, 1);
+            assert_eq!(name, Some(format!("{}-blocking-0", prefix("retire", backend))));
         });
     }
 
@@ -307,6 +313,22 @@ both_backends! {
         assert!(wait_until(|| finished.load(Ordering::SeqCst)));
         assert!(wait_until(|| pool_threads("detach", backend) == 0));
         assert!(!ran_queued.load(Ordering::SeqCst));
+    }
+
+    fn extreme_durations_are_accepted(backend: Backend) {
+        // A keep-alive and a shutdown timeout too long to add to a clock reading.
+        let b = builder(backend, "forever")
+            .blocking_keep_alive(Duration::MAX)
+            .blocking_shutdown_timeout(Duration::MAX);
+        assert_eq!(block_on(backend, b, async { coreio::spawn_blocking(|| 1).await }).unwrap(), 1);
+        // No keep-alive: a thread leaves as soon as it finds nothing to do.
+        let b = builder(backend, "nokeep").blocking_keep_alive(Duration::ZERO);
+        block_on(backend, b, async move {
+            for i in 0..10 {
+                assert_eq!(coreio::spawn_blocking(move || i).await.unwrap(), i);
+            }
+            assert!(wait_until_async(|| pool_threads("nokeep", backend) == 0).await);
+        });
     }
 
     fn shutdown_runs_detached_jobs_within_the_deadline(backend: Backend) {

@@ -223,16 +223,20 @@ impl BlockingPool {
     /// timeout for the threads to run what is queued and leave; then discards what is still
     /// queued and detaches the threads still running a job (see the module docs).
     pub(crate) fn shutdown(&self) {
-        let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+        // A timeout too long to add to now (`Duration::MAX`) waits for as long as it takes.
+        let deadline = Instant::now().checked_add(self.shared.config.shutdown_timeout);
         let mut state = self.shared.lock();
         state.shutdown = true;
         self.shared.work.notify_all();
         while state.live > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            state = match self.shared.exited.wait_timeout(state, deadline - now) {
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => break,
+                },
+                None => Duration::MAX,
+            };
+            state = match self.shared.exited.wait_timeout(state, wait) {
                 Ok((state, _)) => state,
                 Err(poisoned) => poisoned.into_inner().0,
             };
