@@ -94,9 +94,9 @@ struct State {
     live: usize,
     /// Of the live threads, those running a job now.
     busy: usize,
-    /// Indexed by a thread's number: the thread that holds that number, or last held it (to
-    /// be joined), or `None` for a number never used.
-    workers: Vec<Option<Worker>>,
+    /// Indexed by a thread's number: the thread that holds that number, or that last held it
+    /// and has exited (to be joined).
+    workers: Vec<Worker>,
     shutdown: bool,
 }
 
@@ -195,7 +195,7 @@ impl BlockingPool {
         let number = state
             .workers
             .iter()
-            .position(|worker| worker.as_ref().is_none_or(|worker| worker.exited))
+            .position(|worker| worker.exited)
             .unwrap_or(state.workers.len());
         let shared = Arc::clone(&self.shared);
         let thread = thread::Builder::new()
@@ -209,10 +209,12 @@ impl BlockingPool {
             exited: false,
         };
         if number == state.workers.len() {
-            state.workers.push(Some(worker));
-        } else if let Some(previous) = state.workers[number].replace(worker) {
-            // It has left its loop; only its last instructions can remain. Joining it under the
-            // lock would make the other threads wait for that, so it is let go instead.
+            state.workers.push(worker);
+        } else {
+            // The previous holder has left its loop; only its last instructions can remain.
+            // Joining it under the lock would make the other threads wait for that, so it is
+            // let go instead.
+            let previous = std::mem::replace(&mut state.workers[number], worker);
             drop(previous.thread);
         }
         state.live += 1;
@@ -252,7 +254,7 @@ impl BlockingPool {
                 log::error!("a discarded blocking job panicked while being dropped");
             }
         }
-        for worker in workers.into_iter().flatten() {
+        for worker in workers {
             if worker.exited {
                 // Its loop is done; a panic would be coreio's own bug, already reported.
                 let _ = worker.thread.join();
@@ -315,7 +317,7 @@ impl Shared {
             }
         }
         state.live -= 1;
-        if let Some(Some(worker)) = state.workers.get_mut(number) {
+        if let Some(worker) = state.workers.get_mut(number) {
             worker.exited = true;
         }
         if state.live == 0 {
