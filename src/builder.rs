@@ -215,8 +215,9 @@ impl Builder {
     ///
     /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
     /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
-    /// entries, event interval, remote queue interval or blocking threads out of range; an unknown `COREIO_BACKEND`; io_uring forced but
-    /// unavailable (the [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
+    /// entries, event interval, remote queue interval or blocking threads out of range; an
+    /// unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
+    /// [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
         let config = self.core_config()?;

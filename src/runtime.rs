@@ -7,9 +7,9 @@
 //! module owns the resolved per-core settings ([`CoreConfig`]), thread start-up, the core loop
 //! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
 //! every buffer, then free the driver), and it stops the runtime's blocking pool once every
-//! core has stopped. It must never share a core's context with another
-//! thread, and never depend on the builder: the builder makes a [`Runtime`] from a
-//! [`CoreConfig`], not the other way round.
+//! core has stopped. It must never share a core's context with another thread, and never
+//! depend on the builder: the builder makes a [`Runtime`] from a [`CoreConfig`], not the other
+//! way round.
 
 use std::fmt;
 use std::future::Future;

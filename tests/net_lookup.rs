@@ -89,9 +89,14 @@ both_backends! {
             }
             // The other forms of a name agree.
             let pair: Vec<_> = lookup_host(("localhost", 80)).await.unwrap().collect();
-            let owned: Vec<_> = lookup_host(String::from("localhost:80")).await.unwrap().collect();
-            let owned_pair: Vec<_> =
-                lookup_host((String::from("localhost"), 80)).await.unwrap().collect();
+            let owned: Vec<_> = lookup_host(String::from("localhost:80"))
+                .await
+                .unwrap()
+                .collect();
+            let owned_pair: Vec<_> = lookup_host((String::from("localhost"), 80))
+                .await
+                .unwrap()
+                .collect();
             assert_eq!(pair, addrs);
             assert_eq!(owned, addrs);
             assert_eq!(owned_pair, addrs);
@@ -110,13 +115,34 @@ both_backends! {
             assert_eq!(one(lookup_host("127.0.0.1:7").await.unwrap().collect()), v4);
             assert_eq!(one(lookup_host("[::1]:7").await.unwrap().collect()), v6);
             assert_eq!(one(lookup_host(("::1", 7)).await.unwrap().collect()), v6);
-            assert_eq!(one(lookup_host(("127.0.0.1", 7)).await.unwrap().collect()), v4);
-            assert_eq!(one(lookup_host((Ipv4Addr::LOCALHOST, 7)).await.unwrap().collect()), v4);
-            assert_eq!(one(lookup_host((IpAddr::from(Ipv4Addr::LOCALHOST), 7)).await.unwrap().collect()), v4);
+            assert_eq!(
+                one(lookup_host(("127.0.0.1", 7)).await.unwrap().collect()),
+                v4
+            );
+            assert_eq!(
+                one(lookup_host((Ipv4Addr::LOCALHOST, 7))
+                    .await
+                    .unwrap()
+                    .collect()),
+                v4
+            );
+            assert_eq!(
+                one(lookup_host((IpAddr::from(Ipv4Addr::LOCALHOST), 7))
+                    .await
+                    .unwrap()
+                    .collect()),
+                v4
+            );
             let list = [v4, v6];
-            assert_eq!(lookup_host(&list[..]).await.unwrap().collect::<Vec<_>>(), list);
+            assert_eq!(
+                lookup_host(&list[..]).await.unwrap().collect::<Vec<_>>(),
+                list
+            );
             assert_eq!(lookup_host(&"127.0.0.1:7").await.unwrap().count(), 1);
-            assert!(!has_pool_thread("literal", backend), "a literal address went to the blocking pool");
+            assert!(
+                !has_pool_thread("literal", backend),
+                "a literal address went to the blocking pool"
+            );
             // A name does go there.
             assert!(lookup_host("localhost:7").await.unwrap().count() > 0);
             assert!(has_pool_thread("literal", backend));
@@ -125,24 +151,52 @@ both_backends! {
 
     fn malformed_addresses_are_invalid_input(backend: Backend) {
         block_on(backend, "malformed", async move {
-            for bad in ["localhost", "localhost:", "localhost:port", ":80", "", "localhost:70000"] {
-                let err = lookup_host(bad).await.err().unwrap_or_else(|| panic!("{bad:?} resolved"));
+            for bad in [
+                "localhost",
+                "localhost:",
+                "localhost:port",
+                ":80",
+                "",
+                "localhost:70000",
+            ] {
+                let err = lookup_host(bad)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{bad:?} resolved"));
                 assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {err}");
                 assert!(err.to_string().contains("invalid socket address"), "{err}");
             }
-            let err = lookup_host(("", 80)).await.err().expect("an empty host resolved");
+            let err = lookup_host(("", 80))
+                .await
+                .err()
+                .expect("an empty host resolved");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-            assert!(!has_pool_thread("malformed", backend), "a malformed address went to the pool");
+            assert!(
+                !has_pool_thread("malformed", backend),
+                "a malformed address went to the pool"
+            );
         });
     }
 
     fn an_unresolvable_name_is_an_error_naming_it(backend: Backend) {
         block_on(backend, "nxdomain", async {
-            let err = lookup_host("no-such-host.invalid:80").await.err().expect("resolved .invalid");
-            assert!(err.to_string().contains("resolving no-such-host.invalid:80"), "{err}");
-            let err = lookup_host(("no-such-host.invalid", 80)).await.err().expect("resolved");
+            let err = lookup_host("no-such-host.invalid:80")
+                .await
+                .err()
+                .expect("resolved .invalid");
+            assert!(
+                err.to_string()
+                    .contains("resolving no-such-host.invalid:80"),
+                "{err}"
+            );
+            let err = lookup_host(("no-such-host.invalid", 80))
+                .await
+                .err()
+                .expect("resolved");
             assert!(err.to_string().contains("no-such-host.invalid:80"), "{err}");
-            let err = TcpStream::connect("no-such-host.invalid:80").await.expect_err("connected");
+            let err = TcpStream::connect("no-such-host.invalid:80")
+                .await
+                .expect_err("connected");
             assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
         });
     }
@@ -153,7 +207,8 @@ both_backends! {
             let port = listener.local_addr().unwrap().port();
             // `localhost` may resolve to ::1 first, where nothing listens: connect goes on to
             // the next address.
-            let connect = coreio::spawn(async move { TcpStream::connect(format!("localhost:{port}")).await });
+            let connect =
+                coreio::spawn(async move { TcpStream::connect(format!("localhost:{port}")).await });
             let (server, peer) = listener.accept().await.unwrap();
             let client = connect.await.unwrap().expect("connect by name");
             assert_eq!(client.local_addr().unwrap(), peer);
@@ -180,13 +235,21 @@ both_backends! {
             let (_reservation, closed) = util::reserve_port();
             let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let open = listener.local_addr().unwrap();
-            let client = TcpStream::connect(&[closed, open][..]).await.expect("the second address");
+            let client = TcpStream::connect(&[closed, open][..])
+                .await
+                .expect("the second address");
             assert_eq!(client.peer_addr().unwrap(), open);
             // All refused: the error is the last address's.
             let (_other_reservation, also_closed) = util::reserve_port();
-            let err = TcpStream::connect(&[closed, also_closed][..]).await.unwrap_err();
+            let err = TcpStream::connect(&[closed, also_closed][..])
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
-            assert!(err.to_string().starts_with(&format!("connecting to {also_closed}: ")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("connecting to {also_closed}: ")),
+                "{err}"
+            );
             // No address at all.
             let err = TcpStream::connect(&[] as &[SocketAddr]).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
@@ -198,13 +261,22 @@ both_backends! {
             let (_reservation, addr) = util::reserve_port();
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
-            assert!(err.to_string().starts_with(&format!("connecting to {addr}: ")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("connecting to {addr}: ")),
+                "{err}"
+            );
             assert_eq!(os_error(&err), Some(libc::ECONNREFUSED), "{err:?}");
             // By name, the address tried is named (the last of those `localhost` gave).
-            let err = TcpStream::connect(format!("localhost:{}", addr.port())).await.unwrap_err();
+            let err = TcpStream::connect(format!("localhost:{}", addr.port()))
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
             assert!(err.to_string().starts_with("connecting to "), "{err}");
-            assert!(err.to_string().contains(&format!(":{}: ", addr.port())), "{err}");
+            assert!(
+                err.to_string().contains(&format!(":{}: ", addr.port())),
+                "{err}"
+            );
         });
     }
 
@@ -242,7 +314,9 @@ both_backends! {
         block_on(backend, "droplook", async {
             {
                 let mut lookup = pin!(lookup_host("localhost:80"));
-                let polled = lookup.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                let polled = lookup
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()));
                 // Pending (the job is on the pool) or, rarely, done already: both are fine.
                 drop(polled);
             }

@@ -131,7 +131,9 @@ both_backends! {
         const THREADS: usize = 3;
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let b = builder(backend, "many").blocking_threads(THREADS).blocking_queue(JOBS);
+        let b = builder(backend, "many")
+            .blocking_threads(THREADS)
+            .blocking_queue(JOBS);
         let (sum, threads) = block_on(backend, b, {
             let (running, most) = (Arc::clone(&running), Arc::clone(&most));
             async move {
@@ -158,7 +160,10 @@ both_backends! {
             }
         });
         assert_eq!(sum, JOBS * (JOBS - 1) / 2);
-        assert!(most.load(Ordering::SeqCst) <= THREADS, "more jobs ran at once than threads");
+        assert!(
+            most.load(Ordering::SeqCst) <= THREADS,
+            "more jobs ran at once than threads"
+        );
         assert!(threads.len() <= THREADS, "{threads:?}");
         for name in &threads {
             let number = name.strip_prefix(&format!("{}-blocking-", prefix("many", backend)));
@@ -169,7 +174,9 @@ both_backends! {
 
     fn a_full_queue_refuses_the_job_with_a_clear_error(backend: Backend) {
         let gate = Arc::new(Gate::new());
-        let b = builder(backend, "full").blocking_threads(1).blocking_queue(1);
+        let b = builder(backend, "full")
+            .blocking_threads(1)
+            .blocking_queue(1);
         block_on(backend, b, {
             let gate = Arc::clone(&gate);
             async move {
@@ -188,14 +195,23 @@ both_backends! {
                 let err = refused.await.unwrap_err();
                 assert!(err.is_queue_full(), "{err:?}");
                 assert!(
-                    matches!(err, BlockingError::QueueFull { threads: 1, capacity: 1 }),
+                    matches!(
+                        err,
+                        BlockingError::QueueFull {
+                            threads: 1,
+                            capacity: 1
+                        }
+                    ),
                     "{err:?}"
                 );
                 let message = err.to_string();
                 assert!(message.contains("blocking pool is full"), "{message}");
                 let io_err = std::io::Error::from(err);
                 assert_eq!(io_err.kind(), std::io::ErrorKind::ResourceBusy);
-                assert!(io_err.to_string().contains("Builder::blocking_queue"), "{io_err}");
+                assert!(
+                    io_err.to_string().contains("Builder::blocking_queue"),
+                    "{io_err}"
+                );
                 gate.open(1);
                 assert_eq!(busy.await.unwrap(), "first");
                 assert_eq!(queued.await.unwrap(), "second");
@@ -207,7 +223,9 @@ both_backends! {
 
     fn a_zero_queue_runs_at_once_or_refuses(backend: Backend) {
         let gate = Arc::new(Gate::new());
-        let b = builder(backend, "zeroq").blocking_threads(1).blocking_queue(0);
+        let b = builder(backend, "zeroq")
+            .blocking_threads(1)
+            .blocking_queue(0);
         block_on(backend, b, {
             let gate = Arc::clone(&gate);
             async move {
@@ -248,14 +266,19 @@ both_backends! {
             coreio::spawn_blocking(|| std::thread::current().name().map(str::to_owned)).await
         })
         .unwrap();
-        assert_eq!(named, Some(format!("{}-blocking-0", prefix("named", backend))));
+        assert_eq!(
+            named,
+            Some(format!("{}-blocking-0", prefix("named", backend)))
+        );
     }
 
     fn no_thread_starts_before_the_first_job_and_idle_threads_retire(backend: Backend) {
         let b = builder(backend, "retire").blocking_keep_alive(Duration::from_millis(20));
         block_on(backend, b, async move {
             assert_eq!(pool_threads("retire", backend), 0, "the pool is lazy");
-            let seen = coreio::spawn_blocking(move || pool_threads("retire", backend)).await.unwrap();
+            let seen = coreio::spawn_blocking(move || pool_threads("retire", backend))
+                .await
+                .unwrap();
             assert_eq!(seen, 1, "one job, one thread");
             assert!(
                 wait_until_async(|| pool_threads("retire", backend) == 0).await,
@@ -269,7 +292,10 @@ both_backends! {
             .await
             .unwrap();
             assert_eq!(seen, 1);
-            assert_eq!(name, Some(format!("{}-blocking-0", prefix("retire", backend))));
+            assert_eq!(
+                name,
+                Some(format!("{}-blocking-0", prefix("retire", backend)))
+            );
         });
     }
 
@@ -281,8 +307,11 @@ both_backends! {
             .blocking_threads(1)
             .blocking_shutdown_timeout(Duration::from_millis(50));
         let queued = block_on(backend, b, {
-            let (gate, ran_queued, finished) =
-                (Arc::clone(&gate), Arc::clone(&ran_queued), Arc::clone(&finished));
+            let (gate, ran_queued, finished) = (
+                Arc::clone(&gate),
+                Arc::clone(&ran_queued),
+                Arc::clone(&finished),
+            );
             async move {
                 let (started_tx, started) = mpsc::channel();
                 let wait = gate.waiter();
@@ -295,7 +324,9 @@ both_backends! {
                 assert!(wait_until_async(|| started.try_recv().is_ok()).await);
                 // Queued behind it; the handle leaves the runtime with the root's output.
                 // (In an `Option`: a root that returns a future looks like a forgotten await.)
-                Some(coreio::spawn_blocking(move || ran_queued.store(true, Ordering::SeqCst)))
+                Some(coreio::spawn_blocking(move || {
+                    ran_queued.store(true, Ordering::SeqCst)
+                }))
             }
         });
         // `block_on` returned though the job still blocks: its thread was detached.
@@ -303,7 +334,10 @@ both_backends! {
         assert_eq!(pool_threads("detach", backend), 1);
         // The queued job was discarded without running.
         let mut queued = pin!(queued.unwrap());
-        match queued.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        match queued
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
             Poll::Ready(Err(BlockingError::Cancelled)) => {}
             other => panic!("expected a discarded job, got {other:?}"),
         }
@@ -320,7 +354,10 @@ both_backends! {
         let b = builder(backend, "forever")
             .blocking_keep_alive(Duration::MAX)
             .blocking_shutdown_timeout(Duration::MAX);
-        assert_eq!(block_on(backend, b, async { coreio::spawn_blocking(|| 1).await }).unwrap(), 1);
+        assert_eq!(
+            block_on(backend, b, async { coreio::spawn_blocking(|| 1).await }).unwrap(),
+            1
+        );
         // No keep-alive: a thread leaves as soon as it finds nothing to do.
         let b = builder(backend, "nokeep").blocking_keep_alive(Duration::ZERO);
         block_on(backend, b, async move {
@@ -346,9 +383,15 @@ both_backends! {
             }
         });
         // The idle thread's keep-alive is a minute, yet the shutdown woke and joined it.
-        assert!(finished.load(Ordering::SeqCst), "the running job was not waited for");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the running job was not waited for"
+        );
         // Joined: gone at once, but `/proc` may list a thread a moment after its exit.
-        assert!(wait_until(|| pool_threads("joined", backend) == 0), "a pool thread outlived its runtime");
+        assert!(
+            wait_until(|| pool_threads("joined", backend) == 0),
+            "a pool thread outlived its runtime"
+        );
     }
 
     fn a_dropped_handle_detaches_the_job(backend: Backend) {
@@ -359,7 +402,10 @@ both_backends! {
                 move || ran.store(true, Ordering::SeqCst)
             });
             drop(handle);
-            assert!(wait_until_async(|| ran.load(Ordering::SeqCst)).await, "the job did not run");
+            assert!(
+                wait_until_async(|| ran.load(Ordering::SeqCst)).await,
+                "the job did not run"
+            );
         });
     }
 
@@ -368,16 +414,20 @@ both_backends! {
             let core_tid = util::gettid();
             // The job returns only once the core sleeps in its driver (no timer, no other
             // task): only the pool thread's wake can bring it back.
-            let saw_sleeping = coreio::spawn_blocking(move || util::wait_for_thread_to_sleep(core_tid))
-                .await
-                .unwrap();
+            let saw_sleeping =
+                coreio::spawn_blocking(move || util::wait_for_thread_to_sleep(core_tid))
+                    .await
+                    .unwrap();
             assert!(saw_sleeping, "the core never parked");
         });
     }
 
     fn pool_threads_are_not_pinned_to_a_core(backend: Backend) {
         let process_cpus = util::allowed_cpus();
-        let rt = builder(backend, "unpinned").cores(util::two_or_fewer_cores()).build().unwrap();
+        let rt = builder(backend, "unpinned")
+            .cores(util::two_or_fewer_cores())
+            .build()
+            .unwrap();
         let outputs = rt.run(|_core| async move {
             let core_cpus = util::allowed_cpus();
             let job_cpus = coreio::spawn_blocking(util::allowed_cpus).await.unwrap();
@@ -386,7 +436,10 @@ both_backends! {
         for output in outputs {
             let (core_cpus, job_cpus) = output.unwrap();
             assert_eq!(core_cpus.len(), 1, "a core is pinned to one CPU");
-            assert_eq!(job_cpus, process_cpus, "a pool thread kept its core's CPU mask");
+            assert_eq!(
+                job_cpus, process_cpus,
+                "a pool thread kept its core's CPU mask"
+            );
         }
     }
 
@@ -398,7 +451,9 @@ both_backends! {
             .unwrap();
         let outputs = rt.run(|_core| async move {
             util::assert_backend(backend);
-            coreio::spawn_blocking(|| std::thread::current().id()).await.unwrap()
+            coreio::spawn_blocking(|| std::thread::current().id())
+                .await
+                .unwrap()
         });
         let threads: HashSet<_> = outputs.into_iter().map(Result::unwrap).collect();
         assert_eq!(threads.len(), 1, "the cores did not share one pool thread");

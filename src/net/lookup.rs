@@ -7,8 +7,8 @@
 //! ([`spawn_blocking`](crate::spawn_blocking)) while the core serves its other tasks.
 //!
 //! This module owns that split, and the errors that name the address they are about (a failed
-//! lookup names the host, a failed connection the address tried); it must never call the resolver on a
-//! core's thread, nor send a literal address to the pool.
+//! lookup names the host, a failed connection the address tried); it must never call the
+//! resolver on a core's thread, nor send a literal address to the pool.
 
 use std::fmt;
 use std::future::Future;
