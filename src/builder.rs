@@ -11,6 +11,10 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use crate::blocking::{
+    BlockingConfig, DEFAULT_BLOCKING_KEEP_ALIVE, DEFAULT_BLOCKING_QUEUE,
+    DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT, DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS,
+};
 use crate::core::CoreId;
 use crate::driver::{self, Backend, DriverConfig};
 use crate::runtime::{self, CoreConfig, Runtime};
@@ -67,6 +71,10 @@ pub struct Builder {
     spin_before_park: Duration,
     thread_name: String,
     backend: Backend,
+    blocking_threads: usize,
+    blocking_queue: usize,
+    blocking_keep_alive: Duration,
+    blocking_shutdown_timeout: Duration,
 }
 
 impl Default for Builder {
@@ -87,6 +95,10 @@ impl Builder {
             spin_before_park: Duration::ZERO,
             thread_name: "coreio".into(),
             backend: Backend::Auto,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
+            blocking_queue: DEFAULT_BLOCKING_QUEUE,
+            blocking_keep_alive: DEFAULT_BLOCKING_KEEP_ALIVE,
+            blocking_shutdown_timeout: DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT,
         }
     }
 
@@ -147,7 +159,8 @@ impl Builder {
         self
     }
 
-    /// Prefix of the core threads' names; the CPU id is appended (`coreio-3`).
+    /// Prefix of the core threads' names; the CPU id is appended (`coreio-3`). Blocking pool
+    /// threads are named `<prefix>-blocking-N`.
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Builder {
         self.thread_name = prefix.into();
         self
@@ -160,12 +173,51 @@ impl Builder {
         self
     }
 
+    /// The most threads the blocking pool runs at once (default [`DEFAULT_BLOCKING_THREADS`],
+    /// 64; 1 to [`MAX_BLOCKING_THREADS`]); see [`spawn_blocking`](crate::spawn_blocking).
+    ///
+    /// ```
+    /// let rt = coreio::Builder::new().cores(1).blocking_threads(4).build();
+    /// assert!(rt.is_ok());
+    /// assert!(coreio::Builder::new().blocking_threads(0).build().is_err());
+    /// ```
+    pub fn blocking_threads(mut self, threads: usize) -> Builder {
+        self.blocking_threads = threads;
+        self
+    }
+
+    /// The most jobs that wait for a blocking pool thread while every thread is busy (default
+    /// [`DEFAULT_BLOCKING_QUEUE`], 16384). A job beyond that is refused: its handle resolves to
+    /// [`BlockingError::QueueFull`](crate::BlockingError::QueueFull). 0 queues nothing: a job
+    /// runs at once or is refused.
+    pub fn blocking_queue(mut self, jobs: usize) -> Builder {
+        self.blocking_queue = jobs;
+        self
+    }
+
+    /// How long a blocking pool thread with nothing to do waits for a job before it exits
+    /// (default [`DEFAULT_BLOCKING_KEEP_ALIVE`], 10 s). An idle pool shrinks to no thread.
+    pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
+        self.blocking_keep_alive = keep_alive;
+        self
+    }
+
+    /// How long a stopping runtime waits for blocking jobs still running or queued (default
+    /// [`DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT`], 5 s). After that, jobs still queued are
+    /// discarded without running, and a job still running is left to finish on its own,
+    /// detached thread, its output dropped.
+    pub fn blocking_shutdown_timeout(mut self, timeout: Duration) -> Builder {
+        self.blocking_shutdown_timeout = timeout;
+        self
+    }
+
     /// Validates the settings and picks the backend.
     ///
     /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
     /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
-    /// entries, event interval or remote queue interval out of range; an unknown `COREIO_BACKEND`; io_uring forced but
-    /// unavailable (the [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
+    /// entries, event interval, remote queue interval or blocking threads out of range; an
+    /// unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
+    /// [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
         let config = self.core_config()?;
@@ -204,6 +256,12 @@ impl Builder {
                 self.spin_before_park
             )));
         }
+        if self.blocking_threads == 0 || self.blocking_threads > MAX_BLOCKING_THREADS {
+            return Err(invalid(format!(
+                "blocking_threads must be between 1 and {MAX_BLOCKING_THREADS}, got {}",
+                self.blocking_threads
+            )));
+        }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
         Ok(CoreConfig {
@@ -215,6 +273,13 @@ impl Builder {
             remote_queue_interval: self.remote_queue_interval,
             spin_before_park: self.spin_before_park,
             thread_name: self.thread_name.clone(),
+            blocking: BlockingConfig {
+                max_threads: self.blocking_threads,
+                queue_capacity: self.blocking_queue,
+                keep_alive: self.blocking_keep_alive,
+                shutdown_timeout: self.blocking_shutdown_timeout,
+                thread_name: self.thread_name.clone(),
+            },
         })
     }
 

@@ -1,7 +1,7 @@
 //! The per-core context: what "the current core" means to code running on it.
 //!
 //! Every core thread builds one [`CoreContext`] — its executor, its I/O driver, its timers, the
-//! running task's budget and its view of the other cores' mailboxes —
+//! running task's budget, its view of the other cores' mailboxes and its runtime's blocking pool —
 //! and installs it in a thread-local for as long as the core runs. Free functions such as
 //! [`spawn`](crate::spawn) or [`sleep`](crate::time::sleep) and every I/O operation find their
 //! core through [`with`]. This module owns that thread-local and nothing else; it must never
@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::ptr;
 use std::sync::Arc;
 
+use crate::blocking::BlockingPool;
 use crate::coop::Budget;
 use crate::core::CoreId;
 use crate::driver::Driver;
@@ -31,6 +32,8 @@ pub(crate) struct CoreContext {
     pub(crate) mesh: Arc<Mesh>,
     /// Every core's count of open connections (for load-aware accepting), this one's included.
     pub(crate) connections: Arc<ConnectionGauges>,
+    /// The runtime's blocking pool, shared by its cores.
+    pub(crate) blocking: BlockingPool,
 }
 
 thread_local! {

@@ -52,6 +52,8 @@
 //! # Tasks and timers
 //!
 //! [`spawn`] starts a task on the current core; [`JoinHandle`] awaits, detaches or aborts it.
+//! Code that would block the core (a C library's DNS lookup, `std::fs`, heavy computation) goes
+//! to the runtime's blocking pool with [`spawn_blocking`].
 //! [`time`] has [`sleep`](time::sleep), [`timeout`](time::timeout) and
 //! [`interval`](time::interval), with 1 ms resolution, never firing early.
 //!
@@ -116,12 +118,14 @@
 //! # Errors and panics
 //!
 //! Conditions a caller can cause at run time — a bad builder setting, a ring that cannot be set
-//! up, a closed peer, descriptor exhaustion — are errors. Calling [`spawn`] or polling a timer
-//! outside a runtime is a programming error and panics with a message saying so.
+//! up, a closed peer, descriptor exhaustion, a full blocking pool — are errors. Calling
+//! [`spawn`] or [`spawn_blocking`] or polling a timer outside a runtime is a programming error
+//! and panics with a message saying so.
 
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod blocking;
 pub mod buf;
 mod builder;
 mod context;
@@ -140,6 +144,11 @@ mod sys;
 pub mod time;
 
 pub use crate::core::CoreId;
+pub use blocking::{
+    BlockingError, BlockingHandle, DEFAULT_BLOCKING_KEEP_ALIVE, DEFAULT_BLOCKING_QUEUE,
+    DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT, DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS,
+    spawn_blocking,
+};
 pub use builder::{
     Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
     MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK, block_on,

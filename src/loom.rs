@@ -1,4 +1,5 @@
-//! The one door through which cross-thread code reaches atomics, locks and `Arc`.
+//! The one door through which cross-thread code reaches atomics, locks, `Arc` and the threads
+//! it starts.
 //!
 //! Every atomic, `Mutex` and `Arc` that more than one thread touches is imported from here, never
 //! from `std::sync` directly, so that a `--cfg loom` build swaps them all for loom's models and a
@@ -8,18 +9,23 @@
 //! behaviour.
 //!
 //! The models live beside the code they check, in `loom_tests` modules (`core/sleep.rs`,
-//! `core/handle.rs`, `mesh/channel/loom_tests.rs`, `mesh/reply.rs`, `sync/event.rs`). Run them with
+//! `core/handle.rs`, `mesh/channel/loom_tests.rs`, `mesh/reply.rs`, `sync/event.rs`,
+//! `blocking/slot.rs`). Run them with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_`.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 #[cfg(loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread;
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread;
 
 /// Runs a loom model that explores every interleaving with at most `preemption_bound`
 /// preemptions (`None`: all of them), unless `LOOM_MAX_PREEMPTIONS` is set, which wins (set it

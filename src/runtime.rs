@@ -6,9 +6,10 @@
 //! runs the same loop on the calling thread (`block_on_here`), for tests and small tools. This
 //! module owns the resolved per-core settings ([`CoreConfig`]), thread start-up, the core loop
 //! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
-//! every buffer, then free the driver). It must never share a core's context with another
-//! thread, and never depend on the builder: the builder makes a [`Runtime`] from a
-//! [`CoreConfig`], not the other way round.
+//! every buffer, then free the driver), and it stops the runtime's blocking pool once every
+//! core has stopped. It must never share a core's context with another thread, and never
+//! depend on the builder: the builder makes a [`Runtime`] from a [`CoreConfig`], not the other
+//! way round.
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::blocking::{BlockingConfig, BlockingPool};
 use crate::context::{self, CoreContext};
 use crate::coop::Budget;
 use crate::core::{CoreHandle, CoreId};
@@ -97,6 +99,8 @@ pub(crate) struct CoreConfig {
     pub(crate) remote_queue_interval: u32,
     pub(crate) spin_before_park: Duration,
     pub(crate) thread_name: String,
+    /// The runtime's blocking pool (one for all its cores).
+    pub(crate) blocking: BlockingConfig,
 }
 
 /// A configured set of cores; see [`Builder`](crate::Builder).
@@ -153,6 +157,8 @@ impl Runtime {
             }
         };
         let connections = ConnectionGauges::new(self.cores.len());
+        let blocking = StopPoolOnExit(BlockingPool::new(self.config.blocking.clone()));
+        let blocking = &blocking.0;
         std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
@@ -166,6 +172,7 @@ impl Runtime {
                         .spawn_scoped(scope, {
                             let mesh = Arc::clone(&mesh);
                             let connections = Arc::clone(&connections);
+                            let blocking = blocking.clone();
                             move || {
                                 let _closed = CloseOnExit(Arc::clone(mesh.handle(index)));
                                 sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
@@ -175,7 +182,9 @@ impl Runtime {
                                         format!("cannot pin the thread to CPU {}: {error}", core.0),
                                     ),
                                 })?;
-                                run_core(core, config, mesh, connections, index, || root(core))
+                                run_core(core, config, mesh, connections, blocking, index, || {
+                                    root(core)
+                                })
                             }
                         });
                     if spawned.is_err() {
@@ -211,7 +220,12 @@ where
     let core = CoreId(sys::current_cpu());
     let mesh = Mesh::new(&[core])?;
     let connections = ConnectionGauges::new(1);
-    match run_core(core, config, mesh, connections, 0, || future) {
+    let blocking = StopPoolOnExit(BlockingPool::new(config.blocking.clone()));
+    let pool = blocking.0.clone();
+    let ran = run_core(core, config, mesh, connections, pool, 0, || future);
+    // The pool stops before a panic of the future resumes.
+    drop(blocking);
+    match ran {
         Ok(output) => Ok(output),
         Err(CoreError::Panicked { payload, .. }) => std::panic::resume_unwind(payload),
         Err(CoreError::Io { error, .. }) => Err(error),
@@ -230,13 +244,25 @@ impl Drop for CloseOnExit {
     }
 }
 
+/// Stops a runtime's blocking pool when the runtime ends, however it ends: after every core
+/// has stopped, so no task awaits a job any more (see `blocking::pool`).
+struct StopPoolOnExit(BlockingPool);
+
+impl Drop for StopPoolOnExit {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
 /// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
-/// every core's handle and `connections` every core's connection count, this core's at `index`.
+/// every core's handle and `connections` every core's connection count, this core's at `index`;
+/// `blocking` is the runtime's blocking pool.
 fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
     mesh: Arc<Mesh>,
     connections: Arc<ConnectionGauges>,
+    blocking: BlockingPool,
     index: usize,
     root: impl FnOnce() -> Fut,
 ) -> Result<Fut::Output, CoreError>
@@ -264,6 +290,7 @@ where
         budget: Budget::new(),
         mesh,
         connections,
+        blocking,
     };
     context::enter(&ctx, || {
         // A panic can unwind out of the loop (the root's own panics are caught by its task):

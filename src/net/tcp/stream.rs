@@ -10,9 +10,11 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::{Op, SharedFd, Unread};
+use crate::net::lookup::{self, ToSocketAddrs};
 use crate::net::ops::Connect;
 use crate::net::split::{self, sealed};
 use crate::net::stream_io::StreamIo;
+use crate::net::tcp::socket::with_addr;
 use crate::net::{ByteStream, Counted, Handoff, HandoffError, ReadHalf, WriteHalf};
 
 /// A connected TCP socket.
@@ -56,18 +58,50 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Opens a connection to `addr`.
-    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    /// Opens a connection to `addr`: a [`SocketAddr`], a literal address such as
+    /// `"127.0.0.1:7000"`, or a host name and port such as `"localhost:7000"` or
+    /// `("example.com", 443)`, resolved off the core ([`lookup_host`](crate::net::lookup_host)).
+    ///
+    /// Each address `addr` resolves to is tried in turn, until one connects. When none does,
+    /// the error is the last address's; it names that address (`connecting to
+    /// 127.0.0.1:7000: Connection refused (os error 111)`) and keeps the system's
+    /// [`io::ErrorKind`]. The system's error itself, with its `raw_os_error`, is the
+    /// error's [`source`](std::error::Error::source):
+    ///
+    /// ```no_run
+    /// use std::error::Error;
+    ///
+    /// # coreio::block_on(async {
+    /// let err = coreio::net::TcpStream::connect("127.0.0.1:9").await.unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    /// let os_error = err.get_ref().and_then(|e| e.source()).and_then(|e| e.downcast_ref::<std::io::Error>());
+    /// assert_eq!(os_error.and_then(|e| e.raw_os_error()), Some(libc::ECONNREFUSED));
+    /// # }).unwrap();
+    /// ```
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let mut last_error = None;
+        for addr in lookup::resolve(&addr).await? {
+            match TcpStream::connect_to(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(with_addr(error, "connecting to", addr)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "connecting: the address resolved to no socket address",
+            )
+        }))
+    }
+
+    /// Opens a connection to one address.
+    async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
         let socket = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
             Some(Protocol::TCP),
         )?;
-        let stream = TcpStream::from_fd(OwnedFd::from(socket))?;
-        Op::new(Connect::new(stream.io.fd.clone(), addr))
-            .await
-            .result?;
-        Ok(stream)
+        TcpStream::connect_socket(OwnedFd::from(socket), addr).await
     }
 
     /// Wraps a connected socket made elsewhere (it is switched to non-blocking mode).
