@@ -37,7 +37,7 @@ pub const DEFAULT_COPY_CAPACITY: usize = 16 * 1024;
 ///     loop {
 ///         let (client, _) = listener.accept().await?;
 ///         coreio::spawn(async move {
-///             let upstream = TcpStream::connect("127.0.0.1:7000".parse().unwrap()).await?;
+///             let upstream = TcpStream::connect("127.0.0.1:7000").await?;
 ///             let (up, down) = copy_bidirectional(&client, &upstream).await?;
 ///             println!("{up} bytes up, {down} bytes down");
 ///             Ok::<(), std::io::Error>(())

@@ -200,7 +200,7 @@ impl TcpStream {
     ///
     /// ```no_run
     /// # coreio::block_on(async {
-    /// let stream = coreio::net::TcpStream::connect("127.0.0.1:7000".parse().unwrap()).await?;
+    /// let stream = coreio::net::TcpStream::connect("127.0.0.1:7000").await?;
     /// let (reader, writer) = stream.into_split();
     /// let echo = coreio::spawn(async move {
     ///     let (res, buf) = reader.read(Vec::with_capacity(64)).await;
