@@ -254,7 +254,8 @@ async fn connect(target: Target) -> Result<Stream, String> {
         Target::Unix(path) => UnixStream::connect(path)
             .await
             .map(Stream::Unix)
-            .map_err(|err| format!("cannot connect to {}: {err}", path.display())),
+            // The error names the path.
+            .map_err(|err| format!("cannot connect: {err}")),
         Target::Udp(addr) => Err(format!("udp:{addr} is not a stream")),
     }
 }
