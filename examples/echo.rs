@@ -560,7 +560,8 @@ async fn serve(
             Endpoint::Udp(addr) => UdpSocket::builder()
                 .reuse_port(true)
                 .bind(addr)
-                .map_err(|err| format!("cannot bind a UDP socket to {addr}: {err}"))
+                // The error names the address.
+                .map_err(|err| format!("cannot serve UDP: {err}"))
                 .map(|socket| coreio::spawn(echo_datagrams(socket, failure, stop.clone()))),
         };
         match task {

@@ -344,7 +344,8 @@ async fn datagram_loop(
         let (res, buf) = socket.send(outgoing).await;
         outgoing = buf;
         res.map_err(|err| format!("send of datagram {seq} failed: {err}"))?;
-        let give_up = sent_at + plan.udp_timeout;
+        // An echo after the window's end would not count, so the wait stops there too.
+        let give_up = (sent_at + plan.udp_timeout).min(plan.end);
         loop {
             let buf = spare
                 .take()
