@@ -26,6 +26,7 @@
 //! `--udp` binds one UDP socket per core on `--addr` with `SO_REUSEPORT` (the kernel spreads
 //! datagrams by the sender's address and port) and sends each datagram back to its sender.
 //! Each receive has a 64 KiB buffer, larger than any UDP datagram, so nothing is truncated.
+//! A port that another socket already uses is refused, as TCP's is, rather than shared.
 //!
 //! The banner names the transport for Unix and UDP (`coreio echo on unix:PATH, ...`,
 //! `coreio echo on udp:HOST:PORT, ...`); the TCP banner is `coreio echo on HOST:PORT, ...`.
@@ -420,7 +421,21 @@ enum Endpoint {
 }
 
 /// The first UDP socket, with SO_REUSEPORT so that the other cores can bind its address too.
+///
+/// A second server on the same port would silently share its datagrams (SO_REUSEPORT lets any
+/// process of the same user join), so a given port is first probed with a plain bind, which
+/// fails while any socket holds the address.
 fn bind_first_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, String> {
+    if addr.port() != 0
+        && let Err(err) = std::net::UdpSocket::bind(addr)
+    {
+        return Err(match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!("cannot bind a UDP socket to {addr}: another socket already uses it")
+            }
+            _ => format!("cannot bind a UDP socket to {addr}: {err}"),
+        });
+    }
     let bind = || -> std::io::Result<std::net::UdpSocket> {
         let socket = Socket::new(
             Domain::for_address(addr),

@@ -477,6 +477,15 @@ both_backends! {
         // than the timeout), so only their field is checked, not their number.
         field(&line, "lost").parse::<u64>().expect("lost is a number");
 
+        // A second server on the same port is refused rather than sharing its datagrams.
+        let second = run(&examples().echo, backend, &["--udp", "--addr", &addr.to_string()]);
+        assert_eq!(second.status.code(), Some(1), "{}", stderr_of(&second));
+        assert!(
+            stderr_of(&second).contains("another socket already uses it"),
+            "the refusal says why: {}",
+            stderr_of(&second)
+        );
+
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.connect(addr).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
