@@ -4,8 +4,10 @@
 #
 #   scripts/demo.sh [echo_bench flags...]        e.g. scripts/demo.sh --duration 2 --conns 16
 #   COREIO_BACKEND=epoll scripts/demo.sh          both sides on the epoll backend
+#   DEMO_TRANSPORT=unix scripts/demo.sh           over a Unix socket (or udp; default tcp)
 #
-# The server listens on 127.0.0.1 with a free port (--addr 127.0.0.1:0; it prints which).
+# The server listens on 127.0.0.1 with a free port (--addr 127.0.0.1:0; it prints which), or
+# with DEMO_TRANSPORT=unix on a socket in a fresh temporary directory, removed at the end.
 # With two or more CPUs allowed and taskset present, the server is pinned to the first allowed
 # CPU and the client to the second; otherwise they share the CPUs. Exits non-zero if the build,
 # the client or the server's shutdown fails.
@@ -27,22 +29,39 @@ else
 fi
 
 log=$(mktemp)
+sock_dir=
 server=
 cleanup() {
   if [[ -n $server ]] && kill -0 "$server" 2>/dev/null; then
     kill -KILL "$server" 2>/dev/null || true
   fi
   rm -f "$log"
+  if [[ -n $sock_dir ]]; then rm -rf "$sock_dir"; fi
 }
 trap cleanup EXIT
 
-"${server_pin[@]}" "$bin/echo" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 &
+# The server's transport flags, and the prefix its banner puts before the address.
+transport=${DEMO_TRANSPORT:-tcp}
+case $transport in
+  tcp) server_flags=(--addr 127.0.0.1:0) prefix= ;;
+  unix)
+    sock_dir=$(mktemp -d)
+    server_flags=(--unix "$sock_dir/echo.sock") prefix=unix:
+    ;;
+  udp) server_flags=(--udp --addr 127.0.0.1:0) prefix=udp: ;;
+  *)
+    echo "demo: DEMO_TRANSPORT takes tcp, unix or udp, got '$transport'" >&2
+    exit 2
+    ;;
+esac
+
+"${server_pin[@]}" "$bin/echo" "${server_flags[@]}" --cores 1 >"$log" 2>&1 &
 server=$!
 
 # The banner means every core is accepting; wait for it (10 s at most).
 addr=
 for _ in $(seq 100); do
-  addr=$(sed -n 's/^coreio echo on \([^,]*\),.*/\1/p' "$log")
+  addr=$(sed -n "s/^coreio echo on $prefix\\([^,]*\\),.*/\\1/p" "$log")
   [[ -n $addr ]] && break
   if ! kill -0 "$server" 2>/dev/null; then
     cat "$log" >&2
@@ -58,8 +77,13 @@ if [[ -z $addr ]]; then
 fi
 cat "$log"
 
+case $transport in
+  tcp) client_flags=(--addr "$addr") ;;
+  unix) client_flags=(--unix "$addr") ;;
+  udp) client_flags=(--udp --addr "$addr") ;;
+esac
 client_status=0
-"${client_pin[@]}" "$bin/echo_bench" --addr "$addr" --server-pid "$server" --duration 5 --warmup 0.5 "$@" || client_status=$?
+"${client_pin[@]}" "$bin/echo_bench" "${client_flags[@]}" --server-pid "$server" --duration 5 --warmup 0.5 "$@" || client_status=$?
 
 kill -TERM "$server"
 server_status=0

@@ -11,12 +11,18 @@
 //! milliseconds, so the pacer sleeps until shortly before a send and then spins with
 //! `yield_now`: the open loop keeps the client's cores busy on purpose.
 //!
+//! UDP (closed loop only): each socket sends a datagram, waits up to the datagram timeout for
+//! its echo and repeats; a datagram whose echo does not come in time is counted as lost and the
+//! next one is sent. The stamp carries the sequence number, so the late echo of a datagram
+//! already counted as lost is recognised and skipped, never taken for the current one's.
+//!
 //! Messages are checked against the pattern they were sent with: a per-connection pattern that
 //! varies with the offset, stamped with the message number, so bytes from another connection,
 //! an older message or another offset all show.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,8 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use coreio::net::TcpStream;
+use coreio::buf::{IoBuf, IoBufMut};
+use coreio::net::{DatagramTruncated, TcpStream, UdpSocket, UnixStream};
 use hdrhistogram::Histogram;
+
+use crate::options::Target;
 
 /// How long past the end of the window a connection may take before it counts as hung.
 const GRACE: Duration = Duration::from_secs(10);
@@ -40,8 +49,10 @@ const MAX_LATENCY_NS: u64 = 100_000_000_000;
 /// The timeline and shape of the load, shared by every core.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    pub addr: SocketAddr,
+    pub target: Target,
     pub size: usize,
+    /// How long a UDP datagram's echo may take before it counts as lost.
+    pub udp_timeout: Duration,
     /// When the connections start (warm-up begins).
     pub start: Instant,
     /// Start of the measured window.
@@ -80,6 +91,10 @@ pub struct CoreStats {
     pub errors: u64,
     /// Messages that came back with a wrong byte (each also counts as an error).
     pub mismatches: u64,
+    /// UDP datagrams given up in the window: no echo within the datagram timeout.
+    pub lost: u64,
+    /// Echoes of datagrams already counted as lost that came later, skipped.
+    pub late: u64,
     /// The first few error messages.
     pub reported: Vec<String>,
 }
@@ -92,6 +107,8 @@ impl CoreStats {
             messages: 0,
             errors: 0,
             mismatches: 0,
+            lost: 0,
+            late: 0,
             reported: Vec::new(),
         }
     }
@@ -109,6 +126,8 @@ impl CoreStats {
         self.messages += other.messages;
         self.errors += other.errors;
         self.mismatches += other.mismatches;
+        self.lost += other.lost;
+        self.late += other.late;
         for message in other.reported {
             if self.reported.len() < MAX_REPORTED_ERRORS {
                 self.reported.push(message);
@@ -129,6 +148,15 @@ pub async fn run_core(plan: Plan, ids: Vec<usize>, progress: Arc<Progress>) -> C
     let stats = Rc::new(RefCell::new(CoreStats::new()));
     let mut tasks = Vec::with_capacity(ids.len() + 1);
     match plan.rate {
+        None if matches!(plan.target, Target::Udp(_)) => {
+            for &id in &ids {
+                let (stats, progress) = (stats.clone(), progress.clone());
+                tasks.push(coreio::spawn(async move {
+                    let work = datagram_loop(id, plan, &stats, &progress);
+                    guard(id, plan, &stats, &progress, work).await
+                }));
+            }
+        }
         None => {
             for &id in &ids {
                 let (stats, progress) = (stats.clone(), progress.clone());
@@ -190,20 +218,52 @@ async fn guard(
     stats.borrow_mut().fail(failure);
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|err| format!("cannot set TCP_NODELAY: {err}"))?;
-    Ok(stream)
+/// A connected stream of either kind; the match per call costs nothing next to the I/O.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        match self {
+            Stream::Tcp(stream) => stream.write_all(buf).await,
+            Stream::Unix(stream) => stream.write_all(buf).await,
+        }
+    }
+
+    async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
+        match self {
+            Stream::Tcp(stream) => stream.read_exact(buf).await,
+            Stream::Unix(stream) => stream.read_exact(buf).await,
+        }
+    }
+}
+
+async fn connect(target: Target) -> Result<Stream, String> {
+    match target {
+        Target::Tcp(addr) => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|err| format!("cannot set TCP_NODELAY: {err}"))?;
+            Ok(Stream::Tcp(stream))
+        }
+        Target::Unix(path) => UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+            // The error names the path.
+            .map_err(|err| format!("cannot connect: {err}")),
+        Target::Udp(addr) => Err(format!("udp:{addr} is not a stream")),
+    }
 }
 
 /// Reads message `seq`'s echo into `incoming`, checks it and counts it; returns the buffer and
 /// the time its last byte arrived.
 async fn receive(
-    stream: &TcpStream,
+    stream: &Stream,
     incoming: Box<[u8]>,
     pattern: &Pattern,
     seq: u64,
@@ -225,7 +285,7 @@ async fn closed_loop(
     stats: &RefCell<CoreStats>,
     progress: &Progress,
 ) -> Result<(), String> {
-    let stream = connect(plan.addr).await?;
+    let stream = connect(plan.target).await?;
     let pattern = Pattern::new(id, plan.size);
     let mut outgoing = pattern.base.clone();
     // Boxed slices: `read_exact` fills exactly their length, whatever a Vec's capacity would be.
@@ -247,6 +307,98 @@ async fn closed_loop(
         }
         seq += 1;
     }
+}
+
+/// One UDP socket, one datagram in flight: send, wait up to the timeout for its echo (skipping
+/// late echoes of datagrams already given up), check, repeat until the window ends.
+async fn datagram_loop(
+    id: usize,
+    plan: Plan,
+    stats: &RefCell<CoreStats>,
+    progress: &Progress,
+) -> Result<(), String> {
+    let Target::Udp(addr) = plan.target else {
+        return Err(format!("{} is not a UDP target", plan.target));
+    };
+    let local = match addr {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket =
+        UdpSocket::bind(local).map_err(|err| format!("cannot bind a UDP socket: {err}"))?;
+    // Connected: only the server's datagrams are received, and a closed port is an error.
+    socket
+        .connect(addr)
+        .map_err(|err| format!("cannot connect a UDP socket to {addr}: {err}"))?;
+    let pattern = Pattern::new(id, plan.size);
+    let mut outgoing = pattern.base.clone();
+    // A receive that times out is dropped with its buffer; the next one gets a new buffer.
+    let mut spare: Option<Vec<u8>> = None;
+    let mut seq = 0u64;
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= plan.end {
+            return Ok(());
+        }
+        pattern.stamp(&mut outgoing, seq);
+        let (res, buf) = socket.send(outgoing).await;
+        outgoing = buf;
+        res.map_err(|err| format!("send of datagram {seq} failed: {err}"))?;
+        // An echo after the window's end would not count, so the wait stops there too.
+        let give_up = (sent_at + plan.udp_timeout).min(plan.end);
+        loop {
+            let buf = spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(plan.size));
+            let Ok((res, buf)) = coreio::time::timeout_at(give_up, socket.recv(buf)).await else {
+                if plan.in_window(give_up) {
+                    stats.borrow_mut().lost += 1;
+                }
+                break;
+            };
+            let done = Instant::now();
+            match res {
+                Ok(_) => {}
+                Err(err) if is_truncated(&err) => {
+                    stats.borrow_mut().mismatches += 1;
+                    return Err(format!(
+                        "datagram {seq} came back longer than the {} bytes sent",
+                        plan.size
+                    ));
+                }
+                Err(err) => return Err(format!("receive of datagram {seq} failed: {err}")),
+            }
+            match pattern.sequence(&buf) {
+                Some(earlier) if earlier < seq => {
+                    stats.borrow_mut().late += 1;
+                    spare = Some(buf);
+                    continue;
+                }
+                _ => {}
+            }
+            if buf.len() != plan.size {
+                stats.borrow_mut().mismatches += 1;
+                return Err(format!(
+                    "datagram {seq} came back with {} bytes instead of {}",
+                    buf.len(),
+                    plan.size
+                ));
+            }
+            pattern.check(&buf, seq, stats)?;
+            progress.messages.fetch_add(1, Ordering::Relaxed);
+            if plan.in_window(done) {
+                stats.borrow_mut().record(done - sent_at);
+            }
+            spare = Some(buf);
+            break;
+        }
+        seq += 1;
+    }
+}
+
+fn is_truncated(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<DatagramTruncated>())
 }
 
 /// When each message of one open-loop connection is meant to leave.
@@ -362,7 +514,7 @@ async fn open_loop(
     stats: &RefCell<CoreStats>,
     progress: &Progress,
 ) -> Result<(), String> {
-    let stream = match connect(plan.addr).await {
+    let stream = match connect(plan.target).await {
         Ok(stream) => stream,
         Err(message) => {
             lane.writer_done.set(true);
@@ -376,7 +528,7 @@ async fn open_loop(
     written.and(read)
 }
 
-async fn write_released(stream: &TcpStream, pattern: &Pattern, lane: &Lane) -> Result<(), String> {
+async fn write_released(stream: &Stream, pattern: &Pattern, lane: &Lane) -> Result<(), String> {
     let mut outgoing = pattern.base.clone();
     let result = loop {
         let seq = lane.written.get();
@@ -404,7 +556,7 @@ async fn write_released(stream: &TcpStream, pattern: &Pattern, lane: &Lane) -> R
 }
 
 async fn read_echoes(
-    stream: &TcpStream,
+    stream: &Stream,
     pattern: &Pattern,
     plan: Plan,
     schedule: Schedule,
@@ -462,6 +614,25 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     .await
 }
 
+/// Multiplies the message number in a stamp; odd, so invertible modulo 2^64.
+const STAMP_FACTOR: u64 = 0xD1B5_4A32_D192_ED03;
+/// `STAMP_FACTOR`'s inverse modulo 2^64: `STAMP_FACTOR * STAMP_INVERSE == 1`.
+const STAMP_INVERSE: u64 = inverse(STAMP_FACTOR);
+
+/// The inverse of odd `a` modulo 2^64, by Newton's iteration: each step doubles the number of
+/// correct low bits, from the 3 that `a` itself gets right (`a * a == 1` modulo 8).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut step = 0;
+    while step < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        step += 1;
+    }
+    x
+}
+
+const _: () = assert!(STAMP_FACTOR.wrapping_mul(STAMP_INVERSE) == 1);
+
 /// The bytes one connection sends: a fixed pattern that depends on the connection and the
 /// offset, with the message number stamped over its first bytes.
 struct Pattern {
@@ -479,7 +650,18 @@ impl Pattern {
     }
 
     fn stamp_bytes(&self, seq: u64) -> [u8; 8] {
-        (seq.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ self.seed).to_le_bytes()
+        (seq.wrapping_mul(STAMP_FACTOR) ^ self.seed).to_le_bytes()
+    }
+
+    /// The message number a whole-length `received` message carries, if it is one of this
+    /// connection's (its bytes after the stamp are the pattern's); stamps are invertible, as
+    /// `STAMP_FACTOR` is odd. Needs a message of at least 8 bytes, as UDP's are.
+    fn sequence(&self, received: &[u8]) -> Option<u64> {
+        let stamp: [u8; 8] = received.get(..8)?.try_into().ok()?;
+        if received.len() != self.base.len() || received[8..] != self.base[8..] {
+            return None;
+        }
+        Some((u64::from_le_bytes(stamp) ^ self.seed).wrapping_mul(STAMP_INVERSE))
     }
 
     /// Writes message `seq`'s stamp over the first bytes of `buf` (a copy of the base).

@@ -1,8 +1,11 @@
-//! `echo_bench`: a load generator for any TCP echo server, running on coreio.
+//! `echo_bench`: a load generator for any TCP, Unix-socket or UDP echo server, running on
+//! coreio.
 //!
 //! ```text
 //! cargo run --release --example echo_bench -- --addr 127.0.0.1:7000 --conns 64 --size 64 \
 //!     --duration 10 --server-pid "$(pidof echo)"
+//! cargo run --release --example echo_bench -- --unix /tmp/echo.sock --duration 5
+//! cargo run --release --example echo_bench -- --udp --addr 127.0.0.1:7000 --duration 5
 //! ```
 //!
 //! Two modes:
@@ -12,6 +15,12 @@
 //! - **open loop** (`--rate R`): R messages per second in total leave on a fixed schedule
 //!   whatever the server does, and latency runs from each message's intended send time, so a
 //!   stalled server is charged for every message that should have gone out (as wrk2 does).
+//!
+//! `--unix PATH` runs either mode over Unix stream sockets. `--udp` runs the closed loop over
+//! UDP: each of the `--conns` sockets has one datagram of `--size` bytes in flight, and one
+//! whose echo does not come within `--udp-timeout-ms` (default 200) is counted as *lost* and
+//! the next one is sent; a late echo is recognised by its sequence number and skipped. Lost
+//! datagrams are not errors (UDP may drop any): the report counts them.
 //!
 //! Connections are dealt round-robin to the client's `--cores`. Load runs for `--warmup`
 //! seconds unrecorded, then for the `--duration` window; a message counts in the window when it
@@ -26,8 +35,10 @@
 //! (`closed` or `open`), `backend` (the client's), `conns`, `size`, `rate` (null for the
 //! closed loop), `duration_s`, `warmup_s`, `client_cores`, `client_spin_us`, `messages`, `msgs_per_s`,
 //! `mib_per_s`, `p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us`, `mean_us`, `errors`,
-//! `mismatches`, `server_cpu_ns_per_msg`, `server_cpu_util` (fraction of one CPU) and
-//! `client_cpu_ns_per_msg`; figures that could not be measured are `null`.
+//! `mismatches`, `server_cpu_ns_per_msg`, `server_cpu_util` (fraction of one CPU),
+//! `client_cpu_ns_per_msg`, `transport` (`tcp`, `unix` or `udp`) and `lost` (UDP datagrams
+//! given up in the window, 0 for the stream transports); figures that could not be measured are
+//! `null`. `addr` is `HOST:PORT` for TCP, `unix:PATH` or `udp:HOST:PORT` for the others.
 //!
 //! Exit status: 0 for a clean run; 1 when a connection failed, a byte came back wrong or
 //! nothing was echoed; 2 for bad arguments or an unreadable `--server-pid`.
@@ -93,8 +104,9 @@ fn run(options: &Options) -> Result<bool, String> {
     let cores = rt.cores().to_vec();
     let start = Instant::now() + START_DELAY;
     let plan = Plan {
-        addr: options.addr,
+        target: options.target,
         size: options.size,
+        udp_timeout: options.udp_timeout,
         start,
         measure_from: start + options.warmup,
         end: start + options.warmup + options.duration,

@@ -1,18 +1,26 @@
 //! Command-line options of `echo_bench`: parsing and validation, nothing else.
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-usage: echo_bench [--addr HOST:PORT] [--conns N] [--size BYTES] [--duration SECS]
-                  [--warmup SECS] [--cores N] [--rate MSGS_PER_SEC] [--json]
-                  [--server-pid PID] [--label NAME] [--spin-us N]
+usage: echo_bench [--addr HOST:PORT | --unix PATH] [--udp [--udp-timeout-ms MS]] [--conns N]
+                  [--size BYTES] [--duration SECS] [--warmup SECS] [--cores N]
+                  [--rate MSGS_PER_SEC] [--json] [--server-pid PID] [--label NAME] [--spin-us N]
 
-A load generator for any TCP echo server. Every echoed byte is checked.
+A load generator for any TCP, Unix-socket or UDP echo server. Every echoed byte is checked.
 
 options:
   --addr HOST:PORT   server address (default 127.0.0.1:7000)
-  --conns N          connections, spread across the client's cores (default 64)
+  --unix PATH        connect Unix stream sockets to PATH instead of TCP
+  --udp              send UDP datagrams of --size bytes (8 to 65507) to --addr, from --conns
+                     sockets, each with one datagram in flight (closed loop only); one not
+                     echoed within --udp-timeout-ms is counted as lost and the next is sent
+  --udp-timeout-ms MS  how long a datagram's echo may take before it counts as lost
+                     (default 200, at most 60000)
+  --conns N          connections (UDP: sockets), spread across the client's cores (default 64)
   --size BYTES       bytes per message (default 64)
   --duration SECS    length of the measured window, fractions allowed (default 10)
   --warmup SECS      load before the measured window, not recorded (default 1)
@@ -33,10 +41,43 @@ goes to stderr each second. Exits 1 if any connection failed or any byte came ba
 2 on bad arguments.
 ";
 
+/// Where the load goes and over what.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    Tcp(SocketAddr),
+    /// A Unix stream socket's path. Leaked on purpose: it is parsed once per process and every
+    /// connection task's copy of the plan borrows it for the whole run.
+    Unix(&'static Path),
+    Udp(SocketAddr),
+}
+
+impl Target {
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Target::Tcp(_) => "tcp",
+            Target::Unix(_) => "unix",
+            Target::Udp(_) => "udp",
+        }
+    }
+}
+
+/// TCP as `HOST:PORT` (as it always was), the others prefixed: `unix:PATH`, `udp:HOST:PORT`.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "{addr}"),
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+            Target::Udp(addr) => write!(f, "udp:{addr}"),
+        }
+    }
+}
+
 /// What the user asked for, validated.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub addr: SocketAddr,
+    pub target: Target,
+    /// How long a UDP datagram's echo may take before it counts as lost.
+    pub udp_timeout: Duration,
     pub conns: usize,
     pub size: usize,
     pub duration: Duration,
@@ -63,6 +104,10 @@ impl Options {
 
 /// The largest message: bigger ones would only measure the client's memory bandwidth.
 const MAX_SIZE: usize = 64 << 20;
+/// The largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+/// The smallest UDP message: room for the sequence number, so a late echo is recognised.
+const MIN_DATAGRAM: usize = 8;
 /// The longest window or warm-up, in seconds.
 const MAX_SECS: f64 = 86_400.0;
 
@@ -79,6 +124,10 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
     let mut server_pid = None;
     let mut label = None;
     let mut spin = Duration::ZERO;
+    let mut addr_given = false;
+    let mut unix: Option<PathBuf> = None;
+    let mut udp = false;
+    let mut udp_timeout = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -91,13 +140,30 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
                 json = true;
                 continue;
             }
+            "--udp" => {
+                udp = true;
+                continue;
+            }
             _ => {}
         }
         let value: String = inline
             .or_else(|| args.next())
             .ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--addr" => addr = value,
+            "--addr" => {
+                addr = value;
+                addr_given = true;
+            }
+            "--unix" => {
+                if value.is_empty() {
+                    return Err("--unix takes a path, got an empty one".into());
+                }
+                unix = Some(PathBuf::from(value));
+            }
+            "--udp-timeout-ms" => {
+                let ms = positive(&flag, &value, 60_000)?;
+                udp_timeout = Some(Duration::from_millis(ms as u64));
+            }
             "--conns" => conns = positive(&flag, &value, usize::MAX)?,
             "--size" => size = positive(&flag, &value, MAX_SIZE)?,
             "--cores" => cores = positive(&flag, &value, usize::MAX)?,
@@ -132,13 +198,47 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
-    let resolved = addr
-        .to_socket_addrs()
-        .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?
-        .next()
-        .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))?;
+    if udp_timeout.is_some() && !udp {
+        return Err("--udp-timeout-ms applies to --udp only".into());
+    }
+    let target = match (unix, udp) {
+        (Some(_), true) => return Err("--unix and --udp exclude each other".into()),
+        (Some(_), false) if addr_given => {
+            return Err(
+                "--unix and --addr exclude each other: a Unix socket has no address".into(),
+            );
+        }
+        (Some(path), false) => Target::Unix(Box::leak(path.into_boxed_path())),
+        (None, udp) => {
+            let resolved = addr
+                .to_socket_addrs()
+                .map_err(|err| format!("--addr {addr:?} is not a usable HOST:PORT: {err}"))?
+                .next()
+                .ok_or_else(|| format!("--addr {addr:?} resolves to no address"))?;
+            match udp {
+                true => Target::Udp(resolved),
+                false => Target::Tcp(resolved),
+            }
+        }
+    };
+    if let Target::Udp(_) = target {
+        if rate.is_some() {
+            return Err("--udp runs the closed loop only; --rate does not apply".into());
+        }
+        if !(MIN_DATAGRAM..=MAX_DATAGRAM).contains(&size) {
+            return Err(format!(
+                "--size with --udp takes {MIN_DATAGRAM} to {MAX_DATAGRAM} bytes (a sequence number, at most one datagram), got {size}"
+            ));
+        }
+    }
+    // TCP keeps the address as it was given; the other transports name themselves.
+    let label = match target {
+        Target::Tcp(_) => label.unwrap_or(addr),
+        _ => label.unwrap_or_else(|| target.to_string()),
+    };
     Ok(Some(Options {
-        addr: resolved,
+        target,
+        udp_timeout: udp_timeout.unwrap_or(Duration::from_millis(200)),
         conns,
         size,
         duration,
@@ -147,7 +247,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         rate,
         json,
         server_pid,
-        label: label.unwrap_or(addr),
+        label,
         spin,
     }))
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::load::CoreStats;
-use crate::options::Options;
+use crate::options::{Options, Target};
 
 /// Everything measured in the window.
 pub struct Summary<'a> {
@@ -67,7 +67,7 @@ impl Summary<'_> {
         println!(
             "echo_bench: {} at {}, {load}, {} conns x {} B, {} client core(s) on {}, {:.1} s after {:.1} s of warm-up",
             o.label,
-            o.addr,
+            o.target,
             o.conns,
             o.size,
             o.cores,
@@ -101,6 +101,14 @@ impl Summary<'_> {
         if let Some(per) = self.per_message(self.client_cpu_ns) {
             println!("client CPU: {per:.0} ns per message");
         }
+        if let Target::Udp(_) = o.target {
+            println!(
+                "lost: {} datagrams (no echo within {} ms), {} late echoes skipped",
+                self.stats.lost,
+                o.udp_timeout.as_millis(),
+                self.stats.late
+            );
+        }
         println!(
             "errors: {} ({} messages with wrong bytes)",
             self.stats.errors, self.stats.mismatches
@@ -119,7 +127,7 @@ impl Summary<'_> {
             let _ = write!(line, "{}:{value}", json_string(key));
         };
         field("label", json_string(&o.label));
-        field("addr", json_string(&o.addr.to_string()));
+        field("addr", json_string(&o.target.to_string()));
         field("mode", json_string(o.mode()));
         field("backend", json_string(&self.backend));
         field("conns", o.conns.to_string());
@@ -149,6 +157,9 @@ impl Summary<'_> {
             "client_cpu_ns_per_msg",
             number(self.per_message(self.client_cpu_ns)),
         );
+        // Appended after the original keys, so that scripts reading by position still work.
+        field("transport", json_string(o.target.transport()));
+        field("lost", self.stats.lost.to_string());
         line.push('}');
         line
     }
