@@ -15,6 +15,8 @@
 #   --clients N       dnsperf clients (-c; CLIENTS, default 4): source ports, so queries are
 #                     spread the way many resolvers' would be
 #   --outstanding N   queries in flight at most (-q; OUTSTANDING, default 200)
+#   --tasks N         answer loops per server core, sharing its socket (TASKS, default 4), the
+#                     same for both runtimes
 #   --servers "LIST"  any of coreio coreio-epoll tokio-ct (SERVERS, default all three)
 #   --out DIR         results directory (default target/dns-compare/<UTC time>/)
 #   --doc             write the summary to docs/benchmarks-udp.md
@@ -31,6 +33,7 @@ reps=${REPS:-3}
 duration=${DURATION:-10}
 clients=${CLIENTS:-4}
 outstanding=${OUTSTANDING:-200}
+tasks=${TASKS:-4}
 servers=${SERVERS:-"coreio coreio-epoll tokio-ct"}
 out=
 doc=
@@ -43,6 +46,7 @@ while (($#)); do
   --duration) duration=$2; shift 2 ;;
   --clients) clients=$2; shift 2 ;;
   --outstanding) outstanding=$2; shift 2 ;;
+  --tasks) tasks=$2; shift 2 ;;
   --servers) servers=$2; shift 2 ;;
   --out) out=$2; shift 2 ;;
   --doc) doc=1; shift ;;
@@ -95,9 +99,9 @@ cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 run() {
   local name=$1 addr=
   case $name in
-  coreio) COREIO_BACKEND=uring taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
-  coreio-epoll) COREIO_BACKEND=epoll taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
-  tokio-ct) taskset -c "${cpus[0]}" "$tokio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
+  coreio) COREIO_BACKEND=uring taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 --tasks "$tasks" >"$log" 2>&1 & ;;
+  coreio-epoll) COREIO_BACKEND=epoll taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 --tasks "$tasks" >"$log" 2>&1 & ;;
+  tokio-ct) taskset -c "${cpus[0]}" "$tokio_bin" --addr 127.0.0.1:0 --cores 1 --tasks "$tasks" >"$log" 2>&1 & ;;
   *) echo "dns_compare: unknown server $name" >&2; exit 2 ;;
   esac
   server=$!
@@ -156,8 +160,8 @@ tokio_qps=$(stat tokio-ct 2)
 {
   echo "# UDP: DNS responder, coreio vs tokio (dnsperf)"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) at $rev on $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r): one server core on CPU ${cpus[0]}, dnsperf on CPU ${cpus[1]} (${clients} clients, at most ${outstanding} queries in flight, ${duration} s per run), medians of $reps runs per server, servers alternating."
-  echo "Command: \`bash benches/dns_compare.sh --reps $reps --duration $duration --clients $clients --outstanding $outstanding --servers \"$servers\"\`"
+  echo "Measured $(date -u +%Y-%m-%d) at $rev on $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r): one server core on CPU ${cpus[0]}, dnsperf on CPU ${cpus[1]} (${clients} clients, at most ${outstanding} queries in flight, ${duration} s per run; ${tasks} answer loops per server core), medians of $reps runs per server, servers alternating."
+  echo "Command: \`bash benches/dns_compare.sh --reps $reps --duration $duration --clients $clients --outstanding $outstanding --tasks $tasks --servers \"$servers\"\`"
   echo
   echo "Both servers run the same answer code (examples/dns/answer.rs) on the built-in zone; the query mix is seven names and types (answers, a missing type, a missing name)."
   echo

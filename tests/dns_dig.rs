@@ -70,8 +70,9 @@ impl Server {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let stop_on_exit = stop.clone();
-                let results =
-                    rt.run(|_core| server::serve(addr, zones.clone(), stop.clone(), ready.clone()));
+                let results = rt.run(|_core| {
+                    server::serve(addr, 2, zones.clone(), stop.clone(), ready.clone())
+                });
                 stop_on_exit.set();
                 results
             })

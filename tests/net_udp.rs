@@ -62,7 +62,63 @@ fn closed_port(text: &str) -> SocketAddr {
     socket.local_addr().unwrap()
 }
 
+/// A future that counts how often it is polled.
+struct CountPolls<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: Rc<Cell<u32>>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.set(self.polls.get() + 1);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 both_backends! {
+    fn readers_sharing_a_socket_wait_without_waking_each_other(backend: Backend) {
+        // Several tasks receiving on one socket (a server's answer loops) all wait for the next
+        // datagram: none may wake another to retry (a busy loop of EAGAINs on epoll before).
+        block_on(backend, async {
+            let server = Rc::new(UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+            let addr = server.local_addr().unwrap();
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    let polls = Rc::new(Cell::new(0));
+                    let server = Rc::clone(&server);
+                    let counted = CountPolls {
+                        inner: Box::pin(async move {
+                            let (res, _) = server.recv_from(Vec::with_capacity(64)).await;
+                            res.unwrap().0
+                        }),
+                        polls: Rc::clone(&polls),
+                    };
+                    (coreio::spawn(counted), polls)
+                })
+                .collect();
+            // Many passes of the core loop with every reader waiting.
+            for _ in 0..20 {
+                sleep(Duration::from_millis(1)).await;
+            }
+            for (_, polls) in &readers {
+                assert!(polls.get() <= 2, "a waiting reader was polled {} times", polls.get());
+            }
+            let client = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            for _ in 0..3 {
+                let (res, _) = client.send_to(b"x".to_vec(), addr).await;
+                res.unwrap();
+            }
+            for (task, _) in readers {
+                assert_eq!(timeout(Duration::from_secs(20), task).await.unwrap().unwrap(), 1);
+            }
+        });
+    }
+
     fn round_trip_v4(backend: Backend) {
         block_on(backend, async {
             let a = bind("127.0.0.1:0");

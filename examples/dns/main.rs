@@ -93,7 +93,15 @@ fn run(options: Options) -> Result<(), String> {
         zone_names.join(" ")
     );
     let ready = ready::Ready::new(rt.cores().len(), move || println!("{banner}"));
-    let results = rt.run(|_core| server::serve(addr, zones.clone(), stop.clone(), ready.clone()));
+    let results = rt.run(|_core| {
+        server::serve(
+            addr,
+            options.tasks,
+            zones.clone(),
+            stop.clone(),
+            ready.clone(),
+        )
+    });
 
     let mut failures = Vec::new();
     for (core, result) in rt.cores().iter().zip(results) {

@@ -1,8 +1,8 @@
 //! One core's responder: its UDP socket and the loop that turns queries into responses.
 //!
 //! Every core binds the same address with `SO_REUSEPORT`, so the kernel spreads queries across
-//! the cores' sockets by the sender's address and port. A core receives into one reusable
-//! 64 KiB buffer (room for any UDP datagram, so none is ever cut), answers with
+//! the cores' sockets by the sender's address and port. On each core `--tasks` answer loops share
+//! the socket; each receives into its own reusable 64 KiB buffer (room for any UDP datagram, so none is ever cut), answers with
 //! [`answer::respond`], and sends the response it built, owned, with no copy. On a socket bound
 //! to a wildcard address it asks for each datagram's destination (`IP_PKTINFO`) and answers
 //! from it, so a client that asked 127.0.0.2 hears back from 127.0.0.2.
@@ -68,6 +68,7 @@ impl Served {
 /// Returning cancels the core's answer loop.
 pub async fn serve(
     addr: SocketAddr,
+    tasks: usize,
     zones: Arc<Zones>,
     stop: Event,
     ready: Arc<Ready>,
@@ -83,13 +84,20 @@ pub async fn serve(
     ready.core_bound();
     let served = Rc::new(Cell::new(Served::default()));
     let failure = Rc::new(Cell::new(None));
-    let _answering = coreio::spawn(answer_loop(
-        socket,
-        zones,
-        Rc::clone(&served),
-        Rc::clone(&failure),
-        stop.clone(),
-    ));
+    let socket = Rc::new(socket);
+    // Several answer loops share the socket: on io_uring each keeps a receive in flight, so
+    // one entry into the kernel submits several replies and reaps several queries.
+    let _answering: Vec<_> = (0..tasks.max(1))
+        .map(|_| {
+            coreio::spawn(answer_loop(
+                Rc::clone(&socket),
+                Arc::clone(&zones),
+                Rc::clone(&served),
+                Rc::clone(&failure),
+                stop.clone(),
+            ))
+        })
+        .collect();
     stop.wait().await;
     match failure.take() {
         Some(message) => Err(message),
@@ -106,7 +114,7 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 async fn answer_loop(
-    socket: UdpSocket,
+    socket: Rc<UdpSocket>,
     zones: Arc<Zones>,
     served: Rc<Cell<Served>>,
     failure: Rc<Cell<Option<String>>>,
@@ -117,7 +125,6 @@ async fn answer_loop(
         .is_ok_and(|addr| addr.ip().is_unspecified());
     let mut buf = Vec::with_capacity(DATAGRAM_CAPACITY);
     loop {
-        let mut stats = served.get();
         let received = if wildcard {
             let (res, back) = socket.recv_msg(buf).await;
             buf = back;
@@ -130,8 +137,7 @@ async fn answer_loop(
         let (len, peer, source) = match received {
             Ok(received) => received,
             Err(err) if transient(&err) => {
-                stats.io_errors += 1;
-                served.set(stats);
+                count(&served, |stats| stats.io_errors += 1);
                 continue;
             }
             Err(err) => {
@@ -141,7 +147,7 @@ async fn answer_loop(
             }
         };
         let (outcome, reply) = answer::respond(&zones, &buf[..len]);
-        stats.count(outcome);
+        count(&served, |stats| stats.count(outcome));
         if let Some(reply) = reply {
             let (res, _) = if wildcard {
                 socket.send_msg(reply, peer, source).await
@@ -150,11 +156,17 @@ async fn answer_loop(
             };
             if res.is_err() {
                 // A client that went away, a full send buffer: its loss, not the server's.
-                stats.io_errors += 1;
+                count(&served, |stats| stats.io_errors += 1);
             }
         }
-        served.set(stats);
     }
+}
+
+/// Updates the core's counters, which all its answer loops share.
+fn count(served: &Cell<Served>, update: impl FnOnce(&mut Served)) {
+    let mut stats = served.get();
+    update(&mut stats);
+    served.set(stats);
 }
 
 /// Errors a receive can report for one datagram or one moment, after which the socket works.

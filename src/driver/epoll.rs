@@ -13,9 +13,11 @@
 //! again; once epoll has reported a hang-up, peer shutdown or error, reads always try, since
 //! the end of stream may sit right behind the data a short read took.
 //!
-//! One waker per direction is kept. When a second task waits on the same socket and direction,
-//! the first waker is woken (it retries and re-registers) rather than lost, so no wake-up is
-//! ever dropped, at the cost of a spurious poll in that rare case.
+//! The tasks waiting for one direction of a socket are kept until its next edge, which wakes
+//! them all: almost always none or one, inline; several when tasks share a socket (answer loops
+//! of one UDP socket, a reader task and a `peek`). An earlier version kept one waker and woke
+//! the one it replaced, so two waiting readers woke each other on every loop turn, a busy loop
+//! of `EAGAIN`s (measured: `benches/dns_compare.sh --tasks 4` on epoll).
 //!
 //! Readiness waits (`io::AsyncFd`) are not operations: each one keeps its own entry, under an
 //! id of its own, in its source's list of waiters (`wait_ready`), every entry of a direction is
@@ -52,8 +54,8 @@ const EVENTS_PER_WAIT: usize = 1024;
 
 /// The wakers waiting on one registered fd, and what is known of its read readiness.
 struct Source {
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+    readers: Waiting,
+    writers: Waiting,
     /// False after a read drained the fd (`Operation::epoll_drained`) and until epoll reports
     /// it readable again: a read then waits for that event without trying the syscall first.
     maybe_readable: bool,
@@ -66,6 +68,50 @@ struct Source {
     waiters: Vec<ReadyWaiter>,
 }
 
+/// The operations waiting for one direction of a source, until its next edge wakes them all.
+#[derive(Default)]
+enum Waiting {
+    #[default]
+    None,
+    One(Waker),
+    /// Tasks sharing the socket; each waker once.
+    Many(Vec<Waker>),
+}
+
+impl Waiting {
+    /// Adds `waker`, unless one that wakes the same task waits already: then `waker` comes
+    /// back, for the caller to drop outside its borrow (dropping a waker is foreign code).
+    #[must_use]
+    fn add(&mut self, waker: Waker) -> Option<Waker> {
+        match self {
+            Waiting::None => *self = Waiting::One(waker),
+            Waiting::One(current) if current.will_wake(&waker) => return Some(waker),
+            Waiting::One(_) => {
+                let Waiting::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One above");
+                };
+                *self = Waiting::Many(vec![first, waker]);
+            }
+            Waiting::Many(wakers) => {
+                if wakers.iter().any(|current| current.will_wake(&waker)) {
+                    return Some(waker);
+                }
+                wakers.push(waker);
+            }
+        }
+        None
+    }
+
+    /// Moves every waiting waker into `to_wake`.
+    fn take_into(&mut self, to_wake: &mut Vec<Waker>) {
+        match std::mem::take(self) {
+            Waiting::None => {}
+            Waiting::One(waker) => to_wake.push(waker),
+            Waiting::Many(wakers) => to_wake.extend(wakers),
+        }
+    }
+}
+
 /// One readiness wait's entry: its id, the direction it waits for, and its task's waker.
 struct ReadyWaiter {
     id: u64,
@@ -76,8 +122,8 @@ struct ReadyWaiter {
 impl Source {
     fn new() -> Source {
         Source {
-            reader: None,
-            writer: None,
+            readers: Waiting::None,
+            writers: Waiting::None,
             maybe_readable: true,
             read_closed: false,
             waiters: Vec::new(),
@@ -235,23 +281,19 @@ impl EpollDriver {
     }
 
     fn wait_for(&self, token: usize, direction: Direction, waker: &Waker) {
+        // Cloned before the borrow, and a duplicate dropped after it: a waker's clone and drop
+        // are foreign code.
+        let waker = waker.clone();
         let mut inner = self.inner.borrow_mut();
         let Some(source) = inner.sources.get_mut(token) else {
             unreachable!("a live SharedFd keeps its token registered");
         };
-        let slot = match direction {
-            Direction::Read => &mut source.reader,
-            Direction::Write => &mut source.writer,
-        };
-        let previous = match slot {
-            Some(current) if current.will_wake(waker) => None,
-            _ => slot.replace(waker.clone()),
+        let duplicate = match direction {
+            Direction::Read => source.readers.add(waker),
+            Direction::Write => source.writers.add(waker),
         };
         drop(inner);
-        if let Some(previous) = previous {
-            // Another task was waiting here: let it retry rather than lose its wake.
-            previous.wake();
-        }
+        drop(duplicate);
     }
 
     /// Leaves `waker` for the next `direction` edge of the fd of `token`, as the entry of the
@@ -364,12 +406,12 @@ impl EpollDriver {
             }
             if failed || readable {
                 source.maybe_readable = true;
-                to_wake.extend(source.reader.take());
+                source.readers.take_into(&mut to_wake);
                 source.take_waiters(Direction::Read, &mut to_wake);
             }
             let writable = flags & libc::EPOLLOUT != 0;
-            to_wake.extend(source.writer.take_if(|_| failed || writable));
             if failed || writable {
+                source.writers.take_into(&mut to_wake);
                 source.take_waiters(Direction::Write, &mut to_wake);
             }
         }

@@ -3,11 +3,12 @@
 //!
 //! The protocol is the example's own code (`answer.rs` and `zone.rs`, compiled in with
 //! `#[path]`), so the comparison measures the runtimes, not two DNS implementations. Each core
-//! binds its own `SO_REUSEPORT` UDP socket on `--addr` and loops `recv_from`, answer,
-//! `send_to`, as the coreio example does on a socket bound to one address.
+//! binds its own `SO_REUSEPORT` UDP socket on `--addr`, and `--tasks` tasks (default 4, as in
+//! the coreio example) share it, each looping `recv_from`, answer, `send_to`, as the coreio
+//! example does on a socket bound to one address.
 //!
 //! ```text
-//! peer-dns-tokio --addr 127.0.0.1:5300 --cores 1 [--zone FILE]
+//! peer-dns-tokio --addr 127.0.0.1:5300 --cores 1 [--tasks N] [--zone FILE]
 //! ```
 
 #[path = "../../../../examples/dns/answer.rs"]
@@ -31,7 +32,7 @@ const LABEL: &str = "peer-dns-tokio";
 const DATAGRAM_CAPACITY: usize = 65_535;
 
 fn main() {
-    let (addr, cores, zone) = match parse_args(std::env::args().skip(1)) {
+    let (addr, cores, tasks, zone) = match parse_args(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("{LABEL}: {message}");
@@ -62,7 +63,7 @@ fn main() {
             let zones = Arc::clone(&zones);
             std::thread::Builder::new()
                 .name(format!("dns-tokio-{core}"))
-                .spawn(move || core_main(socket, &zones))
+                .spawn(move || core_main(socket, tasks, zones))
                 .expect("cannot start a core thread")
         })
         .collect();
@@ -75,26 +76,38 @@ fn main() {
     }
 }
 
-fn core_main(socket: std::net::UdpSocket, zones: &Zones) -> Result<(), String> {
+fn core_main(socket: std::net::UdpSocket, tasks: usize, zones: Arc<Zones>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map_err(|err| format!("cannot build the tokio runtime: {err}"))?;
     rt.block_on(async {
-        let socket = tokio::net::UdpSocket::from_std(socket)
-            .map_err(|err| format!("cannot register the socket: {err}"))?;
-        let mut buf = vec![0u8; DATAGRAM_CAPACITY];
-        loop {
-            let (n, peer) = match socket.recv_from(&mut buf).await {
-                Ok(received) => received,
-                // ICMP errors from earlier replies, and the like: keep serving.
-                Err(_) => continue,
-            };
-            if let (_, Some(reply)) = answer::respond(zones, &buf[..n]) {
-                let _ = socket.send_to(&reply, peer).await;
-            }
+        let socket = Arc::new(
+            tokio::net::UdpSocket::from_std(socket)
+                .map_err(|err| format!("cannot register the socket: {err}"))?,
+        );
+        let loops: Vec<_> = (0..tasks)
+            .map(|_| tokio::spawn(answer_loop(Arc::clone(&socket), Arc::clone(&zones))))
+            .collect();
+        for task in loops {
+            let _ = task.await;
         }
+        Ok(())
     })
+}
+
+async fn answer_loop(socket: Arc<tokio::net::UdpSocket>, zones: Arc<Zones>) {
+    let mut buf = vec![0u8; DATAGRAM_CAPACITY];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP errors from earlier replies, and the like: keep serving.
+            Err(_) => continue,
+        };
+        if let (_, Some(reply)) = answer::respond(&zones, &buf[..n]) {
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -105,11 +118,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(SocketAddr, usize, Option<PathBuf>), String> {
+type Options = (SocketAddr, usize, usize, Option<PathBuf>);
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut addr: SocketAddr = "127.0.0.1:5300".parse().map_err(|_| "bad default")?;
     let mut cores = 1usize;
+    let mut tasks = 4usize;
     let mut zone = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -126,13 +140,21 @@ fn parse_args(
                     .filter(|&n| n > 0)
                     .ok_or(format!("bad --cores {text}"))?;
             }
+            "--tasks" => {
+                let text = value("--tasks")?;
+                tasks = text
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("bad --tasks {text}"))?;
+            }
             "--zone" => zone = Some(PathBuf::from(value("--zone")?)),
             "--help" | "-h" => {
-                println!("usage: {LABEL} [--addr HOST:PORT] [--cores N] [--zone FILE]");
+                println!("usage: {LABEL} [--addr HOST:PORT] [--cores N] [--tasks N] [--zone FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    Ok((addr, cores, zone))
+    Ok((addr, cores, tasks, zone))
 }
