@@ -97,10 +97,15 @@ impl Cqe {
     }
 }
 
-/// What a finished operation gives back: its data (buffers included) and its result.
+/// What a finished operation gives back: its data (buffers included), its result, and the
+/// flags of its completion (io_uring's CQE flags, such as `IORING_CQE_F_BUFFER` with a provided
+/// buffer's id or `IORING_CQE_F_SOCK_NONEMPTY`; always 0 on epoll and for an operation that
+/// never reached the kernel).
 pub(crate) struct Completion<T> {
     pub(crate) data: T,
     pub(crate) result: io::Result<u32>,
+    #[allow(dead_code)] // Read by the first operation that needs it (buffer selection, [10]).
+    pub(crate) flags: u32,
 }
 
 enum State {
@@ -179,7 +184,7 @@ impl<T: Operation> Op<T> {
     ) -> Poll<Completion<T>> {
         let polled = context::with(|ctx| ctx.driver.poll_submitted(key, owner, cx));
         match polled.flatten() {
-            Some(Poll::Ready(cqe)) => self.finish(decode_result(cqe.result)),
+            Some(Poll::Ready(cqe)) => self.finish_with(decode_result(cqe.result), cqe.flags),
             Some(Poll::Pending) => Poll::Pending,
             None => self.away_from_its_ring(owner),
         }
@@ -195,11 +200,19 @@ impl<T: Operation> Op<T> {
     }
 
     fn finish(&mut self, result: io::Result<u32>) -> Poll<Completion<T>> {
+        self.finish_with(result, 0)
+    }
+
+    fn finish_with(&mut self, result: io::Result<u32>, flags: u32) -> Poll<Completion<T>> {
         self.state = State::Done;
         let Some(data) = self.data.take() else {
             unreachable!("an Op holds its data until it finishes");
         };
-        Poll::Ready(Completion { data, result })
+        Poll::Ready(Completion {
+            data,
+            result,
+            flags,
+        })
     }
 }
 

@@ -132,3 +132,29 @@ fn a_read_whose_ring_gave_up_waiting_never_hands_its_buffer_back() {
     drop(read);
     assert!(!freed.get(), "a buffer the kernel may still own was freed");
 }
+
+#[test]
+fn a_completion_carries_its_cqe_flags() {
+    use std::os::fd::OwnedFd;
+
+    use crate::driver::{Op, SharedFd};
+    use crate::net::ops::StreamRecv;
+
+    let flags = block_on(async {
+        if with_ring(|_| ()).is_none() {
+            return None; // COREIO_BACKEND=epoll
+        }
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        std::io::Write::write_all(&mut &a, b"0123456789").unwrap();
+        let socket = SharedFd::new(OwnedFd::from(b)).unwrap();
+        // Half of what is queued: the kernel says more is left (IORING_CQE_F_SOCK_NONEMPTY).
+        let recv = StreamRecv::new(socket.clone(), Vec::with_capacity(5));
+        let completion = Op::new(recv).await;
+        assert_eq!(completion.result.unwrap(), 5);
+        Some(completion.flags)
+    });
+    if let Some(flags) = flags {
+        assert!(io_uring::cqueue::sock_nonempty(flags), "flags {flags:#x}");
+    }
+}
