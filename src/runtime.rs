@@ -274,7 +274,7 @@ where
     let _closed = CloseOnExit(Arc::clone(&handle));
     let executor = LocalExecutor::new(Arc::clone(&handle), config.remote_queue_interval);
     let wake = handle.wake_target();
-    let driver = Driver::new(&config.driver, wake.eventfd()).map_err(io_error)?;
+    let driver = Driver::new(&config.driver, wake.eventfd(), blocking.clone()).map_err(io_error)?;
     if let Some(ring_fd) = driver.ring_fd_for_wakes() {
         match ring_fd {
             Ok(ring_fd) => wake.set_ring_fd(ring_fd),

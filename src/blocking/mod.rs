@@ -52,6 +52,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub(crate) use pool::{BlockingConfig, BlockingPool};
+pub(crate) use slot::Waiter;
 
 use crate::context;
 use crate::panic::{self, Payload};
@@ -133,16 +134,26 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let state = match self.start_call(f) {
+            Ok(waiter) => HandleState::Waiting(waiter),
+            Err(error) => HandleState::Refused(Some(error)),
+        };
+        BlockingHandle { state }
+    }
+
+    /// Queues `f` and returns the slot its outcome comes back in: `spawn` without the handle,
+    /// for the driver's offloaded operations (`driver::offload`).
+    pub(crate) fn start_call<F, T>(&self, f: F) -> Result<Waiter<T>, BlockingError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (completer, waiter) = slot::slot();
         let job: pool::Job = Box::new(move || {
             let outcome = catch_unwind(AssertUnwindSafe(f));
             completer.complete(outcome);
         });
-        let state = match self.submit(job) {
-            Ok(()) => HandleState::Waiting(waiter),
-            Err(error) => HandleState::Refused(Some(error)),
-        };
-        BlockingHandle { state }
+        self.submit(job).map(|()| waiter)
     }
 }
 

@@ -243,16 +243,15 @@ impl EpollDriver {
         self.deregister(token);
     }
 
-    /// Runs `op`'s syscall; on `EAGAIN` leaves the waker for its direction and returns Pending.
+    /// Runs `op`'s syscall on the fd of `token`; on `EAGAIN` leaves the waker for `direction`
+    /// and returns Pending.
     pub(crate) fn attempt<T: Operation>(
         &self,
         op: &mut T,
+        token: usize,
+        direction: Direction,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<u32>> {
-        let (fd, direction) = op.source();
-        let Some(token) = fd.epoll_token() else {
-            unreachable!("on the epoll backend every SharedFd is registered");
-        };
         if direction == Direction::Read && !self.maybe_readable(token) {
             self.wait_for(token, direction, cx.waker());
             return Poll::Pending;

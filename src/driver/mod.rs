@@ -19,6 +19,7 @@
 pub(crate) mod epoll;
 mod fd;
 mod held;
+mod offload;
 mod op;
 mod op_stream;
 mod select;
@@ -33,9 +34,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::blocking::BlockingPool;
+
 pub(crate) use fd::SharedFd;
 pub(crate) use held::{Accepted, Claim, OpShare, Unread};
-pub(crate) use op::{Cqe, Direction, Op, Operation};
+pub(crate) use offload::BlockingCall;
+pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
 // The streaming lifecycle's first users outside the driver arrive with multishot operations.
 #[allow(unused_imports)]
 pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
@@ -71,8 +75,10 @@ pub(crate) enum Started {
     /// io_uring: queued in the ring of `driver` under `key`.
     Submitted { key: usize, driver: DriverId },
     /// It finished at once: the epoll syscall's outcome, or a refusal (the ring could not take
-    /// the entry, the descriptor belongs to another driver).
+    /// the entry, the descriptor belongs to another driver, the pool refused the call).
     Finished(io::Result<u32>),
+    /// Its call was queued on the blocking pool (`offload`).
+    Offloaded(offload::CallWaiter),
 }
 
 /// What a driver knows of a descriptor it was given: which driver it belongs to, and its epoll
@@ -104,33 +110,60 @@ pub(crate) struct DriverConfig {
     pub(crate) ring_entries: u32,
 }
 
-/// One core's driver.
+/// One core's driver: its backend, and the operations it runs on the blocking pool.
+pub(crate) struct Driver {
+    io: Io,
+    /// Operations whose future was dropped while their call ran on the pool.
+    offloaded: offload::Offloaded,
+    /// The runtime's blocking pool, where operations without a ring or readiness form run.
+    pool: BlockingPool,
+}
+
+/// The backend.
 // One per core, built once and never moved afterwards: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Driver {
+enum Io {
     IoUring(uring::UringDriver),
     Epoll(epoll::EpollDriver),
 }
 
 impl Driver {
-    /// Builds the driver on the calling (core) thread; `wake_fd` is the core's wake eventfd that
-    /// remote wakers write to.
-    pub(crate) fn new(config: &DriverConfig, wake_fd: RawFd) -> io::Result<Driver> {
+    /// Builds the driver on the calling (core) thread; `wake_fd` is the core's wake eventfd,
+    /// which remote wakers write to; `pool` runs the operations offloaded to it.
+    pub(crate) fn new(
+        config: &DriverConfig,
+        wake_fd: RawFd,
+        pool: BlockingPool,
+    ) -> io::Result<Driver> {
         let id = DriverId::next();
-        match config.backend {
-            ResolvedBackend::Epoll => Ok(Driver::Epoll(epoll::EpollDriver::new(id, wake_fd)?)),
-            ResolvedBackend::IoUring => Ok(Driver::IoUring(uring::UringDriver::new(
+        let io = match config.backend {
+            ResolvedBackend::Epoll => Io::Epoll(epoll::EpollDriver::new(id, wake_fd)?),
+            ResolvedBackend::IoUring => Io::IoUring(uring::UringDriver::new(
                 id,
                 config.ring_entries,
                 wake_fd,
-            )?)),
+            )?),
+        };
+        Ok(Driver {
+            io,
+            offloaded: offload::Offloaded::new(wake_fd)?,
+            pool,
+        })
+    }
+
+    /// The io_uring driver, when that is the backend.
+    #[cfg(test)]
+    pub(crate) fn uring(&self) -> Option<&uring::UringDriver> {
+        match &self.io {
+            Io::IoUring(driver) => Some(driver),
+            Io::Epoll(_) => None,
         }
     }
 
     pub(crate) fn id(&self) -> DriverId {
-        match self {
-            Driver::IoUring(driver) => driver.id(),
-            Driver::Epoll(driver) => driver.id(),
+        match &self.io {
+            Io::IoUring(driver) => driver.id(),
+            Io::Epoll(driver) => driver.id(),
         }
     }
 
@@ -149,19 +182,63 @@ impl Driver {
         cx: &mut Context<'_>,
         submit: fn(&uring::UringDriver, io_uring::squeue::Entry) -> io::Result<usize>,
     ) -> Poll<Started> {
-        if op.source().0.owner() != self.id() {
-            return Poll::Ready(Started::Finished(Err(foreign_fd())));
+        let (readiness, opcode) = match op.source() {
+            Source::Readiness(fd, _) if fd.owner() != self.id() => {
+                return Poll::Ready(Started::Finished(Err(foreign_fd())));
+            }
+            Source::Readiness(fd, direction) => (fd.epoll_token().map(|t| (t, direction)), None),
+            Source::Blocking { opcode } => (None, Some(opcode)),
+        };
+        match &self.io {
+            Io::IoUring(driver) if opcode.is_none_or(|code| driver.supports(code)) => {
+                Poll::Ready(match submit(driver, op.uring_entry()) {
+                    Ok(key) => Started::Submitted {
+                        key,
+                        driver: driver.id(),
+                    },
+                    Err(err) => Started::Finished(Err(err)),
+                })
+            }
+            Io::Epoll(driver) if opcode.is_none() => {
+                let Some((token, direction)) = readiness else {
+                    unreachable!("on the epoll backend every SharedFd is registered");
+                };
+                driver.attempt(op, token, direction, cx).map(Started::Finished)
+            }
+            // A file or path operation on epoll, or one whose opcode this kernel lacks.
+            Io::IoUring(_) | Io::Epoll(_) => {
+                Poll::Ready(match offload::start(&self.pool, op.blocking_call()) {
+                    Ok(waiter) => Started::Offloaded(waiter),
+                    Err(err) => Started::Finished(Err(err)),
+                })
+            }
         }
-        match self {
-            Driver::IoUring(driver) => Poll::Ready(match submit(driver, op.uring_entry()) {
-                Ok(key) => Started::Submitted {
-                    key,
-                    driver: driver.id(),
-                },
-                Err(err) => Started::Finished(Err(err)),
-            }),
-            Driver::Epoll(driver) => driver.attempt(op, cx).map(Started::Finished),
-        }
+    }
+
+    /// The future of an operation whose call runs on the blocking pool was dropped: the data
+    /// stays here until the call returns, and is released by a later `park`.
+    pub(crate) fn abandon_offloaded<T: Operation>(&self, waiter: offload::CallWaiter, data: T) {
+        self.offloaded.abandon(waiter, data);
+    }
+
+    /// Closes `fd` without blocking the core: an `IORING_OP_CLOSE` on io_uring, a pool job on
+    /// epoll (or where the kernel lacks the opcode, or the ring cannot take the entry). If the
+    /// pool refuses the job too, it closes here, which may block.
+    pub(crate) fn close_later(&self, fd: OwnedFd) {
+        let fd = match &self.io {
+            Io::IoUring(driver) => match driver.close_later(fd) {
+                Ok(()) => return,
+                Err(fd) => fd,
+            },
+            Io::Epoll(_) => fd,
+        };
+        let mut fd = Some(fd);
+        let job = {
+            let fd = fd.take();
+            move || drop(fd)
+        };
+        // A refused job drops its closure, and the fd with it, here.
+        let _ = self.pool.start_call(job);
     }
 
     /// The raw result of operation `key`, submitted to driver `owner`, or its waker stored
@@ -172,8 +249,8 @@ impl Driver {
         owner: DriverId,
         cx: &mut Context<'_>,
     ) -> Option<Poll<Cqe>> {
-        match self {
-            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
+        match &self.io {
+            Io::IoUring(driver) if driver.id() == owner => Some(driver.poll_op(key, cx)),
             _ => None,
         }
     }
@@ -199,8 +276,8 @@ impl Driver {
         owner: DriverId,
         cx: &mut Context<'_>,
     ) -> Option<Poll<Option<Cqe>>> {
-        match self {
-            Driver::IoUring(driver) if driver.id() == owner => Some(driver.poll_stream(key, cx)),
+        match &self.io {
+            Io::IoUring(driver) if driver.id() == owner => Some(driver.poll_stream(key, cx)),
             _ => None,
         }
     }
@@ -214,8 +291,8 @@ impl Driver {
         owner: DriverId,
         data: T,
     ) -> Result<(), T> {
-        match self {
-            Driver::IoUring(driver) if driver.id() == owner => {
+        match &self.io {
+            Io::IoUring(driver) if driver.id() == owner => {
                 driver.abandon_stream(key, data);
                 Ok(())
             }
@@ -232,8 +309,8 @@ impl Driver {
         owner: DriverId,
         data: T,
     ) -> Result<(), T> {
-        match self {
-            Driver::IoUring(driver) if driver.id() == owner => {
+        match &self.io {
+            Io::IoUring(driver) if driver.id() == owner => {
                 driver.abandon(key, data);
                 Ok(())
             }
@@ -244,9 +321,9 @@ impl Driver {
     /// Takes note of a descriptor its sockets' operations will use; on epoll, registers it
     /// for both directions, edge-triggered.
     pub(crate) fn register_fd(&self, fd: RawFd) -> io::Result<Registration> {
-        let epoll_token = match self {
-            Driver::Epoll(driver) => Some(driver.register(fd)?),
-            Driver::IoUring(_) => None,
+        let epoll_token = match &self.io {
+            Io::Epoll(driver) => Some(driver.register(fd)?),
+            Io::IoUring(_) => None,
         };
         Ok(Registration {
             owner: self.id(),
@@ -266,7 +343,7 @@ impl Driver {
         check: impl FnOnce() -> io::Result<u32>,
         cx: &mut Context<'_>,
     ) -> Option<Poll<io::Result<u32>>> {
-        let Driver::Epoll(driver) = self else {
+        let Io::Epoll(driver) = &self.io else {
             return None;
         };
         if fd.owner() != self.id() {
@@ -292,7 +369,7 @@ impl Driver {
     /// A readiness wait `waiter` on `fd` is dropped before an edge woke it: its entry goes.
     /// Only in `fd`'s own driver.
     pub(crate) fn forget_ready(&self, fd: &SharedFd, waiter: u64) {
-        if let (Driver::Epoll(driver), Some(token)) = (self, fd.epoll_token())
+        if let (Io::Epoll(driver), Some(token)) = (&self.io, fd.epoll_token())
             && driver.id() == fd.owner()
         {
             driver.forget_ready(token, waiter);
@@ -302,7 +379,7 @@ impl Driver {
     /// Forgets a registered descriptor that is being closed (closing removes it from the epoll
     /// interest list). Only in its own driver: elsewhere the same token names another fd.
     pub(crate) fn deregister_fd(&self, registration: &Registration) {
-        if let (Driver::Epoll(driver), Some(token)) = (self, registration.epoll_token)
+        if let (Io::Epoll(driver), Some(token)) = (&self.io, registration.epoll_token)
             && driver.id() == registration.owner
         {
             driver.deregister(token);
@@ -312,7 +389,7 @@ impl Driver {
     /// Forgets a registered descriptor `fd` that stays open (it moves to another core),
     /// removing it from this driver's epoll set first. Only in its own driver.
     pub(crate) fn release_fd(&self, registration: &Registration, fd: RawFd) {
-        if let (Driver::Epoll(driver), Some(token)) = (self, registration.epoll_token)
+        if let (Io::Epoll(driver), Some(token)) = (&self.io, registration.epoll_token)
             && driver.id() == registration.owner
         {
             driver.deregister_open(fd, token);
@@ -320,9 +397,9 @@ impl Driver {
     }
 
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            Driver::IoUring(_) => Backend::IoUring,
-            Driver::Epoll(_) => Backend::Epoll,
+        match &self.io {
+            Io::IoUring(_) => Backend::IoUring,
+            Io::Epoll(_) => Backend::Epoll,
         }
     }
 
@@ -333,18 +410,23 @@ impl Driver {
     /// own state is consistent and unborrowed. If one panics, the others still run, and the
     /// first panic is then resumed from here, for the core to shut down and report.
     pub(crate) fn park(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Driver::IoUring(driver) => driver.park(timeout),
-            Driver::Epoll(driver) => driver.park(timeout),
+        let parked = match &self.io {
+            Io::IoUring(driver) => driver.park(timeout),
+            Io::Epoll(driver) => driver.park(timeout),
+        };
+        // An orphan whose pool call returned woke this core (by eventfd) to be released here.
+        if let Some(payload) = self.offloaded.release_finished() {
+            std::panic::resume_unwind(payload);
         }
+        parked
     }
 
     /// A duplicate of this core's ring fd, for other cores to wake it with `MSG_RING`; `None`
     /// on epoll or when the kernel lacks `MSG_RING` (Linux 5.18).
     pub(crate) fn ring_fd_for_wakes(&self) -> Option<io::Result<OwnedFd>> {
-        match self {
-            Driver::IoUring(driver) => driver.ring_fd_for_wakes(),
-            Driver::Epoll(_) => None,
+        match &self.io {
+            Io::IoUring(driver) => driver.ring_fd_for_wakes(),
+            Io::Epoll(_) => None,
         }
     }
 
@@ -357,9 +439,9 @@ impl Driver {
         target_ring: RawFd,
         fallback: Arc<dyn EventfdWake>,
     ) -> bool {
-        match self {
-            Driver::IoUring(driver) => driver.post_ring_wake(target_ring, fallback),
-            Driver::Epoll(_) => false,
+        match &self.io {
+            Io::IoUring(driver) => driver.post_ring_wake(target_ring, fallback),
+            Io::Epoll(_) => false,
         }
     }
 
@@ -368,9 +450,12 @@ impl Driver {
     /// kernel may still write to it. Returns the first panic of a waker or a buffer's `Drop`
     /// run meanwhile (the rest still ran).
     pub(crate) fn shutdown(&self) -> Option<crate::panic::Payload> {
-        match self {
-            Driver::IoUring(driver) => driver.shutdown(),
-            Driver::Epoll(_) => None,
-        }
+        // The pool's orphans first: releasing one may close a file through the ring.
+        let offloaded = self.offloaded.shutdown(uring::SHUTDOWN_GRACE);
+        let io = match &self.io {
+            Io::IoUring(driver) => driver.shutdown(),
+            Io::Epoll(_) => None,
+        };
+        offloaded.or(io)
     }
 }

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::squeue;
 
+use super::offload::{self, BlockingCall, CallWaiter};
 use super::{DriverId, SharedFd, Started, settled};
 use crate::context;
 
@@ -35,6 +36,17 @@ use crate::context;
 pub(crate) enum Direction {
     Read,
     Write,
+}
+
+/// What an operation acts on, which says how it waits where it cannot be a ring submission.
+pub(crate) enum Source<'a> {
+    /// A socket or pipe registered with its core's driver (which it must belong to): on epoll
+    /// the syscall is tried, and on `EAGAIN` retried at the next readiness edge of `Direction`.
+    Readiness(&'a SharedFd, Direction),
+    /// A file or a path, which readiness says nothing of: on epoll, and on an io_uring whose
+    /// kernel lacks `opcode`, the operation's `blocking_call` runs on the blocking pool
+    /// (`offload`).
+    Blocking { opcode: u8 },
 }
 
 /// One kind of I/O operation, in its io_uring form and its epoll form.
@@ -50,13 +62,26 @@ pub(crate) unsafe trait Operation: 'static {
     /// The submission queue entry for io_uring.
     fn uring_entry(&mut self) -> squeue::Entry;
 
-    /// The descriptor the operation acts on, which must belong to the current core's driver,
-    /// and (epoll) the readiness to wait for when the syscall would block.
-    fn source(&self) -> (&SharedFd, Direction);
+    /// What the operation acts on, and so how it waits off the ring.
+    fn source(&self) -> Source<'_>;
 
-    /// epoll: performs the operation now without blocking, returning what the io_uring
-    /// completion's result would be (`WouldBlock` means "wait for readiness and try again").
-    fn epoll_attempt(&mut self) -> io::Result<u32>;
+    /// epoll, [`Source::Readiness`]: performs the operation now without blocking, returning
+    /// what the io_uring completion's result would be (`WouldBlock` means "wait for readiness
+    /// and try again"). Never called for a [`Source::Blocking`] operation.
+    fn epoll_attempt(&mut self) -> io::Result<u32> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this operation has no readiness form",
+        ))
+    }
+
+    /// [`Source::Blocking`]: the call that performs the operation on a pool thread, returning
+    /// what the io_uring completion's result would be. It may use the pointers `uring_entry`
+    /// would give the kernel, under the same rule (see [`BlockingCall::new`]). Never called for
+    /// a [`Source::Readiness`] operation.
+    fn blocking_call(&mut self) -> BlockingCall {
+        BlockingCall::unsupported("this operation")
+    }
 
     /// epoll: whether a successful attempt that gave `result` emptied the source for now (a
     /// read shorter than asked for took everything queued), so that the next operation in the
@@ -77,6 +102,19 @@ pub(crate) unsafe trait Operation: 'static {
         Self: Sized,
     {
         let _ = result;
+    }
+}
+
+/// An operation whose future is gone, kept by its driver until its terminal completion.
+pub(super) trait Orphan {
+    /// The kernel (or the pool thread) finished it with `result`: hand the result on, release
+    /// the data.
+    fn complete(self: Box<Self>, result: i32);
+}
+
+impl<T: Operation> Orphan for T {
+    fn complete(self: Box<Self>, result: i32) {
+        (*self).orphan_completed(result);
     }
 }
 
@@ -113,6 +151,8 @@ enum State {
     Idle,
     /// Submitted under `key` to the ring of `driver`, which owns the slot.
     InRing { key: usize, driver: DriverId },
+    /// Its call runs on the blocking pool (`offload`).
+    InPool(CallWaiter),
     /// The completion was handed out.
     Done,
 }
@@ -167,9 +207,19 @@ impl<T: Operation> Future for Op<T> {
                         this.poll_ring(key, driver, cx)
                     }
                     Some(Poll::Ready(Started::Finished(result))) => this.finish(result),
+                    Some(Poll::Ready(Started::Offloaded(mut waiter))) => {
+                        let polled = offload::poll_call(&mut waiter, cx);
+                        this.state = State::InPool(waiter);
+                        let result = ready!(polled);
+                        this.finish(result)
+                    }
                 }
             }
             State::InRing { key, driver } => this.poll_ring(key, driver, cx),
+            State::InPool(ref mut waiter) => {
+                let result = ready!(offload::poll_call(waiter, cx));
+                this.finish(result)
+            }
             State::Done => panic!("coreio: an I/O operation was polled after it completed"),
         }
     }
@@ -218,6 +268,9 @@ impl<T: Operation> Op<T> {
 
 impl<T: Operation> Drop for Op<T> {
     fn drop(&mut self) {
+        if let State::InPool(_) = self.state {
+            return self.drop_in_pool();
+        }
         let State::InRing { key, driver: owner } = self.state else {
             return;
         };
@@ -232,6 +285,33 @@ impl<T: Operation> Drop for Op<T> {
         });
         if let Some(data) = data {
             let_go(data, owner);
+        }
+    }
+}
+
+impl<T: Operation> Op<T> {
+    /// Dropped while its call runs on the blocking pool: the data goes to the current core's
+    /// driver, which releases it once the call has returned. Outside any runtime nothing can
+    /// keep it: released now if the call returned, leaked if it may still use the data.
+    fn drop_in_pool(&mut self) {
+        let State::InPool(waiter) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let mut parked = Some((waiter, data));
+        context::with(|ctx| {
+            if let Some((waiter, data)) = parked.take() {
+                ctx.driver.abandon_offloaded(waiter, data);
+            }
+        });
+        if let Some((mut waiter, data)) = parked {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match offload::poll_call(&mut waiter, &mut cx) {
+                Poll::Ready(result) => data.orphan_completed(offload::raw_result(result)),
+                Poll::Pending => std::mem::forget(data),
+            }
         }
     }
 }

@@ -94,6 +94,9 @@ impl<T: StreamOperation> StreamOp<T> {
                         flags: 0,
                     })),
                     Some(Poll::Ready(Started::Finished(Err(err)))) => self.end_with(Err(err)),
+                    Some(Poll::Ready(Started::Offloaded(_))) => {
+                        unreachable!("a streaming operation waits on readiness, never on the pool")
+                    }
                 }
             }
         }
@@ -193,8 +196,8 @@ mod tests {
                 .build()
         }
 
-        fn source(&self) -> (&SharedFd, Direction) {
-            (&self.fd, Direction::Read)
+        fn source(&self) -> Source<'_> {
+            Source::Readiness(&self.fd, Direction::Read)
         }
 
         fn epoll_attempt(&mut self) -> io::Result<u32> {

@@ -28,7 +28,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, squeue, types};
 
-use crate::driver::{Direction, Op, Operation, SharedFd};
+use crate::driver::{Direction, Op, Operation, SharedFd, Source};
 use crate::{context, coop, sys};
 
 fn events(direction: Direction) -> i16 {
@@ -142,8 +142,8 @@ unsafe impl Operation for PollReady {
         opcode::PollAdd::new(types::Fd(self.fd.raw()), events).build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.fd, self.direction)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.fd, self.direction)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

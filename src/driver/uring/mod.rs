@@ -35,7 +35,7 @@ mod tests;
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -48,6 +48,7 @@ use slab::Slab;
 pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
 
+use super::op::Orphan;
 use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
@@ -61,7 +62,7 @@ const RING_WAKE_TOKEN: u64 = u64::MAX - 2;
 
 /// How long shutdown waits for the kernel to finish cancelled operations before it gives up
 /// and leaks their buffers (never frees memory the kernel may still write).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Who owns an operation's data, and what the driver knows of its completion.
 enum Lifecycle {
@@ -149,14 +150,18 @@ pub(crate) fn settled(id: DriverId) -> bool {
     !unsettled().contains(&id)
 }
 
-/// An operation whose future is gone.
-trait Orphan {
-    fn complete(self: Box<Self>, result: i32);
-}
+/// The orphan of a close submitted by `close_later`: nothing to release.
+struct ClosedByKernel;
 
-impl<T: Operation> Orphan for T {
+impl Orphan for ClosedByKernel {
     fn complete(self: Box<Self>, result: i32) {
-        (*self).orphan_completed(result);
+        if result < 0 && result != -libc::EINTR {
+            // A deferred write error surfaces here, with nobody left to report it to.
+            log::debug!(
+                "closing a file in the background failed: {}",
+                std::io::Error::from_raw_os_error(-result)
+            );
+        }
     }
 }
 
@@ -172,6 +177,9 @@ struct Inner {
     registered_index: Option<u32>,
     /// Whether the kernel has `IORING_OP_MSG_RING` (5.18).
     msg_ring: bool,
+    /// The optional opcodes this kernel has (file and path operations; the others are
+    /// required): one without its opcode runs on the blocking pool instead.
+    opcodes: setup::Opcodes,
     ops: Slab<Lifecycle>,
     wake_fd: RawFd,
     wake_armed: bool,
@@ -190,7 +198,8 @@ impl UringDriver {
         let (ring, flags) = build_ring(entries)?;
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
-        let msg_ring = setup::supports(&ring, opcode::MsgRingData::CODE);
+        let opcodes = setup::Opcodes::probe(&ring);
+        let msg_ring = opcodes.has(opcode::MsgRingData::CODE);
         let capacity = ring.params().cq_entries() as usize;
         unsettled().push(id);
         Ok(UringDriver {
@@ -199,6 +208,7 @@ impl UringDriver {
                 ring,
                 registered_index,
                 msg_ring,
+                opcodes,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
                 wake_armed: false,
@@ -219,6 +229,33 @@ impl UringDriver {
     #[cfg(test)]
     pub(crate) fn ring_fd_registered(&self) -> bool {
         self.inner.borrow().registered_index.is_some()
+    }
+
+    /// Whether this kernel has `opcode`.
+    pub(crate) fn supports(&self, opcode: u8) -> bool {
+        self.inner.borrow().opcodes.has(opcode)
+    }
+
+    /// Closes `fd` with an `IORING_OP_CLOSE` nobody waits for; gives `fd` back when the kernel
+    /// lacks the opcode or the ring cannot take the entry.
+    pub(crate) fn close_later(&self, fd: OwnedFd) -> Result<(), OwnedFd> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.shut_down || !inner.opcodes.has(opcode::Close::CODE) {
+            return Err(fd);
+        }
+        let raw = fd.as_raw_fd();
+        let key = inner.ops.insert(Lifecycle::Submitted);
+        let entry = opcode::Close::new(types::Fd(raw))
+            .build()
+            .user_data(key as u64);
+        if inner.push(&entry).is_err() {
+            inner.ops.remove(key);
+            return Err(fd);
+        }
+        // The kernel owns the descriptor now: it is closed even when the close reports an error.
+        let _ = fd.into_raw_fd();
+        inner.ops[key] = Lifecycle::Orphaned(Box::new(ClosedByKernel));
+        Ok(())
     }
 
     /// Queues an operation's entry; returns its key. Entering the kernel happens in `park`,

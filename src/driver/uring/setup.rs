@@ -251,11 +251,75 @@ pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetup
     ))
 }
 
-/// Whether the ring's kernel supports `opcode` (an optional one; the required ones are checked
-/// when the ring is built).
-pub(crate) fn supports(ring: &IoUring, opcode: u8) -> bool {
-    let mut probe = Probe::new();
-    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode)
+/// The opcodes a ring's kernel supports, probed once when the ring is built.
+///
+/// `COREIO_URING_DENY` (a comma-separated list of opcode names, such as `STATX,FALLOCATE`)
+/// removes optional ones, so that the blocking-pool path an older kernel takes can be run (by
+/// the tests) and compared (by a benchmark) on a new one. Naming a required opcode, or one this
+/// table does not know, is ignored with a warning.
+#[derive(Clone, Debug)]
+pub(crate) struct Opcodes {
+    supported: [u64; 4],
+}
+
+/// Opcodes coreio uses where the kernel has them, and runs on the blocking pool where not.
+pub(crate) const OPTIONAL_OPCODES: &[(u8, &str)] = &[
+    (opcode::MsgRingData::CODE, "MSG_RING"),
+    (opcode::OpenAt::CODE, "OPENAT"),
+    (opcode::Close::CODE, "CLOSE"),
+    (opcode::Fsync::CODE, "FSYNC"),
+    (opcode::Statx::CODE, "STATX"),
+    (opcode::Fallocate::CODE, "FALLOCATE"),
+    (opcode::Ftruncate::CODE, "FTRUNCATE"),
+    (opcode::Readv::CODE, "READV"),
+    (opcode::Writev::CODE, "WRITEV"),
+    (opcode::UnlinkAt::CODE, "UNLINKAT"),
+    (opcode::RenameAt::CODE, "RENAMEAT"),
+    (opcode::MkDirAt::CODE, "MKDIRAT"),
+    (opcode::LinkAt::CODE, "LINKAT"),
+    (opcode::SymlinkAt::CODE, "SYMLINKAT"),
+];
+
+impl Opcodes {
+    pub(crate) fn probe(ring: &IoUring) -> Opcodes {
+        let mut opcodes = Opcodes { supported: [0; 4] };
+        let mut probe = Probe::new();
+        if ring.submitter().register_probe(&mut probe).is_ok() {
+            for code in 0..=u8::MAX {
+                if probe.is_supported(code) {
+                    opcodes.supported[usize::from(code / 64)] |= 1 << (code % 64);
+                }
+            }
+        }
+        if let Ok(denied) = std::env::var("COREIO_URING_DENY") {
+            opcodes.deny(&denied);
+        }
+        opcodes
+    }
+
+    fn deny(&mut self, names: &str) {
+        for name in names.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+            match OPTIONAL_OPCODES
+                .iter()
+                .find(|(_, known)| known.eq_ignore_ascii_case(name))
+            {
+                Some((code, _)) => self.supported[usize::from(code / 64)] &= !(1 << (code % 64)),
+                None => log::warn!(
+                    "COREIO_URING_DENY: {name:?} is not an optional io_uring opcode coreio uses \
+                     (known: {}); ignored",
+                    OPTIONAL_OPCODES
+                        .iter()
+                        .map(|(_, name)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    }
+
+    pub(crate) fn has(&self, code: u8) -> bool {
+        self.supported[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
 }
 
 fn check_capabilities(ring: &IoUring) -> Result<(), RingSetupError> {

@@ -14,16 +14,12 @@ use std::time::Duration;
 use super::UringDriver;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context;
-use crate::driver::{Backend, Driver};
+use crate::driver::Backend;
 use crate::net::{TcpListener, TcpStream};
 
 /// Runs `f` with the current core's io_uring driver, or returns `None` on epoll.
 fn with_ring<R>(f: impl FnOnce(&UringDriver) -> R) -> Option<R> {
-    context::with(|ctx| match &ctx.driver {
-        Driver::IoUring(driver) => Some(f(driver)),
-        Driver::Epoll(_) => None,
-    })
-    .flatten()
+    context::with(|ctx| ctx.driver.uring().map(f)).flatten()
 }
 
 fn block_on<F: Future + 'static>(future: F) -> F::Output

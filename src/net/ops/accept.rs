@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use io_uring::{opcode, squeue, types};
 
 use super::addr::{AddrBuf, STORAGE_LEN};
-use crate::driver::{Accepted, Direction, OpShare, Operation, SharedFd};
+use crate::driver::{Accepted, Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Flags for every accepted socket: coreio sockets are non-blocking and close-on-exec.
@@ -48,8 +48,8 @@ unsafe impl Operation for Accept {
         .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.listener, Direction::Read)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.listener, Direction::Read)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

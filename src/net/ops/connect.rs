@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Connects a socket to a peer.
@@ -38,8 +38,8 @@ unsafe impl Operation for Connect {
         .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Write)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Write)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

@@ -18,7 +18,7 @@ use socket2::SockAddr;
 use super::ancillary::{CONTROL_LEN, Control};
 use super::clamp_len;
 use crate::buf::IoBufMut;
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 const STORAGE_LEN: libc::socklen_t =
@@ -111,8 +111,8 @@ unsafe impl<B: IoBufMut> Operation for DatagramRecv<B> {
             .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Read)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Read)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

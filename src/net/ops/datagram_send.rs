@@ -9,7 +9,7 @@ use socket2::SockAddr;
 use super::ancillary::Control;
 use super::clamp_len;
 use crate::buf::IoBuf;
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Sends never raise SIGPIPE (a Unix datagram socket whose peer is gone): an error instead.
@@ -105,8 +105,8 @@ unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
             .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Write)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Write)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

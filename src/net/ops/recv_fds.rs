@@ -15,7 +15,7 @@ use io_uring::{opcode, squeue, types};
 use super::clamp_len;
 use super::send_fds::{MAX_FDS, Msg};
 use crate::buf::IoBufMut;
-use crate::driver::{Direction, OpShare, Operation, SharedFd};
+use crate::driver::{Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Received descriptors are close-on-exec, as every coreio descriptor.
@@ -82,8 +82,8 @@ unsafe impl<B: IoBufMut> Operation for RecvFds<B> {
             .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Read)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Read)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

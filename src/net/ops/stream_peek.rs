@@ -11,7 +11,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::clamp_len;
 use crate::buf::IoBufMut;
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Copies queued bytes into a buffer's capacity without consuming them.
@@ -36,8 +36,8 @@ unsafe impl<B: IoBufMut> Operation for StreamPeek<B> {
             .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Read)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Read)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

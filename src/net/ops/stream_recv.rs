@@ -10,7 +10,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::{Calls, clamp_len};
 use crate::buf::IoBufMut;
-use crate::driver::{Direction, OpShare, Operation, SharedFd};
+use crate::driver::{Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Receives into a buffer's capacity.
@@ -61,8 +61,8 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
         }
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Read)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Read)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

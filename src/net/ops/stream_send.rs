@@ -6,7 +6,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::{Calls, clamp_len};
 use crate::buf::IoBuf;
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Socket writes never raise SIGPIPE: a closed peer is an `EPIPE` error instead. (A pipe's
@@ -33,8 +33,8 @@ unsafe impl<B: IoBuf> Operation for StreamSend<B> {
         }
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Write)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Write)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {

@@ -10,7 +10,7 @@ use std::io;
 use io_uring::{opcode, squeue, types};
 
 use crate::buf::IoBuf;
-use crate::driver::{Direction, Operation, SharedFd};
+use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
 /// Writes never raise SIGPIPE: a closed peer is an `EPIPE` error instead.
@@ -91,8 +91,8 @@ unsafe impl<B: IoBuf> Operation for StreamSendVectored<B> {
             .build()
     }
 
-    fn source(&self) -> (&SharedFd, Direction) {
-        (&self.socket, Direction::Write)
+    fn source(&self) -> Source<'_> {
+        Source::Readiness(&self.socket, Direction::Write)
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {
