@@ -75,6 +75,7 @@ pub struct Builder {
     blocking_queue: usize,
     blocking_keep_alive: Duration,
     blocking_shutdown_timeout: Duration,
+    deny_uring_opcodes: Vec<String>,
 }
 
 impl Default for Builder {
@@ -99,6 +100,7 @@ impl Builder {
             blocking_queue: DEFAULT_BLOCKING_QUEUE,
             blocking_keep_alive: DEFAULT_BLOCKING_KEEP_ALIVE,
             blocking_shutdown_timeout: DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT,
+            deny_uring_opcodes: Vec::new(),
         }
     }
 
@@ -118,6 +120,18 @@ impl Builder {
     /// twice as many).
     pub fn ring_entries(mut self, entries: u32) -> Builder {
         self.ring_entries = entries;
+        self
+    }
+
+    /// Treats these optional io_uring opcodes as missing from the kernel, by name (`"STATX"`,
+    /// `"FTRUNCATE"`, `"OPENAT"`, ...: the file and path opcodes, `CLOSE`, `MSG_RING`): the
+    /// operations that use them run on the blocking pool instead, as on a kernel without
+    /// them. For testing that path, comparing the two, or keeping file I/O off the ring of a
+    /// kernel whose implementation misbehaves. The `COREIO_URING_DENY` environment variable
+    /// (comma-separated names) adds to the list. An unknown name fails `build`.
+    pub fn deny_uring_opcodes<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Builder {
+        self.deny_uring_opcodes
+            .extend(names.into_iter().map(str::to_owned));
         self
     }
 
@@ -264,10 +278,19 @@ impl Builder {
         }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
+        let from_env = std::env::var("COREIO_URING_DENY").unwrap_or_default();
+        let denied_opcodes = driver::optional_opcodes(
+            self.deny_uring_opcodes
+                .iter()
+                .map(String::as_str)
+                .chain(from_env.split(',').map(str::trim).filter(|n| !n.is_empty())),
+        )
+        .map_err(invalid)?;
         Ok(CoreConfig {
             driver: DriverConfig {
                 backend,
                 ring_entries: self.ring_entries,
+                denied_opcodes,
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

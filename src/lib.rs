@@ -133,6 +133,7 @@ mod coop;
 mod core;
 mod driver;
 mod executor;
+pub mod fs;
 pub mod io;
 mod loom;
 pub mod mesh;

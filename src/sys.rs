@@ -111,3 +111,9 @@ pub(crate) fn set_allowed_cpus(cpus: &[usize]) -> io::Result<()> {
     cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
     Ok(())
 }
+
+/// A length the kernel's 32-bit fields (and a completion's `i32` result) can carry; a larger
+/// buffer is served in parts.
+pub(crate) fn clamp_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX).min(i32::MAX as u32)
+}

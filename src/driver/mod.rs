@@ -45,8 +45,8 @@ pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
 pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
 pub use select::Backend;
 pub(crate) use select::{ResolvedBackend, resolve};
-pub(crate) use uring::settled;
 pub use uring::{RingSetupCause, RingSetupError};
+pub(crate) use uring::{optional_opcodes, settled};
 pub(crate) use wake::WakeTarget;
 
 /// Identifies one driver for the life of the process: ids are never reused, unlike addresses.
@@ -108,6 +108,8 @@ pub(crate) trait EventfdWake: Send + Sync {
 pub(crate) struct DriverConfig {
     pub(crate) backend: ResolvedBackend,
     pub(crate) ring_entries: u32,
+    /// Optional io_uring opcodes to treat as missing (`Builder::deny_uring_opcodes`).
+    pub(crate) denied_opcodes: Vec<u8>,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -142,6 +144,7 @@ impl Driver {
                 id,
                 config.ring_entries,
                 wake_fd,
+                &config.denied_opcodes,
             )?),
         };
         Ok(Driver {
@@ -203,7 +206,9 @@ impl Driver {
                 let Some((token, direction)) = readiness else {
                     unreachable!("on the epoll backend every SharedFd is registered");
                 };
-                driver.attempt(op, token, direction, cx).map(Started::Finished)
+                driver
+                    .attempt(op, token, direction, cx)
+                    .map(Started::Finished)
             }
             // A file or path operation on epoll, or one whose opcode this kernel lacks.
             Io::IoUring(_) | Io::Epoll(_) => {

@@ -167,7 +167,7 @@ mod tests {
     use io_uring::{opcode, squeue, types};
 
     use super::*;
-    use crate::driver::{Direction, SharedFd};
+    use crate::driver::{Direction, SharedFd, Source};
     use crate::{Backend, sys};
 
     thread_local! {

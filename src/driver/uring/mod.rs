@@ -45,8 +45,8 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{EnterFlags, IoUring, opcode, squeue, types};
 use slab::Slab;
 
-pub(crate) use setup::build_ring;
 pub use setup::{RingSetupCause, RingSetupError};
+pub(crate) use setup::{build_ring, optional_opcodes};
 
 use super::op::Orphan;
 use super::{Cqe, DriverId, EventfdWake, Operation};
@@ -194,11 +194,18 @@ struct Inner {
 }
 
 impl UringDriver {
-    pub(crate) fn new(id: DriverId, entries: u32, wake_fd: RawFd) -> io::Result<UringDriver> {
+    /// A ring of `entries` entries for driver `id`, watching `wake_fd`, treating the optional
+    /// opcodes in `denied` as missing.
+    pub(crate) fn new(
+        id: DriverId,
+        entries: u32,
+        wake_fd: RawFd,
+        denied: &[u8],
+    ) -> io::Result<UringDriver> {
         let (ring, flags) = build_ring(entries)?;
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
-        let opcodes = setup::Opcodes::probe(&ring);
+        let opcodes = setup::Opcodes::probe(&ring, denied);
         let msg_ring = opcodes.has(opcode::MsgRingData::CODE);
         let capacity = ring.params().cq_entries() as usize;
         unsettled().push(id);

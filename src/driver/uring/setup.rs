@@ -251,19 +251,18 @@ pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetup
     ))
 }
 
-/// The opcodes a ring's kernel supports, probed once when the ring is built.
-///
-/// `COREIO_URING_DENY` (a comma-separated list of opcode names, such as `STATX,FALLOCATE`)
-/// removes optional ones, so that the blocking-pool path an older kernel takes can be run (by
-/// the tests) and compared (by a benchmark) on a new one. Naming a required opcode, or one this
-/// table does not know, is ignored with a warning.
+/// The opcodes a ring's kernel supports, probed once when the ring is built, less those the
+/// builder was told to treat as missing (`Builder::deny_uring_opcodes`), so that the
+/// blocking-pool path an older kernel takes can be run (by tests) and compared (by benchmarks)
+/// on a new one.
 #[derive(Clone, Debug)]
 pub(crate) struct Opcodes {
     supported: [u64; 4],
 }
 
-/// Opcodes coreio uses where the kernel has them, and runs on the blocking pool where not.
-pub(crate) const OPTIONAL_OPCODES: &[(u8, &str)] = &[
+/// Opcodes coreio uses where the kernel has them, and works without (the operation runs on
+/// the blocking pool, or another mechanism stands in) where not.
+const OPTIONAL_OPCODES: &[(u8, &str)] = &[
     (opcode::MsgRingData::CODE, "MSG_RING"),
     (opcode::OpenAt::CODE, "OPENAT"),
     (opcode::Close::CODE, "CLOSE"),
@@ -280,41 +279,41 @@ pub(crate) const OPTIONAL_OPCODES: &[(u8, &str)] = &[
     (opcode::SymlinkAt::CODE, "SYMLINKAT"),
 ];
 
+/// The codes of optional opcodes named (case-insensitively) in `names`; an error naming the
+/// first that is not one, with the list of those that are.
+pub(crate) fn optional_opcodes<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<u8>, String> {
+    names
+        .into_iter()
+        .map(|name| {
+            OPTIONAL_OPCODES
+                .iter()
+                .find(|(_, known)| known.eq_ignore_ascii_case(name))
+                .map(|(code, _)| *code)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = OPTIONAL_OPCODES.iter().map(|(_, n)| *n).collect();
+                    format!(
+                        "{name:?} is not an optional io_uring opcode coreio uses (those are: {})",
+                        known.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
 impl Opcodes {
-    pub(crate) fn probe(ring: &IoUring) -> Opcodes {
+    pub(crate) fn probe(ring: &IoUring, denied: &[u8]) -> Opcodes {
         let mut opcodes = Opcodes { supported: [0; 4] };
         let mut probe = Probe::new();
         if ring.submitter().register_probe(&mut probe).is_ok() {
             for code in 0..=u8::MAX {
-                if probe.is_supported(code) {
+                if probe.is_supported(code) && !denied.contains(&code) {
                     opcodes.supported[usize::from(code / 64)] |= 1 << (code % 64);
                 }
             }
         }
-        if let Ok(denied) = std::env::var("COREIO_URING_DENY") {
-            opcodes.deny(&denied);
-        }
         opcodes
-    }
-
-    fn deny(&mut self, names: &str) {
-        for name in names.split(',').map(str::trim).filter(|name| !name.is_empty()) {
-            match OPTIONAL_OPCODES
-                .iter()
-                .find(|(_, known)| known.eq_ignore_ascii_case(name))
-            {
-                Some((code, _)) => self.supported[usize::from(code / 64)] &= !(1 << (code % 64)),
-                None => log::warn!(
-                    "COREIO_URING_DENY: {name:?} is not an optional io_uring opcode coreio uses \
-                     (known: {}); ignored",
-                    OPTIONAL_OPCODES
-                        .iter()
-                        .map(|(_, name)| *name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-        }
     }
 
     pub(crate) fn has(&self, code: u8) -> bool {

@@ -49,7 +49,4 @@ pub(crate) enum Calls {
     Pipe,
 }
 
-/// A length the kernel's 32-bit fields can carry; a larger buffer is served in parts.
-fn clamp_len(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or(u32::MAX).min(i32::MAX as u32)
-}
+use crate::sys::clamp_len;
