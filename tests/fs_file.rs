@@ -390,3 +390,49 @@ all_paths! {
         }
     }
 }
+
+all_paths! {
+    fn direct_io_takes_aligned_buffers_and_refuses_the_rest_by_name(path) {
+        let dir = TempDir::new("fs-direct");
+        let file_path = dir.join("d");
+        run(path, async move {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&file_path)
+                .await;
+            let file = match file {
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    // The temporary directory's file system has no direct I/O.
+                    eprintln!("O_DIRECT is not supported here: {err}");
+                    return;
+                }
+                other => other.unwrap(),
+            };
+            let alignment = file.dio_alignment().expect("an O_DIRECT file knows its alignment");
+            let block = alignment.offset();
+            let mut buf = fs::AlignedBuf::for_file(2 * block, alignment).unwrap();
+            buf.resize(2 * block, 0xab).unwrap();
+            let (result, _) = file.write_all_at(buf, block as u64).await;
+            result.unwrap();
+            let (result, back) = file
+                .read_exact_at(fs::AlignedBuf::for_file(block, alignment).unwrap(), block as u64)
+                .await;
+            result.unwrap();
+            assert!(back.iter().all(|&b| b == 0xab));
+
+            // Misaligned offsets and lengths never reach the kernel's bare EINVAL.
+            let (result, _) = file.write_at(fs::AlignedBuf::zeroed(block, block).unwrap(), 1).await;
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("file offset 1"), "{err}");
+            let mut short = fs::AlignedBuf::for_file(block, alignment).unwrap();
+            short.extend_from_slice(b"short").unwrap();
+            let (result, _) = file.write_at(short, 0).await;
+            assert!(result.unwrap_err().to_string().contains("length 5"));
+        });
+    }
+}
