@@ -40,7 +40,13 @@ use crate::driver::Op;
 ///
 /// coreio::block_on(async {
 ///     let path = std::env::temp_dir().join(format!("coreio-doc-file-{}", std::process::id()));
-///     let file = File::create(&path).await?;
+///     let file = File::options()
+///         .read(true)
+///         .write(true)
+///         .create(true)
+///         .truncate(true)
+///         .open(&path)
+///         .await?;
 ///     let (result, _) = file.write_all_at(b"hello, file".to_vec(), 0).await;
 ///     result?;
 ///     file.sync_all().await?;
@@ -116,7 +122,8 @@ impl File {
         OpenOptions::new().read(true).open(path).await
     }
 
-    /// Opens `path` for writing, creating it or truncating it.
+    /// Opens `path` for writing only, creating it or truncating it (`File::options()` opens for
+    /// reading and writing).
     pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
