@@ -22,7 +22,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -70,85 +69,13 @@ struct Examples {
     bench: PathBuf,
 }
 
-/// Builds the examples once per process, with this test's cargo and profile, and returns their
-/// paths as cargo reports them.
+/// Builds the examples once per process, with this test's cargo and profile.
 fn examples() -> &'static Examples {
     static EXAMPLES: OnceLock<Examples> = OnceLock::new();
     EXAMPLES.get_or_init(|| {
-        // This binary is target/<profile dir>/deps/echo_transports-<hash>.
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::file_name)
-            .and_then(|name| name.to_str())
-            .expect("the test binary lives in target/<profile>/deps");
-        let profile = match profile_dir {
-            "debug" => "dev",
-            other => other,
-        };
-        let output = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--message-format=json",
-                "--profile",
-                profile,
-            ])
-            .args(["--example", "echo", "--example", "echo_bench"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "cargo build --example echo --example echo_bench failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let executable = |name: &str| -> PathBuf {
-            let wanted = format!("\"name\":\"{name}\"");
-            stdout
-                .lines()
-                .filter(|line| line.contains("\"kind\":[\"example\"]") && line.contains(&wanted))
-                .find_map(|line| {
-                    let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
-                    let end = start + line[start..].find('"')?;
-                    Some(PathBuf::from(&line[start..end]))
-                })
-                .unwrap_or_else(|| panic!("cargo reported no executable for the example {name}"))
-        };
-        Examples {
-            echo: executable("echo"),
-            bench: executable("echo_bench"),
-        }
+        let [echo, bench] = util::build_examples(["echo", "echo_bench"]);
+        Examples { echo, bench }
     })
-}
-
-/// A temporary directory for one test, removed (with what is left in it) on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coreio-echo-{test}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the temporary directory");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// An `echo` server child, killed on drop if the test did not stop it.
@@ -416,8 +343,8 @@ both_backends! {
     /// byte back; a second server on the same path is refused while the first serves on; the
     /// server removes its socket file when it stops.
     fn unix_transport_echoes(backend: Backend) {
-        let dir = TempDir::new("unix");
-        let path = dir.path("echo.sock");
+        let dir = util::TempDir::new("unix");
+        let path = dir.join("echo.sock");
         let path_text = path.to_str().expect("a UTF-8 temporary path");
         let server = Server::start(backend, &["--unix", path_text]);
         assert!(
@@ -511,8 +438,8 @@ both_backends! {
     /// An existing `--unix` path is refused with a clear message and left as it was: a
     /// regular file, and a stale socket file no server listens on.
     fn unix_existing_path_refused(backend: Backend) {
-        let dir = TempDir::new("exists");
-        let file = dir.path("not-a-socket");
+        let dir = util::TempDir::new("exists");
+        let file = dir.join("not-a-socket");
         std::fs::write(&file, b"keep me").unwrap();
         let output = run(&examples().echo, backend, &["--unix", file.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
@@ -524,7 +451,7 @@ both_backends! {
         assert_eq!(std::fs::read(&file).unwrap(), b"keep me", "the file is untouched");
 
         // A listener that is gone leaves its socket file behind: a stale socket.
-        let stale = dir.path("stale.sock");
+        let stale = dir.join("stale.sock");
         drop(UnixListener::bind(&stale).unwrap());
         let output = run(&examples().echo, backend, &["--unix", stale.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
@@ -540,8 +467,8 @@ both_backends! {
     /// The load generator reports a server that is not there as a failure (exit 1), on each
     /// transport, and does not hang.
     fn bench_without_server_fails(backend: Backend) {
-        let dir = TempDir::new("noserver");
-        let missing = dir.path("missing.sock");
+        let dir = util::TempDir::new("noserver");
+        let missing = dir.join("missing.sock");
         // A free UDP port with nothing bound: the connected sockets get ECONNREFUSED.
         let free = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
         let (_reservation, tcp) = util::reserve_port();
@@ -573,8 +500,8 @@ both_backends! {
 /// anything is bound or connected.
 #[test]
 fn bad_flag_combinations_exit_2() {
-    let dir = TempDir::new("flags");
-    let sock = dir.path("never.sock");
+    let dir = util::TempDir::new("flags");
+    let sock = dir.join("never.sock");
     let sock = sock.to_str().unwrap();
     let server_cases: &[(&[&str], &str)] = &[
         (&["--unix", sock, "--udp"], "--unix and --udp"),

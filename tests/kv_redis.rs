@@ -17,6 +17,11 @@
 #[macro_use]
 mod util;
 
+// The in-process server runs without persistence (tests/kv_aof.rs runs the binary with it):
+// the parts only the example's flags reach are unused here.
+#[allow(dead_code)]
+#[path = "../examples/sharded_kv/aof/mod.rs"]
+mod aof;
 #[path = "../examples/sharded_kv/commands/mod.rs"]
 mod commands;
 #[path = "../examples/support/ready.rs"]
@@ -79,7 +84,8 @@ impl Server {
             std::thread::spawn(move || {
                 // Whatever happens, let `start` stop waiting.
                 let stop_on_exit = stop.clone();
-                let results = rt.run(|_core| server::serve(addr, stop.clone(), ready.clone()));
+                let results =
+                    rt.run(|_core| server::serve(addr, None, stop.clone(), ready.clone()));
                 stop_on_exit.set();
                 results
             })

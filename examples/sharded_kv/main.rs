@@ -24,6 +24,7 @@
 //! [`coreio::sync::Event`] that every core's root future awaits. The server then prints what
 //! each core served and exits 0.
 
+mod aof;
 #[path = "../support/args.rs"]
 mod args;
 mod commands;
@@ -96,7 +97,8 @@ fn run(options: Options) -> Result<(), String> {
         rt.backend()
     );
     let ready = ready::Ready::new(rt.cores().len(), move || println!("{banner}"));
-    let results = rt.run(|_core| server::serve(addr, stop.clone(), ready.clone()));
+    let persist = options.aof.clone();
+    let results = rt.run(|_core| server::serve(addr, persist.clone(), stop.clone(), ready.clone()));
 
     let mut failures = Vec::new();
     for (core, result) in rt.cores().iter().zip(results) {

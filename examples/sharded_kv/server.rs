@@ -16,6 +16,7 @@ use coreio::buf::IoBuf;
 use coreio::net::{TcpListener, TcpStream};
 use coreio::sync::Event;
 
+use crate::aof;
 use crate::commands::{Flow, Router};
 use crate::ready::Ready;
 use crate::resp::{self, Parser};
@@ -52,7 +53,15 @@ pub struct Served {
 /// One core's root future: bind `addr` (every core binds it, `SO_REUSEPORT` spreads the
 /// connections), serve until `stop` is set, return what was served. Returning cancels the
 /// core's accept loop and connections.
-pub async fn serve(addr: SocketAddr, stop: Event, ready: Arc<Ready>) -> Result<Served, String> {
+///
+/// With `persist`, the core first replays its shard's append-only file (a failure stops the
+/// whole server before any core listens), and at the end writes and syncs what is pending.
+pub async fn serve(
+    addr: SocketAddr,
+    persist: Option<aof::Config>,
+    stop: Event,
+    ready: Arc<Ready>,
+) -> Result<Served, String> {
     let router = match Router::new() {
         Ok(router) => Rc::new(router),
         Err(message) => {
@@ -60,6 +69,25 @@ pub async fn serve(addr: SocketAddr, stop: Event, ready: Arc<Ready>) -> Result<S
             return Err(message);
         }
     };
+    if let Some(config) = &persist {
+        match aof::open(config, router.me(), router.shards()).await {
+            Ok(opened) => eprintln!(
+                "sharded_kv: shard {} loaded {} records, {} keys{}",
+                router.me(),
+                opened.records,
+                opened.keys,
+                opened
+                    .truncated
+                    .map_or_else(String::new, |(at, dropped)| format!(
+                        " (cut at byte {at}: {dropped} bytes dropped)"
+                    ))
+            ),
+            Err(message) => {
+                stop.set();
+                return Err(message);
+            }
+        }
+    }
     let listener = match TcpListener::bind(addr) {
         Ok(listener) => listener,
         Err(err) => {
@@ -81,6 +109,9 @@ pub async fn serve(addr: SocketAddr, stop: Event, ready: Arc<Ready>) -> Result<S
     stop.wait().await;
     if let Some(message) = failure.take() {
         return Err(message);
+    }
+    if let Some(log) = aof::current() {
+        log.flush_and_sync().await?;
     }
     Ok(Served {
         connections: connections.get(),

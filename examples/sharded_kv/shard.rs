@@ -107,6 +107,14 @@ impl Store {
     pub fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// A copy of every key and value (for rewriting the append-only file).
+    pub fn snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.map
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
 }
 
 thread_local! {

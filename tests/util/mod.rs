@@ -531,3 +531,55 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Builds the examples `names` with this test's cargo and profile, and returns their paths as
+/// cargo reports them (in the order asked).
+pub fn build_examples<const N: usize>(names: [&str; N]) -> [std::path::PathBuf; N] {
+    use std::path::{Path, PathBuf};
+    // This binary is target/<profile dir>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .expect("the test binary lives in target/<profile>/deps");
+    let profile = match profile_dir {
+        "debug" => "dev",
+        other => other,
+    };
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "--profile",
+        profile,
+    ]);
+    for name in names {
+        cmd.args(["--example", name]);
+    }
+    let output = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo build of the examples {names:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    names.map(|name| {
+        let wanted = format!("\"name\":\"{name}\"");
+        stdout
+            .lines()
+            .filter(|line| line.contains("\"kind\":[\"example\"]") && line.contains(&wanted))
+            .find_map(|line| {
+                let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
+                let end = start + line[start..].find('"')?;
+                Some(PathBuf::from(&line[start..end]))
+            })
+            .unwrap_or_else(|| panic!("cargo reported no executable for the example {name}"))
+    })
+}

@@ -178,7 +178,10 @@ fn unknown_command(request: &Request<'_>, out: &mut Vec<u8>) {
 }
 
 /// The configuration `CONFIG GET` reports: what `redis-benchmark` asks about persistence.
-const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no")];
+fn config_table() -> [(&'static str, &'static str); 2] {
+    let appendonly = if crate::aof::enabled() { "yes" } else { "no" };
+    [("save", ""), ("appendonly", appendonly)]
+}
 
 /// `CONFIG GET pattern...`: name/value pairs of the matching parameters, each once, in the
 /// order the patterns ask for them (glob `*` and `?`, any letter case).
@@ -198,7 +201,7 @@ fn config(request: &Request<'_>, out: &mut Vec<u8>) {
     }
     let mut found: Vec<(&str, &str)> = Vec::new();
     for pattern in request.args_from(2) {
-        for &(name, value) in CONFIG {
+        for (name, value) in config_table() {
             if glob_match(pattern, name.as_bytes()) && !found.iter().any(|(n, _)| *n == name) {
                 found.push((name, value));
             }
