@@ -439,3 +439,57 @@ all_paths! {
         });
     }
 }
+
+/// A buffer (a `Vec`) whose drop is counted where other threads can read it.
+struct CountedBuf(Vec<u8>, #[allow(dead_code)] util::DropCount);
+
+// SAFETY: the bytes live in the Vec's heap allocation, which does not move with the value.
+unsafe impl coreio::buf::IoBuf for CountedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+// SAFETY: the whole capacity is writable; `set_init` counts what was written.
+unsafe impl coreio::buf::IoBufMut for CountedBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: the caller guarantees `pos <= capacity` bytes were written.
+        unsafe { self.0.set_len(pos) };
+    }
+}
+
+all_paths! {
+    fn a_runtime_that_stops_with_reads_in_flight_frees_every_buffer_once(path) {
+        let dir = TempDir::new("fs-shutdown");
+        let file_path = dir.join("big");
+        std::fs::write(&file_path, vec![1u8; 4 << 20]).unwrap();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = dropped.clone();
+        run(path, async move {
+            let file = Rc::new(File::open(&file_path).await.unwrap());
+            for _ in 0..16 {
+                let file = Rc::clone(&file);
+                let buf = CountedBuf(Vec::with_capacity(4 << 20), util::DropCount(counter.clone()));
+                drop(coreio::spawn(async move {
+                    let _ = file.read_at(buf, 0).await;
+                }));
+            }
+            // Let the reads start, then stop the runtime with them in flight.
+            coreio::yield_now().await;
+        });
+        assert_eq!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            16,
+            "every buffer is freed exactly once by the time the runtime returns"
+        );
+    }
+}

@@ -639,14 +639,20 @@ mod tests {
         assert_eq!(Policy::parse("always"), Ok(Policy::Always));
         assert_eq!(Policy::parse("everysec"), Ok(Policy::EverySec));
         assert_eq!(Policy::parse("no"), Ok(Policy::No));
-        assert!(Policy::parse("sometimes").unwrap_err().contains("always, everysec or no"));
+        assert!(
+            Policy::parse("sometimes")
+                .unwrap_err()
+                .contains("always, everysec or no")
+        );
     }
 
     #[test]
     fn a_bad_record_is_the_last_when_its_length_reaches_the_end() {
         assert!(record_reaches_end(&[1, 2, 3]));
         assert!(record_reaches_end(&[4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]));
-        assert!(!record_reaches_end(&[4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]));
+        assert!(!record_reaches_end(&[
+            4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5
+        ]));
         assert!(record_reaches_end(&[255, 255, 255, 255, 0, 0, 0, 0, 9]));
     }
 }
