@@ -94,9 +94,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             options.direct = true;
             continue;
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{arg} wants a value"))?;
+        let value = args.next().ok_or_else(|| format!("{arg} wants a value"))?;
         match arg.as_str() {
             "--file" => file = Some(value.clone()),
             "--mode" => {
@@ -129,7 +127,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 fn positive(option: &str, value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{option} wants a positive whole number, got {value:?}")),
+        _ => Err(format!(
+            "{option} wants a positive whole number, got {value:?}"
+        )),
     }
 }
 
@@ -253,7 +253,9 @@ async fn run(options: Options) -> io::Result<String> {
         }
         // Writes send the initialised bytes: fill the block once with a non-zero pattern.
         buf.resize(options.bs, 0xa5 ^ slot as u8)?;
-        let seed = seed.wrapping_add(slot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let seed = seed
+            .wrapping_add(slot as u64)
+            .wrapping_mul(0x2545_f491_4f6c_dd1d);
         workers.push(coreio::spawn(worker(Rc::clone(&shared), buf, seed)));
     }
 
@@ -295,7 +297,10 @@ fn main() -> ExitCode {
         }
     };
     let backend = options.backend;
-    match coreio::Builder::new().backend(backend).block_on(run(options)) {
+    match coreio::Builder::new()
+        .backend(backend)
+        .block_on(run(options))
+    {
         Ok(Ok(line)) => {
             let mut out = io::stdout().lock();
             let _ = writeln!(out, "{line}");

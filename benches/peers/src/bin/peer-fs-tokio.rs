@@ -94,9 +94,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             options.direct = true;
             continue;
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{arg} wants a value"))?;
+        let value = args.next().ok_or_else(|| format!("{arg} wants a value"))?;
         match arg.as_str() {
             "--file" => file = Some(value.clone()),
             "--mode" => {
@@ -125,7 +123,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 fn positive(option: &str, value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{option} wants a positive whole number, got {value:?}")),
+        _ => Err(format!(
+            "{option} wants a positive whole number, got {value:?}"
+        )),
     }
 }
 
@@ -291,7 +291,9 @@ async fn run(options: Options) -> io::Result<String> {
         let file = Arc::new(file.into_std().await);
         let seed = std::process::id() as u64 ^ 0x5eed_f11e;
         for slot in 0..options.qd {
-            let seed = seed.wrapping_add(slot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let seed = seed
+                .wrapping_add(slot as u64)
+                .wrapping_mul(0x2545_f491_4f6c_dd1d);
             workers.push(tokio::spawn(random_worker(
                 Arc::clone(&file),
                 Arc::clone(&counters),
@@ -304,9 +306,17 @@ async fn run(options: Options) -> io::Result<String> {
     }
 
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
-    let (ops0, cpu0, t0) = (counters.ops.load(Ordering::Relaxed), cpu_time(), Instant::now());
+    let (ops0, cpu0, t0) = (
+        counters.ops.load(Ordering::Relaxed),
+        cpu_time(),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs_f64(options.duration)).await;
-    let (ops1, cpu1, t1) = (counters.ops.load(Ordering::Relaxed), cpu_time(), Instant::now());
+    let (ops1, cpu1, t1) = (
+        counters.ops.load(Ordering::Relaxed),
+        cpu_time(),
+        Instant::now(),
+    );
     counters.stop.store(true, Ordering::Relaxed);
     for handle in workers {
         handle.await.map_err(io::Error::other)??;
