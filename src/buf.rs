@@ -230,3 +230,30 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
         }
     }
 }
+
+/// The iovecs of a gathering write of `bufs`' initialised bytes after the first `skip` of them
+/// (those a previous partial write already wrote), at most `max` of them; empty buffers get
+/// none. They point into the buffers' heap memory, which stays put when the `Vec` of buffers
+/// moves, and are valid for as long as the buffers are.
+pub(crate) fn write_iovecs<B: IoBuf>(bufs: &[B], skip: usize, max: usize) -> Vec<libc::iovec> {
+    let mut skip = skip;
+    let mut iovecs = Vec::new();
+    for buf in bufs {
+        let len = buf.bytes_init();
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        if iovecs.len() == max {
+            break;
+        }
+        iovecs.push(libc::iovec {
+            // SAFETY: `skip < len`, so the offset stays inside the buffer's initialised bytes;
+            // the kernel only reads through the pointer.
+            iov_base: unsafe { buf.stable_ptr().add(skip) }.cast_mut().cast(),
+            iov_len: len - skip,
+        });
+        skip = 0;
+    }
+    iovecs
+}

@@ -136,6 +136,15 @@ all_paths! {
             assert_eq!(bufs[0], b"\0\0h");
             assert_eq!(bufs[1], b"ead:");
             assert_eq!(bufs[2], b"body");
+            let parts = vec![vec![b'x'; 100_000], vec![b'y'; 3], Vec::new(), vec![b'z'; 70_000]];
+            let (result, parts) = file.write_all_vectored_at(parts, 100).await;
+            result.unwrap();
+            assert_eq!(parts[3].len(), 70_000);
+            let (result, back) = file.read_exact_at(Vec::with_capacity(170_003), 100).await;
+            result.unwrap();
+            assert!(back[..100_000].iter().all(|&b| b == b'x'));
+            assert_eq!(&back[100_000..100_003], b"yyy");
+            assert!(back[100_003..].iter().all(|&b| b == b'z'));
             let too_many: Vec<Vec<u8>> = (0..1025).map(|_| vec![1]).collect();
             let (result, back) = file.write_vectored_at(too_many, 0).await;
             let err = result.unwrap_err();

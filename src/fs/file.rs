@@ -341,7 +341,49 @@ impl File {
         if let Err(err) = self.check_vectored(spans, bufs.len(), offset) {
             return (Err(err), bufs);
         }
-        let completion = Op::new(VectoredAt::write(self.fd.clone(), bufs, offset)).await;
+        self.write_vectored_from(bufs, offset, 0).await
+    }
+
+    /// Writes every initialised byte of every buffer, in order, from `offset`, or fails (at
+    /// most 1024 buffers): a disk that fills up mid-way is an error, never a short write.
+    pub async fn write_all_vectored_at<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+        offset: u64,
+    ) -> (io::Result<()>, Vec<B>) {
+        let spans = bufs.iter().map(|buf| (buf.stable_ptr(), buf.bytes_init()));
+        if let Err(err) = self.check_vectored(spans, bufs.len(), offset) {
+            return (Err(err), bufs);
+        }
+        let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
+        let (mut written, mut bufs) = (0, bufs);
+        while written < total {
+            let (result, back) = self
+                .write_vectored_from(bufs, offset + written as u64, written)
+                .await;
+            bufs = back;
+            match result {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return (Err(err), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// One `pwritev` of the buffers' bytes after the first `skip`, at `offset`.
+    async fn write_vectored_from<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+        offset: u64,
+        skip: usize,
+    ) -> (io::Result<usize>, Vec<B>) {
+        let op = VectoredAt::write(self.fd.clone(), bufs, offset, skip);
+        if op.len() == 0 {
+            return (Ok(0), op.into_bufs());
+        }
+        let completion = Op::new(op).await;
         (
             completion.result.map(|n| n as usize),
             completion.data.into_bufs(),

@@ -149,15 +149,10 @@ pub(crate) struct VectoredAt<B> {
 }
 
 impl<B: IoBuf> VectoredAt<B> {
-    /// A write of every buffer's initialised bytes, in order (at most [`MAX_IOVECS`]).
-    pub(crate) fn write(fd: FileFd, bufs: Vec<B>, offset: u64) -> Self {
-        let iovecs = bufs
-            .iter()
-            .map(|buf| libc::iovec {
-                iov_base: buf.stable_ptr().cast_mut().cast(),
-                iov_len: buf.bytes_init(),
-            })
-            .collect();
+    /// A write of the buffers' initialised bytes after the first `skip` of them (those an
+    /// earlier partial write wrote), in order, at most [`MAX_IOVECS`] buffers' worth.
+    pub(crate) fn write(fd: FileFd, bufs: Vec<B>, offset: u64, skip: usize) -> Self {
+        let iovecs = crate::buf::write_iovecs(&bufs, skip, MAX_IOVECS).into_boxed_slice();
         VectoredAt {
             fd,
             bufs,
@@ -165,6 +160,11 @@ impl<B: IoBuf> VectoredAt<B> {
             offset,
             write: true,
         }
+    }
+
+    /// Bytes the operation offers the kernel.
+    pub(crate) fn len(&self) -> usize {
+        self.iovecs.iter().map(|iovec| iovec.iov_len).sum()
     }
 
     pub(crate) fn into_bufs(self) -> Vec<B> {

@@ -36,25 +36,7 @@ impl<B: IoBuf> StreamSendVectored<B> {
     /// A send of `bufs`' initialised bytes after the first `skip` of them (those a previous
     /// partial write already sent), at most [`MAX_IOVECS`] buffers' worth.
     pub(crate) fn new(socket: SharedFd, bufs: Vec<B>, skip: usize) -> Self {
-        let mut skip = skip;
-        let mut iovecs = Vec::new();
-        for buf in &bufs {
-            let len = buf.bytes_init();
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            if iovecs.len() == MAX_IOVECS {
-                break;
-            }
-            iovecs.push(libc::iovec {
-                // SAFETY: `skip < len`, so the offset stays inside the buffer's initialised
-                // bytes; the kernel only reads through the pointer.
-                iov_base: unsafe { buf.stable_ptr().add(skip) }.cast_mut().cast(),
-                iov_len: len - skip,
-            });
-            skip = 0;
-        }
+        let iovecs = crate::buf::write_iovecs(&bufs, skip, MAX_IOVECS);
         let mut gather = Box::new(Gather {
             // SAFETY: all-zero bytes are a valid, empty msghdr (no name, no control data).
             header: unsafe { std::mem::zeroed() },
