@@ -31,9 +31,9 @@
 //! The banner names the transport for Unix and UDP (`coreio echo on unix:PATH, ...`,
 //! `coreio echo on udp:HOST:PORT, ...`); the TCP banner is `coreio echo on HOST:PORT, ...`.
 //!
-//! Ctrl-C or SIGTERM stops it cleanly: SIGINT and SIGTERM are blocked before the runtime starts
-//! (its threads inherit the mask), a plain thread `sigwait`s for them and sets a
-//! [`coreio::sync::Event`]; each core's root future returns when the event is set, which cancels
+//! Ctrl-C or SIGTERM stops it cleanly: before the runtime starts, `coreio::signal` streams listen
+//! for SIGINT and SIGTERM (so they no longer kill the process), and a plain thread waits on them
+//! and sets a [`coreio::sync::Event`]; each core's root future returns when the event is set, which cancels
 //! the core's remaining tasks (the accept loop and open connections). The server then prints
 //! what each core served and exits 0.
 

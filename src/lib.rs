@@ -140,6 +140,7 @@ pub mod mesh;
 pub mod net;
 mod panic;
 mod runtime;
+pub mod signal;
 pub mod sync;
 mod sys;
 pub mod time;

@@ -19,9 +19,10 @@
 //! connection loops, [`options`] the flags. See `commands` for the list of commands and how
 //! they differ from Redis, `resp` for the request size limits.
 //!
-//! Ctrl-C or SIGTERM stops the server cleanly, as in `examples/echo.rs`: the signals are blocked
-//! before the runtime starts, a plain thread `sigwait`s for them and sets a
-//! [`coreio::sync::Event`] that every core's root future awaits. The server then prints what
+//! Ctrl-C or SIGTERM stops the server cleanly, as in `examples/echo.rs`: `coreio::signal` streams
+//! listen for them from before the runtime starts, and a plain thread waits on them and sets a
+//! [`coreio::sync::Event`] that every core's root future awaits (with `--dir`, after writing and
+//! syncing what is pending). The server then prints what
 //! each core served and exits 0.
 
 mod aof;

@@ -3,29 +3,62 @@
 //!
 //! Included by `examples/echo.rs` and `examples/sharded_kv/main.rs` with
 //! `#[path = ".../support/process.rs"] mod process;` (examples cannot share a library target).
-//! This module owns the process-wide signal mask and nothing of the servers themselves.
+//! This module owns the servers' reaction to SIGINT and SIGTERM and nothing of the servers
+//! themselves.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+use coreio::signal::{SignalKind, signal};
 use coreio::sync::Event;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// Blocks SIGINT and SIGTERM and starts a thread that waits for them and sets `stop`, printing
-/// `"{program}: SIGINT received, stopping"`. Call it before any other thread exists (before the
-/// runtime starts), so that every thread inherits the mask and the signals wait for `sigwait`
-/// instead of killing the process.
+/// Listens for SIGINT and SIGTERM (`coreio::signal`: from here on they no longer kill the
+/// process) and starts a thread that waits for the first of them and sets `stop`, printing
+/// `"{program}: SIGINT received, stopping"`. Call it before the runtime starts, so that a
+/// signal that comes while it starts is not lost.
 pub fn stop_on_signals(program: &'static str, stop: Event) -> Result<(), String> {
-    let signals = block_stop_signals()?;
+    let listen = |kind| signal(kind).map_err(|err| format!("cannot listen for signals: {err}"));
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
     std::thread::Builder::new()
         .name(format!("{program}-signals"))
         .spawn(move || {
-            if let Some(name) = wait_for_signal(&signals) {
-                println!("{program}: {name} received, stopping");
-                stop.set();
-            }
+            let name = wait_on_this_thread(|cx| {
+                if interrupt.poll_recv(cx).is_ready() {
+                    Poll::Ready("SIGINT")
+                } else if terminate.poll_recv(cx).is_ready() {
+                    Poll::Ready("SIGTERM")
+                } else {
+                    Poll::Pending
+                }
+            });
+            println!("{program}: {name} received, stopping");
+            stop.set();
         })
         .map(drop)
         .map_err(|err| format!("cannot start the signal thread: {err}"))
+}
+
+/// Polls `poll` on the calling thread until it is ready, parking in between: the signal
+/// streams' wakers unpark it. (The streams would do as well in a task; this thread keeps the
+/// servers' root futures free of signal handling.)
+fn wait_on_this_thread<T>(mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = poll(&mut cx) {
+            return value;
+        }
+        std::thread::park();
+    }
 }
 
 /// Binds a socket with `SO_REUSEPORT` on port 0 and returns the address the kernel picked.
@@ -43,45 +76,4 @@ pub fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Socket)> {
         .as_socket()
         .ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
     Ok((bound, socket))
-}
-
-/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts later).
-fn block_stop_signals() -> Result<libc::sigset_t, String> {
-    // SAFETY: an all-zero `sigset_t` is valid storage; `sigemptyset` initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid, writable storage for a signal set, and SIGINT and SIGTERM are
-    // valid signal numbers, so these calls cannot fail.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
-    let res = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if res != 0 {
-        return Err(format!(
-            "cannot block SIGINT and SIGTERM: {}",
-            std::io::Error::from_raw_os_error(res)
-        ));
-    }
-    Ok(set)
-}
-
-/// Waits for one of the signals in `set` (blocked in this thread); `None` if `sigwait` fails.
-fn wait_for_signal(set: &libc::sigset_t) -> Option<&'static str> {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: `set` is an initialised signal set and `signal` is valid, writable storage.
-    let res = unsafe { libc::sigwait(set, &mut signal) };
-    if res != 0 {
-        eprintln!(
-            "sigwait failed ({}); Ctrl-C will not stop the server cleanly",
-            std::io::Error::from_raw_os_error(res)
-        );
-        return None;
-    }
-    Some(match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
-    })
 }
