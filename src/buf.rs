@@ -231,6 +231,9 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
     }
 }
 
+/// The most buffers one vectored operation takes (`IOV_MAX` on Linux).
+pub(crate) const MAX_IOVECS: usize = 1024;
+
 /// The iovecs of a gathering write of `bufs`' initialised bytes after the first `skip` of them
 /// (those a previous partial write already wrote), at most `max` of them; empty buffers get
 /// none. They point into the buffers' heap memory, which stays put when the `Vec` of buffers

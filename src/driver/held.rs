@@ -214,6 +214,15 @@ impl Held {
         result
     }
 
+    /// [`read_into`](Held::read_into) for a slice the caller lends (the poll forms'): held bytes
+    /// (or, after them, a held error) into `dst`.
+    pub(crate) fn read_into_slice(&self, dst: &mut [u8]) -> Option<io::Result<usize>> {
+        let (ptr, capacity) = (dst.as_mut_ptr(), dst.len());
+        // SAFETY: `dst` is valid for writes of `capacity` bytes and cannot be this area's own
+        // allocation (the caller holds it mutably).
+        self.take_from_kept(|kept| unsafe { kept.unread.copy_to(ptr, capacity) })
+    }
+
     /// Like [`read_into`](Held::read_into), but the bytes (or the error) stay held for the
     /// next read: what a peek sees first.
     pub(crate) fn peek_into<B: IoBufMut>(&self, buf: &mut B) -> Option<io::Result<usize>> {

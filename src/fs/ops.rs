@@ -26,8 +26,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::{BlockingCall, Operation, Source};
 use crate::sys::{clamp_len, cvt};
 
-/// The most buffers one vectored operation takes (`IOV_MAX` on Linux).
-pub(crate) const MAX_IOVECS: usize = 1024;
+pub(crate) use crate::buf::MAX_IOVECS;
 
 /// A pointer's address, for a blocking call to carry to the pool thread (raw pointers are not
 /// `Send`); `at` turns it back into a pointer with the same provenance.

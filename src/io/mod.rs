@@ -32,3 +32,4 @@ mod poll_ready;
 
 pub use async_fd::{AsyncFd, ReadyGuard, ReadyMutGuard, TryIoError};
 pub use pipe::{PipeReader, PipeWriter, pipe};
+pub(crate) use poll_ready::ReadyWait;

@@ -51,7 +51,7 @@ pub(crate) fn split<S: ByteStream>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
 /// The reading half of a split stream: reads, and the stream's other methods through
 /// [`get_ref`](ReadHalf::get_ref).
 pub struct ReadHalf<S> {
-    stream: Rc<S>,
+    pub(super) stream: Rc<S>,
 }
 
 /// The writing half of a split stream. Dropping it shuts the stream's write direction down
@@ -84,7 +84,7 @@ impl<S: ByteStream> ReadHalf<S> {
 }
 
 impl<S: ByteStream> WriteHalf<S> {
-    fn stream(&self) -> &S {
+    pub(super) fn stream(&self) -> &S {
         match &self.stream {
             Some(stream) => stream,
             None => unreachable!("a WriteHalf holds its stream until reunite takes it"),

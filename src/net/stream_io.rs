@@ -19,6 +19,9 @@ pub struct StreamIo {
     /// true from `new` (TCP), set false by socket types whose reads stop early (Unix streams).
     pub(crate) short_read_drains: bool,
     calls: Calls,
+    /// The readiness waits of the poll forms (`stream_poll`), kept between polls; allocated
+    /// by the first poll, so a stream used only through owned buffers pays one word for it.
+    pub(crate) waits: std::cell::OnceCell<Box<super::stream_poll::PollWaits>>,
 }
 
 impl StreamIo {
@@ -32,7 +35,13 @@ impl StreamIo {
             fd,
             short_read_drains: true,
             calls,
+            waits: Default::default(),
         }
+    }
+
+    /// Which system calls the stream's reads and writes use.
+    pub(crate) fn calls(&self) -> Calls {
+        self.calls
     }
 
     /// One receive into `buf`, held bytes first; cancel-safe.

@@ -16,8 +16,7 @@ use crate::sys;
 /// Writes never raise SIGPIPE: a closed peer is an `EPIPE` error instead.
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 
-/// The most iovecs one `sendmsg` takes (`UIO_MAXIOV`); more buffers are sent by later calls.
-const MAX_IOVECS: usize = 1024;
+use crate::buf::MAX_IOVECS;
 
 /// Sends the initialised bytes of several buffers, in order, as one stream write.
 pub(crate) struct StreamSendVectored<B> {

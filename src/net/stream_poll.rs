@@ -1,0 +1,269 @@
+//! Poll-based reads and writes of a [`StreamIo`] into the caller's slices, and the ecosystem's
+//! I/O traits over them: `futures_io::AsyncRead` and `AsyncWrite` for [`TcpStream`],
+//! [`UnixStream`] and their halves (the pipes' are in `crate::io::pipe`).
+//!
+//! These are readiness-based on both backends: a non-blocking syscall (`recv`/`send` with
+//! `MSG_DONTWAIT`, or `read`/`write` on a pipe, which is `O_NONBLOCK`) straight into the
+//! caller's slice, and on `EAGAIN` a readiness wait (`io::poll_ready::ReadyWait`: a one-shot
+//! `POLL_ADD` on io_uring, the epoll edge on epoll) kept in the stream between polls. Nothing
+//! is copied twice, and nothing is lost when the caller stops polling: the kernel only ever
+//! writes into the caller's slice during the syscall itself. What dropped owned-buffer reads
+//! left on the socket (`driver::held`) comes first, as for the owned API.
+//!
+//! One wait per direction is kept, so the poll forms serve one reader and one writer at a time
+//! (an `AsyncRead` half and an `AsyncWrite` half in two tasks); a second poller of the same
+//! direction takes the wait over, and the first is then woken no more.
+//!
+//! This module owns those poll loops. It must never let the kernel keep a pointer into the
+//! caller's slice after the call returns (so no ring submission touches a slice).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use super::ops::Calls;
+use super::split::sealed::Sealed;
+use super::stream_io::StreamIo;
+use super::{ByteStream, ReadHalf, TcpStream, UnixStream, WriteHalf};
+use crate::buf::MAX_IOVECS;
+use crate::coop;
+use crate::driver::Direction;
+use crate::io::ReadyWait;
+use crate::sys::{clamp_len, cvt};
+
+/// The readiness waits a stream's poll forms keep between polls.
+#[derive(Default)]
+pub(crate) struct PollWaits {
+    read: Cell<Option<ReadyWait>>,
+    write: Cell<Option<ReadyWait>>,
+}
+
+impl StreamIo {
+    /// Reads what is queued into `dst` (held bytes first); `Ok(0)` at the end of the stream or
+    /// for an empty `dst`.
+    pub(crate) fn poll_read_slice(
+        &self,
+        cx: &mut Context<'_>,
+        dst: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if dst.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let held = self.fd.held();
+        if !held.is_clear() {
+            // A dropped owned read is finishing, or left bytes: they come first.
+            ready!(Pin::new(&mut held.settled()).poll(cx));
+            if let Some(result) = held.read_into_slice(dst) {
+                return Poll::Ready(result);
+            }
+        }
+        ready!(coop::poll_proceed(cx));
+        let (fd, calls) = (self.fd.raw(), self.calls());
+        self.poll_io(Direction::Read, &self.waits().read, cx, || {
+            let len = clamp_len(dst.len()) as usize;
+            let ptr = dst.as_mut_ptr().cast();
+            let n = cvt(match calls {
+                // SAFETY: `dst` is valid for writes of `len` bytes during the call; the socket
+                // is open while `self.fd` lives.
+                Calls::Socket => unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) },
+                // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK.
+                Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
+            })?;
+            Ok(n as usize)
+        })
+    }
+
+    /// Writes what it can of `src`; `Ok(0)` only for an empty `src`.
+    pub(crate) fn poll_write_slice(
+        &self,
+        cx: &mut Context<'_>,
+        src: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if src.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(coop::poll_proceed(cx));
+        let (fd, calls) = (self.fd.raw(), self.calls());
+        self.poll_io(Direction::Write, &self.waits().write, cx, || {
+            let len = clamp_len(src.len()) as usize;
+            let ptr = src.as_ptr().cast();
+            let n = cvt(match calls {
+                // SAFETY: `src` is valid for reads of `len` bytes during the call; the socket is
+                // open while `self.fd` lives. MSG_NOSIGNAL: a closed peer is EPIPE, no signal.
+                Calls::Socket => unsafe {
+                    libc::send(fd, ptr, len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                },
+                // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK (and
+                // SIGPIPE is ignored by `io::pipe`).
+                Calls::Pipe => unsafe { libc::write(fd, ptr, len) },
+            })?;
+            Ok(n as usize)
+        })
+    }
+
+    /// Writes what it can of `bufs`, in order, with one `sendmsg` (`writev` on a pipe).
+    pub(crate) fn poll_write_vectored_slices(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let count = bufs.len().min(MAX_IOVECS);
+        if bufs[..count].iter().all(|buf| buf.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(coop::poll_proceed(cx));
+        let (fd, calls) = (self.fd.raw(), self.calls());
+        self.poll_io(Direction::Write, &self.waits().write, cx, || {
+            // `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix).
+            let iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
+            let n = cvt(match calls {
+                Calls::Socket => {
+                    // SAFETY: all-zero is a valid, empty msghdr; the iovecs are set below.
+                    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                    msg.msg_iov = iov;
+                    msg.msg_iovlen = count;
+                    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                    // SAFETY: `msg` points at `count` valid iovecs over the caller's slices,
+                    // read during the call only; the socket is open while `self.fd` lives.
+                    unsafe { libc::sendmsg(fd, &msg, flags) }
+                }
+                // SAFETY: the same iovecs and descriptor guarantees; the pipe is O_NONBLOCK.
+                Calls::Pipe => unsafe { libc::writev(fd, iov, count as libc::c_int) },
+            })?;
+            Ok(n as usize)
+        })
+    }
+
+    fn waits(&self) -> &PollWaits {
+        self.waits.get_or_init(Box::default)
+    }
+
+    /// Tries `attempt`; while it would block, waits for `direction`'s readiness (the wait kept
+    /// in `kept` between polls) and tries again.
+    fn poll_io(
+        &self,
+        direction: Direction,
+        kept: &Cell<Option<ReadyWait>>,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match attempt() {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                result => {
+                    // Done: a wait still in flight (from an earlier poll) is not needed now.
+                    drop(kept.take());
+                    return Poll::Ready(result);
+                }
+            }
+            let mut wait = kept
+                .take()
+                .unwrap_or_else(|| ReadyWait::new(self.fd.clone(), direction));
+            match wait.poll(cx) {
+                Poll::Pending => {
+                    kept.set(Some(wait));
+                    return Poll::Pending;
+                }
+                // Ready (or an error or hang-up, which the next attempt reports): try again.
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+/// `AsyncRead` and `AsyncWrite` for a stream type: `$io` gives its `StreamIo` from `self`,
+/// `$shutdown` shuts its write direction down (`poll_close`).
+macro_rules! futures_io_for {
+    ($ty:ty, $io:expr, $shutdown:expr) => {
+        impl futures_io::AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                let io: fn(&Self) -> &StreamIo = $io;
+                io(&self).poll_read_slice(cx, buf)
+            }
+        }
+
+        impl futures_io::AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let io: fn(&Self) -> &StreamIo = $io;
+                io(&self).poll_write_slice(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let io: fn(&Self) -> &StreamIo = $io;
+                io(&self).poll_write_vectored_slices(cx, bufs)
+            }
+
+            /// Writes go straight to the socket: nothing to flush.
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            /// Shuts the write direction down (the peer reads end of stream); reading goes on.
+            fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let shutdown: fn(&Self) -> io::Result<()> = $shutdown;
+                Poll::Ready(shutdown(&self))
+            }
+        }
+    };
+}
+
+futures_io_for!(TcpStream, |s| s.stream_io(), |s| s
+    .shutdown_stream(Shutdown::Write));
+futures_io_for!(UnixStream, |s| s.stream_io(), |s| s
+    .shutdown_stream(Shutdown::Write));
+
+impl<S: ByteStream> futures_io::AsyncRead for ReadHalf<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.stream_io().poll_read_slice(cx, buf)
+    }
+}
+
+impl<S: ByteStream> futures_io::AsyncWrite for WriteHalf<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().stream_io().poll_write_slice(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream()
+            .stream_io()
+            .poll_write_vectored_slices(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts the write direction down, as dropping the half does.
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.stream().shutdown_stream(Shutdown::Write))
+    }
+}
