@@ -35,109 +35,35 @@ use std::time::{Duration, Instant};
 
 use coreio::fs::{AlignedBuf, DioAlignment, File, OpenOptions};
 
+#[path = "../../../shared/fs_load.rs"]
+mod load;
+use load::{Load, Mode, cpu_time, splitmix64};
+
 const USAGE: &str = "usage: fs_load --file PATH --mode randread|randwrite|seqread [--qd N] \
                      [--bs BYTES] [--duration S] [--warmup S] [--backend uring|epoll] [--direct]";
 
-/// Block size unless `--bs` says otherwise.
-const DEFAULT_BS: usize = 4096;
-/// Counted seconds unless `--duration` says otherwise.
-const DEFAULT_DURATION: f64 = 10.0;
-/// Uncounted seconds before them unless `--warmup` says otherwise.
-const DEFAULT_WARMUP: f64 = 1.0;
 /// Buffer alignment without `O_DIRECT`: a page, which any buffered read is happy with.
 const BUFFERED_ALIGN: usize = 4096;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    RandRead,
-    RandWrite,
-    SeqRead,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::RandRead => "randread",
-            Mode::RandWrite => "randwrite",
-            Mode::SeqRead => "seqread",
-        }
-    }
-}
-
 struct Options {
-    file: String,
-    mode: Mode,
-    qd: usize,
-    bs: usize,
-    duration: f64,
-    warmup: f64,
+    load: Load,
     backend: coreio::Backend,
-    direct: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut file = None;
-    let mut mode = None;
-    let mut options = Options {
-        file: String::new(),
-        mode: Mode::RandRead,
-        qd: 1,
-        bs: DEFAULT_BS,
-        duration: DEFAULT_DURATION,
-        warmup: DEFAULT_WARMUP,
-        backend: coreio::Backend::IoUring,
-        direct: false,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == "--direct" {
-            options.direct = true;
-            continue;
+    let mut backend = coreio::Backend::IoUring;
+    let load = load::parse(args, |flag, value| match flag {
+        "--backend" => {
+            backend = match value {
+                "uring" | "io_uring" => coreio::Backend::IoUring,
+                "epoll" => coreio::Backend::Epoll,
+                other => return Err(format!("unknown backend {other:?}")),
+            };
+            Ok(true)
         }
-        let value = args.next().ok_or_else(|| format!("{arg} wants a value"))?;
-        match arg.as_str() {
-            "--file" => file = Some(value.clone()),
-            "--mode" => {
-                mode = Some(match value.as_str() {
-                    "randread" => Mode::RandRead,
-                    "randwrite" => Mode::RandWrite,
-                    "seqread" => Mode::SeqRead,
-                    other => return Err(format!("unknown mode {other:?}")),
-                })
-            }
-            "--qd" => options.qd = positive(arg, value)?,
-            "--bs" => options.bs = positive(arg, value)?,
-            "--duration" => options.duration = seconds(arg, value, false)?,
-            "--warmup" => options.warmup = seconds(arg, value, true)?,
-            "--backend" => {
-                options.backend = match value.as_str() {
-                    "uring" | "io_uring" => coreio::Backend::IoUring,
-                    "epoll" => coreio::Backend::Epoll,
-                    other => return Err(format!("unknown backend {other:?}")),
-                }
-            }
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    options.file = file.ok_or("--file is required")?;
-    options.mode = mode.ok_or("--mode is required")?;
-    Ok(options)
-}
-
-fn positive(option: &str, value: &str) -> Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "{option} wants a positive whole number, got {value:?}"
-        )),
-    }
-}
-
-fn seconds(option: &str, value: &str, zero_ok: bool) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) => Ok(s),
-        _ => Err(format!("{option} wants a number of seconds, got {value:?}")),
-    }
+        _ => Ok(false),
+    })?;
+    Ok(Options { load, backend })
 }
 
 /// What the tasks share: the file, the stop flag, the count and the sequential cursor.
@@ -166,16 +92,6 @@ impl Shared {
     }
 }
 
-/// One step of splitmix64: a fast, well-mixed 64-bit stream; the modulo bias over a file's
-/// blocks (at most 2^18 of them for 1 GiB in 4 KiB) is below one part in 10^13.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// One queue slot: loops over operations until told to stop.
 async fn worker(shared: Rc<Shared>, mut buf: AlignedBuf, seed: u64) -> io::Result<()> {
     let mut rng = seed;
@@ -199,19 +115,7 @@ async fn worker(shared: Rc<Shared>, mut buf: AlignedBuf, seed: u64) -> io::Resul
     Ok(())
 }
 
-/// User + system CPU time of the whole process so far.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is writable memory of the type getrusage fills in.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    assert_eq!(rc, 0, "getrusage(RUSAGE_SELF) failed");
-    // SAFETY: zeroed (a valid rusage) and filled in by the kernel.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-async fn run(options: Options) -> io::Result<String> {
+async fn run(options: Load) -> io::Result<String> {
     let mut open = OpenOptions::new();
     open.read(true).write(options.mode == Mode::RandWrite);
     if options.direct {
@@ -299,7 +203,7 @@ fn main() -> ExitCode {
     let backend = options.backend;
     match coreio::Builder::new()
         .backend(backend)
-        .block_on(run(options))
+        .block_on(run(options.load))
     {
         Ok(Ok(line)) => {
             let mut out = io::stdout().lock();

@@ -36,104 +36,23 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
+#[path = "../../../shared/fs_load.rs"]
+mod load;
+use load::{Load, Mode, cpu_time, splitmix64};
+
 const USAGE: &str = "usage: peer-fs-tokio --file PATH --mode randread|randwrite|seqread \
                      [--qd N] [--bs BYTES] [--duration S] [--warmup S] [--direct]";
 
-/// Block size unless `--bs` says otherwise.
-const DEFAULT_BS: usize = 4096;
-/// Counted seconds unless `--duration` says otherwise.
-const DEFAULT_DURATION: f64 = 10.0;
-/// Uncounted seconds before them unless `--warmup` says otherwise.
-const DEFAULT_WARMUP: f64 = 1.0;
 /// Buffer address alignment: a page, a multiple of any block device's `O_DIRECT` memory
 /// alignment (offsets and lengths are multiples of `--bs`, which must suit the file).
 const ALIGN: usize = 4096;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    RandRead,
-    RandWrite,
-    SeqRead,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::RandRead => "randread",
-            Mode::RandWrite => "randwrite",
-            Mode::SeqRead => "seqread",
-        }
-    }
-}
-
-struct Options {
-    file: String,
-    mode: Mode,
-    qd: usize,
-    bs: usize,
-    duration: f64,
-    warmup: f64,
-    direct: bool,
-}
-
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut file = None;
-    let mut mode = None;
-    let mut options = Options {
-        file: String::new(),
-        mode: Mode::RandRead,
-        qd: 1,
-        bs: DEFAULT_BS,
-        duration: DEFAULT_DURATION,
-        warmup: DEFAULT_WARMUP,
-        direct: false,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == "--direct" {
-            options.direct = true;
-            continue;
-        }
-        let value = args.next().ok_or_else(|| format!("{arg} wants a value"))?;
-        match arg.as_str() {
-            "--file" => file = Some(value.clone()),
-            "--mode" => {
-                mode = Some(match value.as_str() {
-                    "randread" => Mode::RandRead,
-                    "randwrite" => Mode::RandWrite,
-                    "seqread" => Mode::SeqRead,
-                    other => return Err(format!("unknown mode {other:?}")),
-                })
-            }
-            "--qd" => options.qd = positive(arg, value)?,
-            "--bs" => options.bs = positive(arg, value)?,
-            "--duration" => options.duration = seconds(arg, value, false)?,
-            "--warmup" => options.warmup = seconds(arg, value, true)?,
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    options.file = file.ok_or("--file is required")?;
-    options.mode = mode.ok_or("--mode is required")?;
-    if options.mode == Mode::SeqRead && options.qd != 1 {
+fn parse_options(args: &[String]) -> Result<Load, String> {
+    let load = load::parse(args, |_, _| Ok(false))?;
+    if load.mode == Mode::SeqRead && load.qd != 1 {
         return Err("seqread reads one tokio::fs::File through its cursor: --qd must be 1".into());
     }
-    Ok(options)
-}
-
-fn positive(option: &str, value: &str) -> Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "{option} wants a positive whole number, got {value:?}"
-        )),
-    }
-}
-
-fn seconds(option: &str, value: &str, zero_ok: bool) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) => Ok(s),
-        _ => Err(format!("{option} wants a number of seconds, got {value:?}")),
-    }
+    Ok(load)
 }
 
 /// A page-aligned heap block of fixed length, for `O_DIRECT` (a `Vec<u8>` gives no alignment).
@@ -167,15 +86,6 @@ impl Drop for Block {
         // SAFETY: allocated in `new` with this layout, freed once.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
-}
-
-/// One step of splitmix64, as in `fs_load`.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 struct Counters {
@@ -247,19 +157,7 @@ async fn sequential_reader(
     Ok(())
 }
 
-/// User + system CPU time of the whole process so far.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is writable memory of the type getrusage fills in.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    assert_eq!(rc, 0, "getrusage(RUSAGE_SELF) failed");
-    // SAFETY: zeroed (a valid rusage) and filled in by the kernel.
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-async fn run(options: Options) -> io::Result<String> {
+async fn run(options: Load) -> io::Result<String> {
     let mut open = tokio::fs::OpenOptions::new();
     open.read(true).write(options.mode == Mode::RandWrite);
     if options.direct {
