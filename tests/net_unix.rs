@@ -16,7 +16,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -26,31 +26,10 @@ use coreio::Backend;
 use coreio::net::{UnixListener, UnixSocketAddr, UnixStream};
 use coreio::time::{sleep, timeout};
 
-use util::{block_on, open_fds, pattern};
+use util::{TempPath, block_on, open_fds, pattern};
 
 /// Generous bound for waits that only run out when something is broken.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A path for a socket file, unique in this process and removed (if it exists) on drop.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new() -> TempPath {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(std::env::temp_dir().join(format!("coreio-unix-{}-{n}.sock", std::process::id())))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// An abstract name unique in this process.
 fn abstract_name(what: &str) -> Vec<u8> {
@@ -128,7 +107,7 @@ async fn exchange(stream: &UnixStream, mut peer: std::os::unix::net::UnixStream)
 
 both_backends! {
     fn echo_round_trip_over_a_path_listener(backend: Backend) {
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         block_on(backend, async move {
             let listener = UnixListener::bind(&p).unwrap();
@@ -201,8 +180,8 @@ both_backends! {
     }
 
     fn binding_an_existing_path_is_addr_in_use_naming_it(backend: Backend) {
-        let live = TempPath::new();
-        let file = TempPath::new();
+        let live = TempPath::new("unix");
+        let file = TempPath::new("unix");
         std::fs::write(file.path(), b"not a socket").unwrap();
         let (l, f) = (live.path().to_owned(), file.path().to_owned());
         block_on(backend, async move {
@@ -219,7 +198,7 @@ both_backends! {
     }
 
     fn a_stale_socket_file_is_addr_in_use_then_refuses_connections(backend: Backend) {
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         // A server that exited: its socket file stays behind.
         drop(std::os::unix::net::UnixListener::bind(path.path()).unwrap());
         let p = path.path().to_owned();
@@ -237,7 +216,7 @@ both_backends! {
     }
 
     fn connect_to_a_missing_path_is_not_found_naming_it(backend: Backend) {
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         block_on(backend, async move {
             let err = UnixStream::connect(&p).await.unwrap_err();
@@ -295,7 +274,7 @@ both_backends! {
     }
 
     fn peer_addr_of_an_accepted_connection(backend: Backend) {
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         block_on(backend, async move {
             let listener = UnixListener::bind(&p).unwrap();
@@ -387,7 +366,7 @@ both_backends! {
 
     fn connect_waits_while_the_backlog_is_full(backend: Backend) {
         use socket2::{Domain, SockAddr, Socket, Type};
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         block_on(backend, async move {
             // A listener with the smallest backlog, filled by blocking clients.
@@ -426,7 +405,7 @@ both_backends! {
     }
 
     fn from_std_listener_and_stream(backend: Backend) {
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         block_on(backend, async move {
             let std_listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
@@ -445,7 +424,7 @@ both_backends! {
         if !alone_in_process("a_dropped_accept_keeps_its_connection_and_closes_nothing_early", backend) {
             return;
         }
-        let path = TempPath::new();
+        let path = TempPath::new("unix");
         let p = path.path().to_owned();
         let outside = open_fds();
         block_on(backend, async move {
@@ -838,7 +817,7 @@ fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
 
 /// An unlinked temporary file holding `contents`.
 fn tempfile_with(contents: &[u8]) -> std::fs::File {
-    let path = TempPath::new();
+    let path = TempPath::new("unix");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

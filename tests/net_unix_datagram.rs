@@ -6,43 +6,20 @@
 mod util;
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coreio::net::{DatagramTruncated, UnixDatagram, UnixSocketAddr};
 use coreio::time::timeout;
 
-use util::{block_on, open_fds};
+use util::{TempPath, block_on, open_fds};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A socket path unique in this process, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new() -> TempPath {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(std::env::temp_dir().join(format!("coreio-dgram-{}-{n}.sock", std::process::id())))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 both_backends! {
     fn path_sockets_exchange_datagrams_and_name_their_senders(backend: Backend) {
         block_on(backend, async {
-            let (server_path, client_path) = (TempPath::new(), TempPath::new());
+            let (server_path, client_path) = (TempPath::new("dgram"), TempPath::new("dgram"));
             let server = UnixDatagram::bind(server_path.path()).unwrap();
             let client = UnixDatagram::bind(client_path.path()).unwrap();
             assert_eq!(server.local_addr().unwrap().as_pathname(), Some(server_path.path()));
@@ -110,7 +87,7 @@ both_backends! {
 
     fn errors_name_the_address(backend: Backend) {
         block_on(backend, async {
-            let missing = TempPath::new();
+            let missing = TempPath::new("dgram");
             let socket = UnixDatagram::unbound().unwrap();
             let (res, _) = socket.send_to(b"x".to_vec(), missing.path()).await;
             let err = res.unwrap_err();
@@ -118,7 +95,7 @@ both_backends! {
             assert!(err.to_string().contains(&missing.path().display().to_string()), "{err}");
             let err = socket.connect(missing.path()).unwrap_err();
             assert!(err.to_string().contains("connecting to"), "{err}");
-            let taken = TempPath::new();
+            let taken = TempPath::new("dgram");
             let _first = UnixDatagram::bind(taken.path()).unwrap();
             let err = UnixDatagram::bind(taken.path()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
@@ -166,7 +143,7 @@ both_backends! {
 
     fn an_unconnected_send_to_a_full_peer_waits_for_room(backend: Backend) {
         block_on(backend, async {
-            let server_path = TempPath::new();
+            let server_path = TempPath::new("dgram");
             let server = UnixDatagram::bind(server_path.path()).unwrap();
             let client = UnixDatagram::unbound().unwrap();
             let target = socket2::SockAddr::unix(server_path.path()).unwrap();

@@ -502,6 +502,30 @@ pub async fn fds_settle_to(baseline: usize) -> usize {
     open_fds()
 }
 
+/// A path under the system's temporary directory, unique per process and call (a socket file
+/// `coreio-{label}-{pid}-{n}.sock`), removed when dropped if something was made there.
+pub struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(label: &str) -> TempPath {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        TempPath(
+            std::env::temp_dir().join(format!("coreio-{label}-{}-{n}.sock", std::process::id())),
+        )
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A fresh directory under the system's temporary directory, removed with everything in it
 /// when dropped.
 pub struct TempDir(std::path::PathBuf);
