@@ -107,6 +107,27 @@ fn seconds(option: &str, value: &str, zero_ok: bool) -> Result<f64, String> {
     }
 }
 
+/// The one line both programs print: what ran, and what it did in the counted window.
+pub fn result_line(
+    runtime: &str,
+    backend: &str,
+    load: &Load,
+    ops: u64,
+    seconds: Duration,
+    cpu: Duration,
+) -> String {
+    format!(
+        "fs_load runtime={runtime} backend={backend} mode={} qd={} bs={} ops={ops} bytes={} \
+         seconds={:.3} cpu_seconds={:.3}",
+        load.mode.name(),
+        load.qd,
+        load.bs,
+        ops * load.bs as u64,
+        seconds.as_secs_f64(),
+        cpu.as_secs_f64(),
+    )
+}
+
 /// One step of splitmix64: a fast, well-mixed 64-bit stream; the modulo bias over a file's
 /// blocks (at most 2^18 of them for 1 GiB in 4 KiB) is below one part in 10^13.
 pub fn splitmix64(state: &mut u64) -> u64 {

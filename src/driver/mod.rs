@@ -237,13 +237,8 @@ impl Driver {
             },
             Io::Epoll(_) => fd,
         };
-        let mut fd = Some(fd);
-        let job = {
-            let fd = fd.take();
-            move || drop(fd)
-        };
         // A refused job drops its closure, and the fd with it, here.
-        let _ = self.pool.start_call(job);
+        let _ = self.pool.start_call(move || drop(fd));
     }
 
     /// The raw result of operation `key`, submitted to driver `owner`, or its waker stored

@@ -175,15 +175,13 @@ async fn run(options: Load) -> io::Result<String> {
     }
 
     let ops = ops1 - ops0;
-    Ok(format!(
-        "fs_load runtime=coreio backend={backend} mode={} qd={} bs={} ops={ops} bytes={} \
-         seconds={:.3} cpu_seconds={:.3}",
-        options.mode.name(),
-        options.qd,
-        options.bs,
-        ops * options.bs as u64,
-        (t1 - t0).as_secs_f64(),
-        (cpu1 - cpu0).as_secs_f64(),
+    Ok(load::result_line(
+        "coreio",
+        &backend,
+        &options,
+        ops,
+        t1 - t0,
+        cpu1 - cpu0,
     ))
 }
 
