@@ -405,6 +405,66 @@ both_backends! {
         assert_eq!(completed.load(Ordering::SeqCst), 0, "the blocked read completed");
     }
 
+    fn tasks_woken_from_another_thread_during_shutdown_are_still_dropped(backend: Backend) {
+        // A task woken from another thread at the moment the core shuts down: the waking
+        // thread has marked it scheduled (so the core's own wake does nothing) but its
+        // runnable is not yet in the injector. Shutdown must wait for it rather than close the
+        // injector under it (the task would then be leaked, with whatever it holds). The race
+        // is narrow, so many tasks are woken, over many rounds, exactly as the core stops.
+        const TASKS: usize = 64;
+        const ROUNDS: usize = 100;
+        for round in 0..ROUNDS {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let d = drops.clone();
+            let go = Arc::new(AtomicBool::new(false));
+            let started = Arc::new(AtomicBool::new(false));
+            let wakers = Arc::new(Mutex::new(Vec::with_capacity(TASKS)));
+            let waker_thread = {
+                let (go, started, wakers) = (go.clone(), started.clone(), wakers.clone());
+                std::thread::spawn(move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    let wakers: Vec<Waker> = std::mem::take(&mut *wakers.lock().unwrap());
+                    started.store(true, Ordering::Release);
+                    for waker in wakers {
+                        waker.wake();
+                    }
+                })
+            };
+            block_on(backend, {
+                let (go, started, wakers) = (go.clone(), started.clone(), wakers.clone());
+                async move {
+                    for _ in 0..TASKS {
+                        let guard = DropCount(d.clone());
+                        let wakers = wakers.clone();
+                        drop(coreio::spawn(async move {
+                            let _g = guard;
+                            std::future::poll_fn(|cx| {
+                                wakers.lock().unwrap().push(cx.waker().clone());
+                                Poll::<()>::Pending
+                            })
+                            .await;
+                        }));
+                    }
+                    // Every task waits, its waker with the other thread.
+                    coreio::yield_now().await;
+                    // Stop as the other thread begins to wake them.
+                    go.store(true, Ordering::Release);
+                    while !started.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            waker_thread.join().unwrap();
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                TASKS,
+                "round {round}: a task woken during shutdown was never dropped"
+            );
+        }
+    }
+
     fn task_spawned_as_the_root_returns_never_runs(backend: Backend) {
         // "When a root future finishes, the tasks it spawned on that core are cancelled": a
         // task queued but not yet polled when the root returns must be dropped, not run.

@@ -35,6 +35,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use async_task::Runnable;
 use slab::Slab;
@@ -53,6 +54,10 @@ const LOCAL_QUEUE_RETAINED: usize = 1024;
 /// How many mailbox jobs the core loop runs before it polls tasks again, so a flood of posts
 /// cannot starve the tasks already queued.
 pub(crate) const JOBS_PER_TICK: usize = 64;
+
+/// How long shutdown waits for a task that another thread is in the middle of waking: a few
+/// instructions, unless that thread is preempted there.
+const REMOTE_WAKE_GRACE: Duration = Duration::from_secs(1);
 
 /// One core's executor. `!Send`: it lives and dies on its core's thread.
 pub(crate) struct LocalExecutor {
@@ -117,8 +122,9 @@ impl LocalExecutor {
         //   thread. The schedule function queues a runnable woken here locally, and one woken on
         //   another thread in this core's injector, which only this thread pops;
         //   `CoreHandle::schedule_remote` forgets (leaks) a runnable the closed injector refuses
-        //   rather than drop it there; `shutdown` cancels every task and drains both queues on this thread
-        //   before closing the injector, and a cancelled task is never scheduled again.
+        //   rather than drop it there; `shutdown` cancels every task and drains both queues on
+        //   this thread before closing the injector (waiting for a runnable another thread is
+        //   still pushing), and a cancelled task is never scheduled again.
         //   `JoinHandle` may move to another thread, but dropping an unfinished task from there
         //   only schedules it, so its future is still dropped here.
         // - The future is `'static`, so nothing it borrows can expire first.
@@ -230,18 +236,45 @@ impl LocalExecutor {
     /// task could not be torn down consistently otherwise.
     pub(crate) fn shutdown(&self) -> Option<Payload> {
         self.shutting_down.set(true);
+        let mut deadline = None;
         loop {
-            let wakers = std::mem::take(&mut *self.registry.borrow_mut());
-            // Waking an idle task queues its runnable; dropping a runnable cancels its task.
-            for (_, waker) in wakers {
+            // Waking an idle task queues its runnable; dropping a runnable cancels its task,
+            // whose future then leaves the registry. Clones, so that no borrow is held while
+            // the futures drop.
+            let wakers: Vec<Waker> = self
+                .registry
+                .borrow()
+                .iter()
+                .map(|(_, waker)| waker.clone())
+                .collect();
+            for waker in wakers {
                 waker.wake();
             }
+            let mut cancelled = false;
             while let Some(runnable) = self.next_task() {
                 drop(runnable);
+                cancelled = true;
             }
-            if self.registry.borrow().is_empty() {
+            let left = self.registry.borrow().len();
+            if left == 0 {
                 break;
             }
+            if cancelled {
+                continue;
+            }
+            // A task still registered that no queue holds is being woken by another thread
+            // right now: async-task has marked it scheduled (so the wake above did nothing)
+            // and its runnable is on its way into the injector. Closing the injector under
+            // it would leak the task and all it holds, so wait for it, within reason.
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + REMOTE_WAKE_GRACE);
+            if Instant::now() >= deadline {
+                log::error!(
+                    "coreio: {left} tasks were still being woken from other threads \
+                     {REMOTE_WAKE_GRACE:?} into shutdown; leaking them"
+                );
+                break;
+            }
+            std::thread::yield_now();
         }
         self.handle.close()
     }
