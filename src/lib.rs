@@ -128,12 +128,15 @@
 mod blocking;
 pub mod buf;
 mod builder;
+mod compat;
 mod context;
 mod coop;
 mod core;
 mod driver;
 mod executor;
 pub mod fs;
+#[cfg(feature = "hyper")]
+pub use compat::hyper;
 pub mod io;
 mod loom;
 pub mod mesh;

@@ -216,8 +216,11 @@ impl Held {
 
     /// [`read_into`](Held::read_into) for a slice the caller lends (the poll forms'): held bytes
     /// (or, after them, a held error) into `dst`.
-    pub(crate) fn read_into_slice(&self, dst: &mut [u8]) -> Option<io::Result<usize>> {
-        let (ptr, capacity) = (dst.as_mut_ptr(), dst.len());
+    pub(crate) fn read_into_slice(
+        &self,
+        dst: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Option<io::Result<usize>> {
+        let (ptr, capacity) = (dst.as_mut_ptr().cast::<u8>(), dst.len());
         // SAFETY: `dst` is valid for writes of `capacity` bytes and cannot be this area's own
         // allocation (the caller holds it mutably).
         self.take_from_kept(|kept| unsafe { kept.unread.copy_to(ptr, capacity) })

@@ -22,6 +22,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::SharedFd;
 use crate::net::StreamIo;
 use crate::net::ops::Calls;
+use crate::net::stream_poll::{PollRead, PollWrite};
 use crate::sys::cvt;
 
 /// Creates a pipe (`pipe2` with `O_NONBLOCK | O_CLOEXEC`) on the current core: what is written
@@ -241,46 +242,18 @@ impl fmt::Debug for PipeWriter {
     }
 }
 
-impl futures_io::AsyncRead for PipeReader {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.io.poll_read_slice(cx, buf)
+impl PollRead for PipeReader {
+    fn read_io(&self) -> &StreamIo {
+        &self.io
     }
 }
 
-impl futures_io::AsyncWrite for PipeWriter {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.io.poll_write_slice(cx, buf)
+impl PollWrite for PipeWriter {
+    fn write_io(&self) -> &StreamIo {
+        &self.io
     }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.io.poll_write_vectored_slices(cx, bufs)
-    }
-
-    /// Writes go straight to the pipe: nothing to flush.
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
     /// A pipe's writing end closes when it is dropped; until then this does nothing.
-    fn poll_close(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(())
     }
 }

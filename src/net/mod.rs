@@ -50,7 +50,7 @@ pub(crate) mod ops;
 mod port_claim;
 mod split;
 mod stream_io;
-mod stream_poll;
+pub(crate) mod stream_poll;
 mod tcp;
 mod udp;
 mod unix;

@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -48,6 +49,20 @@ impl StreamIo {
         &self,
         cx: &mut Context<'_>,
         dst: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        // SAFETY: the same memory seen as possibly uninitialized; `poll_read_uninit` only
+        // ever writes initialized bytes into it (the kernel's, or held ones).
+        let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<u8>]) };
+        self.poll_read_uninit(cx, dst)
+    }
+
+    /// [`poll_read_slice`](Self::poll_read_slice) into memory that need not be initialized
+    /// (tokio's `ReadBuf`, hyper's `ReadBufCursor`): the first `n` bytes of `dst` are
+    /// initialized when it returns `Ok(n)`, and nothing else is written.
+    pub(crate) fn poll_read_uninit(
+        &self,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
     ) -> Poll<io::Result<usize>> {
         if dst.is_empty() {
             return Poll::Ready(Ok(0));
@@ -176,29 +191,128 @@ impl StreamIo {
     }
 }
 
-/// `AsyncRead` and `AsyncWrite` for a stream type: `$io` gives its `StreamIo` from `self`,
-/// `$shutdown` shuts its write direction down (`poll_close`).
-macro_rules! futures_io_for {
-    ($ty:ty, $io:expr, $shutdown:expr) => {
-        impl futures_io::AsyncRead for $ty {
+/// A type whose poll-form reads go through a [`StreamIo`]: what the ecosystem's read traits
+/// are implemented over (futures-io below, tokio's and hyper's in `crate::compat`).
+pub(crate) trait PollRead {
+    fn read_io(&self) -> &StreamIo;
+}
+
+/// A type whose poll-form writes go through a [`StreamIo`].
+pub(crate) trait PollWrite {
+    fn write_io(&self) -> &StreamIo;
+
+    /// Ends the write direction, for the traits' `close`/`shutdown`: the peer then reads end
+    /// of stream, and reading (of a socket) goes on.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl PollRead for TcpStream {
+    fn read_io(&self) -> &StreamIo {
+        self.stream_io()
+    }
+}
+
+impl PollWrite for TcpStream {
+    fn write_io(&self) -> &StreamIo {
+        self.stream_io()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown_stream(Shutdown::Write)
+    }
+}
+
+impl PollRead for UnixStream {
+    fn read_io(&self) -> &StreamIo {
+        self.stream_io()
+    }
+}
+
+impl PollWrite for UnixStream {
+    fn write_io(&self) -> &StreamIo {
+        self.stream_io()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown_stream(Shutdown::Write)
+    }
+}
+
+impl<S: ByteStream> PollRead for ReadHalf<S> {
+    fn read_io(&self) -> &StreamIo {
+        self.stream.stream_io()
+    }
+}
+
+impl<S: ByteStream> PollWrite for WriteHalf<S> {
+    fn write_io(&self) -> &StreamIo {
+        self.stream().stream_io()
+    }
+    /// As dropping the half does.
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.stream().shutdown_stream(Shutdown::Write)
+    }
+}
+
+/// Implements an I/O trait for each listed type, generics in brackets:
+/// `poll_impls!(macro_name: [] TcpStream, [S: ByteStream] ReadHalf<S>)` expands to
+/// `macro_name!([] TcpStream); macro_name!([S: ByteStream] ReadHalf<S>);`.
+macro_rules! poll_impls {
+    ($imp:ident: $([$($generics:tt)*] $ty:ty),* $(,)?) => {
+        $( $imp!([$($generics)*] $ty); )*
+    };
+}
+pub(crate) use poll_impls;
+
+/// Every type with poll-form reads, for `poll_impls!`.
+macro_rules! for_each_poll_reader {
+    ($imp:ident) => {
+        $crate::net::stream_poll::poll_impls!($imp:
+            [] $crate::net::TcpStream,
+            [] $crate::net::UnixStream,
+            [S: $crate::net::ByteStream] $crate::net::ReadHalf<S>,
+            [] $crate::io::PipeReader,
+        );
+    };
+}
+#[cfg_attr(not(any(feature = "tokio", feature = "hyper")), allow(unused_imports))]
+pub(crate) use for_each_poll_reader;
+
+/// Every type with poll-form writes, for `poll_impls!`.
+macro_rules! for_each_poll_writer {
+    ($imp:ident) => {
+        $crate::net::stream_poll::poll_impls!($imp:
+            [] $crate::net::TcpStream,
+            [] $crate::net::UnixStream,
+            [S: $crate::net::ByteStream] $crate::net::WriteHalf<S>,
+            [] $crate::io::PipeWriter,
+        );
+    };
+}
+#[cfg_attr(not(any(feature = "tokio", feature = "hyper")), allow(unused_imports))]
+pub(crate) use for_each_poll_writer;
+
+macro_rules! futures_io_read {
+    ([$($generics:tt)*] $ty:ty) => {
+        impl<$($generics)*> futures_io::AsyncRead for $ty {
             fn poll_read(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
                 buf: &mut [u8],
             ) -> Poll<io::Result<usize>> {
-                let io: fn(&Self) -> &StreamIo = $io;
-                io(&self).poll_read_slice(cx, buf)
+                PollRead::read_io(&*self).poll_read_slice(cx, buf)
             }
         }
+    };
+}
 
-        impl futures_io::AsyncWrite for $ty {
+macro_rules! futures_io_write {
+    ([$($generics:tt)*] $ty:ty) => {
+        impl<$($generics)*> futures_io::AsyncWrite for $ty {
             fn poll_write(
                 self: Pin<&mut Self>,
                 cx: &mut Context<'_>,
                 buf: &[u8],
             ) -> Poll<io::Result<usize>> {
-                let io: fn(&Self) -> &StreamIo = $io;
-                io(&self).poll_write_slice(cx, buf)
+                PollWrite::write_io(&*self).poll_write_slice(cx, buf)
             }
 
             fn poll_write_vectored(
@@ -206,64 +320,22 @@ macro_rules! futures_io_for {
                 cx: &mut Context<'_>,
                 bufs: &[IoSlice<'_>],
             ) -> Poll<io::Result<usize>> {
-                let io: fn(&Self) -> &StreamIo = $io;
-                io(&self).poll_write_vectored_slices(cx, bufs)
+                PollWrite::write_io(&*self).poll_write_vectored_slices(cx, bufs)
             }
 
-            /// Writes go straight to the socket: nothing to flush.
+            /// Writes go straight to the descriptor: nothing to flush.
             fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(Ok(()))
             }
 
             /// Shuts the write direction down (the peer reads end of stream); reading goes on.
+            /// A pipe's writing end closes when it is dropped; until then this does nothing.
             fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let shutdown: fn(&Self) -> io::Result<()> = $shutdown;
-                Poll::Ready(shutdown(&self))
+                Poll::Ready(PollWrite::shutdown_write(&*self))
             }
         }
     };
 }
 
-futures_io_for!(TcpStream, |s| s.stream_io(), |s| s
-    .shutdown_stream(Shutdown::Write));
-futures_io_for!(UnixStream, |s| s.stream_io(), |s| s
-    .shutdown_stream(Shutdown::Write));
-
-impl<S: ByteStream> futures_io::AsyncRead for ReadHalf<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        self.stream.stream_io().poll_read_slice(cx, buf)
-    }
-}
-
-impl<S: ByteStream> futures_io::AsyncWrite for WriteHalf<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.stream().stream_io().poll_write_slice(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.stream()
-            .stream_io()
-            .poll_write_vectored_slices(cx, bufs)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Shuts the write direction down, as dropping the half does.
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.stream().shutdown_stream(Shutdown::Write))
-    }
-}
+for_each_poll_reader!(futures_io_read);
+for_each_poll_writer!(futures_io_write);
