@@ -6,6 +6,42 @@
 //! the current core, so the futures hyper spawns (HTTP/2 streams, a client connection's
 //! driver) may be `!Send` and never leave the core; [`CoreTimer`] sleeps on the core's timer
 //! wheel, for header-read and keep-alive timeouts.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//!
+//! use coreio::hyper::CoreTimer;
+//! use coreio::net::TcpListener;
+//! use http_body_util::Full;
+//! use hyper::body::Bytes;
+//! use hyper::{Request, Response};
+//!
+//! async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//!     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
+//! }
+//!
+//! async fn serve() -> std::io::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:8080".parse().unwrap())?;
+//!     loop {
+//!         let (stream, _peer) = listener.accept().await?;
+//!         // One task per connection, on this core; the stream is hyper's I/O as it is.
+//!         coreio::spawn(async move {
+//!             let served = hyper::server::conn::http1::Builder::new()
+//!                 .timer(CoreTimer)
+//!                 .header_read_timeout(std::time::Duration::from_secs(10))
+//!                 .serve_connection(stream, hyper::service::service_fn(hello))
+//!                 .await;
+//!             if let Err(err) = served {
+//!                 eprintln!("connection ended: {err}");
+//!             }
+//!         });
+//!     }
+//! }
+//!
+//! coreio::block_on(serve()).unwrap().unwrap();
+//! ```
+//!
+//! `examples/http` adds HTTP/2, TLS, limits and a graceful drain.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
