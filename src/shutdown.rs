@@ -369,7 +369,7 @@ impl std::error::Error for ShuttingDown {}
 
 /// The error an accept returns once the runtime is shutting down.
 pub(crate) fn shutting_down() -> io::Error {
-    io::Error::new(io::ErrorKind::Other, ShuttingDown)
+    io::Error::other(ShuttingDown)
 }
 
 /// Future returned by [`requested`] and [`Shutdown::requested`].
