@@ -314,6 +314,39 @@ both_backends! {
         assert_eq!((report.finished, report.cancelled), (1, 0), "{report:?}");
     }
 
+    /// Ctrl-C through `trigger_on_ctrl_c`: the first starts the drain, the second forces it.
+    fn ctrl_c_twice_triggers_then_forces(backend: Backend) {
+        let rt = runtime(backend, 1, LONG);
+        let shutdown = rt.shutdown_handle();
+        shutdown.trigger_on_ctrl_c().expect("install the SIGINT handler");
+        let interrupter = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || {
+                // Deliveries the helper thread has not looked at yet coalesce: send until the
+                // second one has been seen.
+                for _ in 0..2000 {
+                    if shutdown.is_forced() {
+                        return true;
+                    }
+                    // SAFETY: kill(2) with this process's own pid and a signal that now has a
+                    // handler.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                false
+            })
+        };
+        let outputs = rt.run(|_| async {
+            coreio::spawn(std::future::pending::<()>());
+            coreio::shutdown_requested().await;
+        });
+        assert!(interrupter.join().unwrap(), "two Ctrl-Cs did not force the shutdown");
+        assert!(outputs[0].is_ok(), "{outputs:?}");
+        let report = shutdown.report().unwrap();
+        assert!(report.forced, "{report:?}");
+        assert_eq!(report.cancelled, 1, "{report:?}");
+    }
+
     fn a_handle_used_after_the_runtime_ended_is_harmless(backend: Backend) {
         let rt = runtime(backend, 1, LONG);
         let shutdown = rt.shutdown_handle();
