@@ -67,14 +67,16 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
+// Only a unique id: no protocol rests on it, and loom cannot model a `static`.
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::context;
+use crate::loom::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::mesh::Mesh;
 use crate::sync::{Event, EventWait};
 
@@ -82,11 +84,11 @@ use crate::sync::{Event, EventWait};
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// No shutdown requested.
-const RUNNING: u8 = 0;
+const RUNNING: usize = 0;
 /// Requested: cores wait for their tasks until the deadline.
-const DRAINING: u8 = 1;
+const DRAINING: usize = 1;
 /// Forced (a second trigger): cores cancel their tasks now.
-const FORCED: u8 = 2;
+const FORCED: usize = 2;
 
 /// A handle to one runtime's shutdown; see the [module docs](self).
 ///
@@ -97,7 +99,8 @@ pub struct Shutdown {
 }
 
 struct Inner {
-    phase: AtomicU8,
+    /// `RUNNING`, `DRAINING` or `FORCED`; it only ever grows.
+    phase: AtomicUsize,
     grace: Duration,
     /// Set with the first trigger: wakes waiters that are not tasks of this runtime.
     requested: Event,
@@ -144,7 +147,7 @@ impl Shutdown {
     pub(crate) fn new(grace: Duration) -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
-                phase: AtomicU8::new(RUNNING),
+                phase: AtomicUsize::new(RUNNING),
                 grace,
                 requested: Event::new(),
                 state: Mutex::new(State::default()),
@@ -152,7 +155,7 @@ impl Shutdown {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding the lock.
         self.inner
             .state
@@ -165,11 +168,12 @@ impl Shutdown {
     /// wait, as [`trigger_now`](Shutdown::trigger_now) does. Later calls do nothing. Callable
     /// from any thread or task, before, during or after the run.
     pub fn trigger(&self) {
-        let next = match self.inner.phase.load(Ordering::SeqCst) {
-            RUNNING => DRAINING,
-            _ => FORCED,
-        };
-        self.advance(next);
+        // One compare-exchange, so that of two triggers racing exactly one is the first.
+        let phase = &self.inner.phase;
+        match phase.compare_exchange(RUNNING, DRAINING, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => self.announce(RUNNING),
+            Err(_) => self.advance(FORCED),
+        }
     }
 
     /// Requests the shutdown without the wait: every core cancels its tasks at once.
@@ -177,11 +181,24 @@ impl Shutdown {
         self.advance(FORCED);
     }
 
-    fn advance(&self, to: u8) {
-        let from = self.inner.phase.fetch_max(to, Ordering::SeqCst);
-        if from >= to {
-            return;
+    fn advance(&self, to: usize) {
+        let phase = &self.inner.phase;
+        let mut from = phase.load(Ordering::SeqCst);
+        loop {
+            if from >= to {
+                return;
+            }
+            match phase.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => from = now,
+            }
         }
+        self.announce(from);
+    }
+
+    /// The phase has just grown from `from`: set the deadline on the first step, tell the
+    /// waiters outside the runtime, and wake every core.
+    fn announce(&self, from: usize) {
         let meshes = {
             let mut state = self.lock();
             if from == RUNNING {
@@ -398,7 +415,8 @@ impl Future for ShutdownRequested {
             Waiting::Remote(wait) => Pin::new(wait).poll(cx),
             Waiting::Local(local) => match local.poll_here(cx) {
                 Some(polled) => polled,
-                // Moved off its core (to a thread outside the runtime): wait on the event.
+                // Outside the runtime, or moved to another core or thread: wait on the event
+                // (a waker left in the first core's list only costs a spurious wake).
                 None => {
                     let mut wait = this.shutdown.inner.requested.wait();
                     let polled = Pin::new(&mut wait).poll(cx);
@@ -420,30 +438,43 @@ impl fmt::Debug for ShutdownRequested {
 
 /// Waits, on the current core, for its runtime's shutdown, through the core's local list: no
 /// lock and no reference count touched, for the accept path. Pending forever outside a runtime.
+///
+/// Its key is only meaningful in the slab of the core it registered on (`core`, a
+/// [`CoreShutdown::id`]): polled or dropped anywhere else (a `ShutdownRequested` sent to another
+/// core or thread), it never touches that core's slab.
 #[derive(Default)]
 pub(crate) struct LocalRequested {
-    key: Option<usize>,
+    /// The slab key and the id of the core whose slab holds it.
+    key: Option<(usize, u64)>,
 }
 
 impl LocalRequested {
-    /// Polls on the current core; `None` outside a runtime.
+    /// Polls on the current core; `None` outside a runtime, or on a core other than the one
+    /// it registered on.
     fn poll_here(&mut self, cx: &mut Context<'_>) -> Option<Poll<()>> {
         context::with(|ctx| {
             let local = &ctx.executor.shutdown;
+            if self.key.is_some_and(|(_, core)| core != local.id) {
+                return None;
+            }
             if local.observed.get() || local.handle.is_requested() {
-                return Poll::Ready(());
+                return Some(Poll::Ready(()));
             }
             let mut waiters = local.waiters.borrow_mut();
-            let key = match self.key.and_then(|k| waiters.get_mut(k).map(|w| (k, w))) {
+            let registered = self
+                .key
+                .and_then(|(key, _)| waiters.get_mut(key).map(|w| (key, w)));
+            let key = match registered {
                 Some((key, waker)) => {
                     waker.clone_from(cx.waker());
                     key
                 }
                 None => waiters.insert(cx.waker().clone()),
             };
-            self.key = Some(key);
-            Poll::Pending
+            self.key = Some((key, local.id));
+            Some(Poll::Pending)
         })
+        .flatten()
     }
 }
 
@@ -457,12 +488,15 @@ impl Future for LocalRequested {
 
 impl Drop for LocalRequested {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
+        if let Some((key, core)) = self.key {
             // Once the core observed the request its list was emptied and stays empty, so a
             // stale key removes nothing.
             context::with(|ctx| {
-                let removed = ctx.executor.shutdown.waiters.borrow_mut().try_remove(key);
-                drop(removed);
+                let local = &ctx.executor.shutdown;
+                if local.id == core {
+                    let removed = local.waiters.borrow_mut().try_remove(key);
+                    drop(removed);
+                }
             });
         }
     }
@@ -486,6 +520,9 @@ pub(crate) async fn or_shutdown<F: Future>(future: F) -> io::Result<F::Output> {
 /// Held by the core's executor; `!Send` like it.
 pub(crate) struct CoreShutdown {
     pub(crate) handle: Shutdown,
+    /// Unique among every core of every runtime of the process, so a waiter's key is only
+    /// ever used in the slab it came from.
+    id: u64,
     /// Whether this core has seen the request (and woken its waiters).
     observed: Cell<bool>,
     waiters: RefCell<Slab<Waker>>,
@@ -493,8 +530,11 @@ pub(crate) struct CoreShutdown {
 
 impl CoreShutdown {
     pub(crate) fn new(handle: Shutdown) -> CoreShutdown {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        use std::sync::atomic::Ordering;
         CoreShutdown {
             handle,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             observed: Cell::new(false),
             waiters: RefCell::new(Slab::new()),
         }

@@ -7,6 +7,7 @@
 mod util;
 
 use std::io::{Read, Write};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -345,6 +346,37 @@ both_backends! {
         let report = shutdown.report().unwrap();
         assert!(report.forced, "{report:?}");
         assert_eq!(report.cancelled, 1, "{report:?}");
+    }
+
+    /// A wait registered on one core, then sent to another (or to a thread) and awaited
+    /// there, still completes, and leaves the first core's other waiters alone.
+    fn a_wait_moved_to_another_core_still_completes(backend: Backend) {
+        let rt = runtime(backend, two_or_fewer_cores(), LONG);
+        let shutdown = rt.shutdown_handle();
+        let first = rt.cores()[0];
+        let last = *rt.cores().last().unwrap();
+        let (tx, rx) = coreio::mesh::channel::<shutdown::ShutdownRequested>(1);
+        let rx = std::sync::Mutex::new(Some(rx));
+        let trigger = trigger_later(&shutdown, Duration::from_millis(30));
+        let outputs = rt.run(|core| {
+            let tx = tx.clone();
+            let rx = if core == last { rx.lock().unwrap().take() } else { None };
+            async move {
+                if core == first {
+                    let mut moved = coreio::shutdown_requested();
+                    util::poll_once_pending(Pin::new(&mut moved));
+                    let stays = coreio::spawn(coreio::shutdown_requested());
+                    tx.send(moved).await.unwrap();
+                    stays.await.unwrap();
+                }
+                if let Some(mut rx) = rx {
+                    rx.recv().await.unwrap().await;
+                }
+                coreio::shutdown_requested().await;
+            }
+        });
+        trigger.join().unwrap();
+        assert!(outputs.iter().all(Result::is_ok), "{outputs:?}");
     }
 
     fn a_handle_used_after_the_runtime_ended_is_harmless(backend: Backend) {
