@@ -67,7 +67,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 // Only a unique id: no protocol rests on it, and loom cannot model a `static`.
 use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll, Waker};
@@ -76,7 +76,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::context;
-use crate::loom::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::loom::{AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::mesh::Mesh;
 use crate::sync::{Event, EventWait};
 
