@@ -152,6 +152,40 @@ both_backends! {
         assert_eq!(client.join().unwrap().unwrap_or(0), 0, "the late client got data");
     }
 
+    fn a_pending_unix_accept_wakes_with_the_shutdown_error(backend: Backend) {
+        let path = util::TempPath::new("shutdown-accept");
+        let path = path.path().to_owned();
+        let rt = runtime(backend, 1, LONG);
+        let trigger = trigger_later(&rt.shutdown_handle(), Duration::from_millis(10));
+        let outputs = rt.run(|_| {
+            let path = path.clone();
+            async move {
+                let listener = coreio::net::UnixListener::bind(&path).unwrap();
+                let err = listener.accept().await.err().expect("accepted after the shutdown");
+                assert!(is_shutdown_error(&err), "unexpected error: {err}");
+            }
+        });
+        trigger.join().unwrap();
+        assert!(outputs[0].is_ok(), "{outputs:?}");
+    }
+
+    /// `block_on` has a shutdown of its own, reachable from its tasks: its root returning
+    /// after the request lets the other tasks finish.
+    fn block_on_drains_after_a_trigger_from_a_task(backend: Backend) {
+        let done = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&done);
+        let handle = util::block_on(backend, async move {
+            spawn_polite_tasks(5, &counted);
+            let handle = shutdown::handle().expect("inside a runtime");
+            handle.trigger();
+            coreio::shutdown_requested().await;
+            handle
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 5, "the root's return cancelled the drain");
+        let report = handle.report().unwrap();
+        assert_eq!((report.finished, report.cancelled), (5, 0), "{report:?}");
+    }
+
     fn a_task_that_ignores_the_request_is_cancelled_at_the_deadline(backend: Backend) {
         let grace = Duration::from_millis(150);
         let rt = runtime(backend, 1, grace);
