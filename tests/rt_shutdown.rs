@@ -161,7 +161,7 @@ both_backends! {
             let path = path.clone();
             async move {
                 let listener = coreio::net::UnixListener::bind(&path).unwrap();
-                let err = listener.accept().await.err().expect("accepted after the shutdown");
+                let err = listener.accept().await.expect_err("accepted after the shutdown");
                 assert!(is_shutdown_error(&err), "unexpected error: {err}");
             }
         });
