@@ -18,6 +18,7 @@ use crate::blocking::{
 use crate::core::CoreId;
 use crate::driver::{self, Backend, DriverConfig};
 use crate::runtime::{self, CoreConfig, Runtime};
+use crate::shutdown::{DEFAULT_SHUTDOWN_GRACE, Shutdown};
 use crate::sys;
 
 /// Default submission queue size of each core's ring.
@@ -75,6 +76,7 @@ pub struct Builder {
     blocking_queue: usize,
     blocking_keep_alive: Duration,
     blocking_shutdown_timeout: Duration,
+    shutdown_grace: Duration,
     deny_uring_opcodes: Vec<String>,
 }
 
@@ -100,6 +102,7 @@ impl Builder {
             blocking_queue: DEFAULT_BLOCKING_QUEUE,
             blocking_keep_alive: DEFAULT_BLOCKING_KEEP_ALIVE,
             blocking_shutdown_timeout: DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             deny_uring_opcodes: Vec::new(),
         }
     }
@@ -225,6 +228,22 @@ impl Builder {
         self
     }
 
+    /// How long a triggered [shutdown](crate::shutdown) waits for the runtime's tasks to
+    /// finish before it cancels those still running (default
+    /// [`DEFAULT_SHUTDOWN_GRACE`](crate::shutdown::DEFAULT_SHUTDOWN_GRACE), 10 s). Zero cancels
+    /// at once, as a second trigger does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = coreio::Builder::new().cores(1).shutdown_grace(Duration::from_secs(30)).build();
+    /// assert_eq!(rt.unwrap().shutdown_handle().grace(), Duration::from_secs(30));
+    /// ```
+    pub fn shutdown_grace(mut self, grace: Duration) -> Builder {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// Validates the settings and picks the backend.
     ///
     /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
@@ -235,7 +254,12 @@ impl Builder {
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
         let config = self.core_config()?;
-        Ok(Runtime { cores, config })
+        let shutdown = Shutdown::new(config.shutdown_grace);
+        Ok(Runtime {
+            cores,
+            config,
+            shutdown,
+        })
     }
 
     /// Runs `future` on the calling thread as a one-core runtime with these settings (the
@@ -296,6 +320,7 @@ impl Builder {
             remote_queue_interval: self.remote_queue_interval,
             spin_before_park: self.spin_before_park,
             thread_name: self.thread_name.clone(),
+            shutdown_grace: self.shutdown_grace,
             blocking: BlockingConfig {
                 max_threads: self.blocking_threads,
                 queue_capacity: self.blocking_queue,

@@ -143,6 +143,7 @@ pub mod mesh;
 pub mod net;
 mod panic;
 mod runtime;
+pub mod shutdown;
 pub mod signal;
 pub mod sync;
 mod sys;
@@ -161,3 +162,4 @@ pub use builder::{
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 pub use runtime::{CoreError, Runtime, backend, current_core};
+pub use shutdown::requested as shutdown_requested;

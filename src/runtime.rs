@@ -29,6 +29,7 @@ use crate::executor::{JoinError, LocalExecutor};
 use crate::mesh::Mesh;
 use crate::net::ConnectionGauges;
 use crate::panic::{self, Payload};
+use crate::shutdown::{CoreCounts, Shutdown};
 use crate::sys;
 use crate::time::Timers;
 
@@ -99,6 +100,8 @@ pub(crate) struct CoreConfig {
     pub(crate) remote_queue_interval: u32,
     pub(crate) spin_before_park: Duration,
     pub(crate) thread_name: String,
+    /// How long a triggered shutdown waits for tasks (`Builder::shutdown_grace`).
+    pub(crate) shutdown_grace: Duration,
     /// The runtime's blocking pool (one for all its cores).
     pub(crate) blocking: BlockingConfig,
 }
@@ -108,6 +111,7 @@ pub(crate) struct CoreConfig {
 pub struct Runtime {
     pub(crate) cores: Vec<CoreId>,
     pub(crate) config: CoreConfig,
+    pub(crate) shutdown: Shutdown,
 }
 
 impl Runtime {
@@ -121,11 +125,21 @@ impl Runtime {
         &self.cores
     }
 
+    /// The handle that shuts this runtime down gracefully, from any thread or task: see
+    /// [`shutdown`](crate::shutdown). Take it before [`run`](Runtime::run) (which blocks) and
+    /// hand it to a thread, a signal handler thread ([`Shutdown::trigger_on_ctrl_c`]) or a task.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
     /// Runs `root(core)` on every core, each on its own pinned thread, and waits for all.
     ///
     /// Returns each core's output in the order of [`cores`](Runtime::cores). A core whose root
     /// future panics, or that cannot start, gives a [`CoreError`]; the others are unaffected.
-    /// When a root future finishes, the tasks it spawned on that core are cancelled.
+    /// When a root future finishes, the tasks it spawned on that core are cancelled, unless a
+    /// [shutdown](Runtime::shutdown_handle) was requested: then the core first waits for them,
+    /// up to the grace period. To give each core a value of its own, use
+    /// [`run_each`](Runtime::run_each).
     ///
     /// ```
     /// let rt = coreio::Builder::new().cores(1).build().unwrap();
@@ -140,6 +154,57 @@ impl Runtime {
         T: Send,
     {
         let root = &root;
+        self.run_each(self.cores.iter().map(|_| move |core| root(core)))
+    }
+
+    /// Runs one root per core: the `i`-th of `roots` on the `i`-th of [`cores`](Runtime::cores)
+    /// (a [`CoreId`] is a CPU id, not an index: `enumerate` the roots for one). Each root is a
+    /// `FnOnce` moved to its core's thread and called there with the core's id, so it can own
+    /// what is that core's alone (a channel's receiver, a shard, a listener's duplicate)
+    /// without a `Mutex<Option<_>>`, and the future it makes may be `!Send`. Otherwise as
+    /// [`run`](Runtime::run).
+    ///
+    /// Exactly one root per core: with more or fewer, nothing runs and every output is an
+    /// `InvalidInput` error saying so.
+    ///
+    /// ```
+    /// let rt = coreio::Builder::new().cores(1).build().unwrap();
+    /// let (tx, rx) = coreio::mesh::channel::<u32>(8);
+    /// let mut receivers = vec![rx];
+    /// let roots = rt.cores().iter().enumerate().map(|(index, _)| {
+    ///     let rx = receivers.pop();
+    ///     let tx = tx.clone();
+    ///     move |_core: coreio::CoreId| async move {
+    ///         tx.send(index as u32 + 1).await.unwrap();
+    ///         let mut rx = rx.unwrap();
+    ///         rx.recv().await.unwrap()
+    ///     }
+    /// });
+    /// let outputs = rt.run_each(roots);
+    /// assert_eq!(outputs[0].as_ref().unwrap(), &1);
+    /// ```
+    pub fn run_each<I, R, Fut, T>(&self, roots: I) -> Vec<Result<T, CoreError>>
+    where
+        I: IntoIterator<Item = R>,
+        R: FnOnce(CoreId) -> Fut + Send,
+        Fut: Future<Output = T> + 'static,
+        T: Send,
+    {
+        let roots: Vec<R> = roots.into_iter().collect();
+        if roots.len() != self.cores.len() {
+            let (given, cores) = (roots.len(), self.cores.len());
+            return self
+                .cores
+                .iter()
+                .map(|&core| {
+                    let error = io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("run_each needs one root per core: got {given} for {cores} cores"),
+                    );
+                    Err(CoreError::Io { core, error })
+                })
+                .collect();
+        }
         let mesh = match Mesh::new(&self.cores) {
             Ok(mesh) => mesh,
             Err(error) => {
@@ -159,32 +224,44 @@ impl Runtime {
         let connections = ConnectionGauges::new(self.cores.len());
         let blocking = StopPoolOnExit(BlockingPool::new(self.config.blocking.clone()));
         let blocking = &blocking.0;
-        std::thread::scope(|scope| {
+        // Registered before any core starts: a trigger either wakes the cores, or came first
+        // and every core sees it in its first pass.
+        self.shutdown.register(&mesh);
+        let (outputs, counts): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
                 .iter()
+                .zip(roots)
                 .enumerate()
-                .map(|(index, &core)| {
+                .map(|(index, (&core, root))| {
                     let config = &self.config;
-                    let mesh = Arc::clone(&mesh);
                     let spawned = std::thread::Builder::new()
                         .name(format!("{}-{}", config.thread_name, core.0))
                         .spawn_scoped(scope, {
                             let mesh = Arc::clone(&mesh);
                             let connections = Arc::clone(&connections);
                             let blocking = blocking.clone();
+                            let shutdown = self.shutdown.clone();
                             move || {
                                 let _closed = CloseOnExit(Arc::clone(mesh.handle(index)));
-                                sys::pin_current_thread(core.0).map_err(|error| CoreError::Io {
-                                    core,
-                                    error: io::Error::new(
+                                if let Err(error) = sys::pin_current_thread(core.0) {
+                                    let error = io::Error::new(
                                         error.kind(),
                                         format!("cannot pin the thread to CPU {}: {error}", core.0),
-                                    ),
-                                })?;
-                                run_core(core, config, mesh, connections, blocking, index, || {
-                                    root(core)
-                                })
+                                    );
+                                    return (Err(CoreError::Io { core, error }), None);
+                                }
+                                let (output, counts) = run_core(
+                                    core,
+                                    config,
+                                    mesh,
+                                    connections,
+                                    blocking,
+                                    index,
+                                    shutdown,
+                                    || root(core),
+                                );
+                                (output, Some(counts))
                             }
                         });
                     if spawned.is_err() {
@@ -197,14 +274,20 @@ impl Runtime {
             threads
                 .into_iter()
                 .zip(&self.cores)
-                .map(|(thread, &core)| match thread?.join() {
-                    Ok(result) => result,
-                    // `run_core` catches the root future's panics; this is a panic in coreio
-                    // itself, still reported per core rather than aborting.
-                    Err(payload) => Err(CoreError::Panicked { core, payload }),
+                .map(|(thread, &core)| match thread {
+                    Err(error) => (Err(error), None),
+                    Ok(thread) => match thread.join() {
+                        Ok(result) => result,
+                        // `run_core` catches the root future's panics; this is a panic in
+                        // coreio itself, still reported per core rather than aborting.
+                        Err(payload) => (Err(CoreError::Panicked { core, payload }), None),
+                    },
                 })
-                .collect()
-        })
+                .unzip()
+        });
+        let counts: Vec<CoreCounts> = counts.into_iter().flatten().collect();
+        self.shutdown.finish_run(&mesh, &counts);
+        outputs
     }
 }
 
@@ -222,7 +305,20 @@ where
     let connections = ConnectionGauges::new(1);
     let blocking = StopPoolOnExit(BlockingPool::new(config.blocking.clone()));
     let pool = blocking.0.clone();
-    let ran = run_core(core, config, mesh, connections, pool, 0, || future);
+    // Its own shutdown, reachable from its tasks (`coreio::shutdown::handle`).
+    let shutdown = Shutdown::new(config.shutdown_grace);
+    shutdown.register(&mesh);
+    let (ran, counts) = run_core(
+        core,
+        config,
+        Arc::clone(&mesh),
+        connections,
+        pool,
+        0,
+        shutdown.clone(),
+        || future,
+    );
+    shutdown.finish_run(&mesh, &[counts]);
     // The pool stops before a panic of the future resumes.
     drop(blocking);
     match ran {
@@ -254,9 +350,12 @@ impl Drop for StopPoolOnExit {
     }
 }
 
-/// Builds a core on the calling thread and runs `root` on it until it finishes; `mesh` holds
-/// every core's handle and `connections` every core's connection count, this core's at `index`;
-/// `blocking` is the runtime's blocking pool.
+/// Builds a core on the calling thread and runs `root` on it until it finishes (or, once
+/// `shutdown` is requested, until every task of the core has finished or the grace period has
+/// passed); `mesh` holds every core's handle and `connections` every core's connection count,
+/// this core's at `index`; `blocking` is the runtime's blocking pool. Returns the root's
+/// output and what the core counted for the shutdown report.
+#[allow(clippy::too_many_arguments)]
 fn run_core<Fut>(
     core: CoreId,
     config: &CoreConfig,
@@ -264,17 +363,25 @@ fn run_core<Fut>(
     connections: Arc<ConnectionGauges>,
     blocking: BlockingPool,
     index: usize,
+    shutdown: Shutdown,
     root: impl FnOnce() -> Fut,
-) -> Result<Fut::Output, CoreError>
+) -> (Result<Fut::Output, CoreError>, CoreCounts)
 where
     Fut: Future + 'static,
 {
     let io_error = |error| CoreError::Io { core, error };
     let handle = Arc::clone(mesh.handle(index));
     let _closed = CloseOnExit(Arc::clone(&handle));
-    let executor = LocalExecutor::new(Arc::clone(&handle), config.remote_queue_interval);
+    let executor = LocalExecutor::new(
+        Arc::clone(&handle),
+        config.remote_queue_interval,
+        shutdown.clone(),
+    );
     let wake = handle.wake_target();
-    let driver = Driver::new(&config.driver, wake.eventfd(), blocking.clone()).map_err(io_error)?;
+    let driver = match Driver::new(&config.driver, wake.eventfd(), blocking.clone()) {
+        Ok(driver) => driver,
+        Err(error) => return (Err(io_error(error)), CoreCounts::default()),
+    };
     if let Some(ring_fd) = driver.ring_fd_for_wakes() {
         match ring_fd {
             Ok(ring_fd) => wake.set_ring_fd(ring_fd),
@@ -293,21 +400,23 @@ where
         blocking,
     };
     context::enter(&ctx, || {
+        let mut drain = Drain::new(&shutdown);
         // A panic can unwind out of the loop (the root's own panics are caught by its task):
         // from a waker the driver or the timers wake, or a buffer's `Drop` when the driver
         // releases it. It is caught here so that the teardown below always runs: without it
         // the ring and the operation slab would be freed with operations live in the kernel.
         let ran = catch_unwind(AssertUnwindSafe(|| {
             let handle = ctx.executor.spawn(root());
-            core_loop(&ctx, config, || handle.is_finished()).map(|()| {
-                let waker = std::task::Waker::noop();
-                match pin!(handle).poll(&mut Context::from_waker(waker)) {
-                    Poll::Ready(output) => output,
-                    Poll::Pending => {
-                        unreachable!("the loop only ends early when the root finished")
-                    }
-                }
-            })
+            core_loop(&ctx, config, &mut drain, || handle.is_finished())?;
+            if !handle.is_finished() {
+                // Cut off by the shutdown; the teardown cancels it with the rest.
+                return Ok(Err(drain.cut_off()));
+            }
+            let waker = std::task::Waker::noop();
+            match pin!(handle).poll(&mut Context::from_waker(waker)) {
+                Poll::Ready(output) => Ok(Ok(output)),
+                Poll::Pending => unreachable!("a finished task's handle is ready"),
+            }
         }));
         // Cancel every task (their operations become orphans), then wait for the kernel to let
         // go of every buffer. Both report a panic of user code run meanwhile (a future's or a
@@ -315,53 +424,186 @@ where
         let executor_panic = ctx.executor.shutdown();
         let driver_panic = ctx.driver.shutdown();
         let teardown_panic = executor_panic.or(driver_panic);
+        let counts = drain.counts(&ctx);
         let panicked = |payload| Err(CoreError::Panicked { core, payload });
-        match (ran, teardown_panic) {
-            (Err(payload), _) | (Ok(Ok(Err(JoinError::Panicked(payload)))), _) => panicked(payload),
-            (Ok(Err(error)), _) => Err(CoreError::Io { core, error }),
-            (Ok(Ok(_)), Some(payload)) => panicked(payload),
-            (Ok(Ok(Ok(value))), None) => Ok(value),
-            (Ok(Ok(Err(JoinError::Cancelled))), None) => Err(CoreError::Io {
+        let output = match (ran, teardown_panic) {
+            (Err(payload), _) | (Ok(Ok(Ok(Err(JoinError::Panicked(payload))))), _) => {
+                panicked(payload)
+            }
+            (Ok(Err(error)), _) | (Ok(Ok(Err(error))), _) => Err(CoreError::Io { core, error }),
+            (Ok(Ok(Ok(_))), Some(payload)) => panicked(payload),
+            (Ok(Ok(Ok(Ok(value)))), None) => Ok(value),
+            (Ok(Ok(Ok(Err(JoinError::Cancelled)))), None) => Err(CoreError::Io {
                 core,
                 error: io::Error::other("the root future was cancelled"),
             }),
-        }
+        };
+        (output, counts)
     })
+}
+
+/// One core's view of its runtime's shutdown, kept by its loop.
+struct Drain<'a> {
+    shutdown: &'a Shutdown,
+    /// When the core saw the request: it waits for its tasks until `deadline`.
+    deadline: Option<Instant>,
+    /// Whether the root had finished when the core saw the request (it is then not among the
+    /// tasks counted as finished during the drain).
+    root_done_before: bool,
+    /// Why the loop stopped with tasks left: the grace period passed, or the shutdown was forced.
+    deadline_passed: bool,
+    forced: bool,
+    /// Whether the root was still running when the loop stopped (cancelled by the teardown).
+    cut: bool,
+}
+
+impl<'a> Drain<'a> {
+    fn new(shutdown: &'a Shutdown) -> Drain<'a> {
+        Drain {
+            shutdown,
+            deadline: None,
+            root_done_before: false,
+            deadline_passed: false,
+            forced: false,
+            cut: false,
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Starts draining if the shutdown was requested and this core has not seen it yet;
+    /// `root_done`: the root has finished already (so it is not counted as finished below).
+    fn observe(&mut self, ctx: &CoreContext, root_done: bool) {
+        if self.draining() || !self.shutdown.is_requested() {
+            return;
+        }
+        self.deadline = Some(self.shutdown.deadline().unwrap_or_else(Instant::now));
+        self.root_done_before = root_done;
+        ctx.executor.begin_drain();
+    }
+
+    /// While draining: whether the core should stop now (every task done, or forced).
+    fn done(&mut self, ctx: &CoreContext) -> bool {
+        if self.shutdown.is_forced() {
+            self.forced = ctx.executor.live_tasks() > 0;
+            return true;
+        }
+        ctx.executor.live_tasks() == 0
+    }
+
+    /// While draining: whether the grace period has passed at `now`.
+    fn expired(&mut self, ctx: &CoreContext, now: Instant) -> bool {
+        let expired = self.deadline.is_some_and(|deadline| now >= deadline);
+        if expired {
+            self.deadline_passed = ctx.executor.live_tasks() > 0;
+        }
+        expired
+    }
+
+    /// How long until the deadline, while draining.
+    fn time_left(&self, now: Instant) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// The error a root still running when the drain ended is reported with.
+    fn cut_off(&mut self) -> io::Error {
+        self.cut = true;
+        if self.forced {
+            io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the root future was cancelled: the shutdown was forced before it finished",
+            )
+        } else {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the root future was cancelled: still running when the shutdown's grace \
+                     period ({:?}) ran out",
+                    self.shutdown.grace()
+                ),
+            )
+        }
+    }
+
+    /// The core's counts for the report, after the teardown, roots excluded.
+    fn counts(&self, ctx: &CoreContext) -> CoreCounts {
+        let (finished, cancelled) = ctx.executor.shutdown_counts();
+        // The root is a task too: it finished during the drain, or it was cut off.
+        let root_finished_draining = self.draining() && !self.root_done_before && !self.cut;
+        CoreCounts {
+            finished: finished.saturating_sub(usize::from(root_finished_draining)),
+            cancelled: cancelled.saturating_sub(usize::from(self.cut)),
+            deadline_passed: self.deadline_passed,
+        }
+    }
 }
 
 /// The per-core loop: run up to `event_interval` ready tasks, fire due timers, then enter the
 /// driver — without blocking when tasks are ready, else until the next timer or an event.
 ///
-/// `finished` is checked after every task poll, so once the root future completes no other task
-/// of this core is polled again: they are cancelled by the teardown.
+/// `root_done` is checked after every task poll, so once the root future completes no other
+/// task of this core is polled again: they are cancelled by the teardown. Once the runtime's
+/// shutdown is requested (checked at the top of every pass, and when the root completes), the
+/// loop instead goes on until every task of the core has finished, the grace period has
+/// passed or the shutdown is forced, parking no longer than the deadline.
 fn core_loop(
     ctx: &CoreContext,
     config: &CoreConfig,
-    mut finished: impl FnMut() -> bool,
+    drain: &mut Drain<'_>,
+    mut root_done: impl FnMut() -> bool,
 ) -> io::Result<()> {
+    let mut stop = |drain: &mut Drain<'_>| {
+        if !drain.draining() {
+            if !root_done() {
+                return false;
+            }
+            // A root that finished because the shutdown was requested: drain rather than stop.
+            drain.observe(ctx, true);
+            if !drain.draining() {
+                return true;
+            }
+        }
+        drain.done(ctx)
+    };
     loop {
         ctx.executor.run_mailbox();
+        if !drain.draining() {
+            drain.observe(ctx, false);
+            if drain.draining() && drain.done(ctx) {
+                return Ok(());
+            }
+        }
         for _ in 0..config.event_interval {
             let Some(task) = ctx.executor.next_task() else {
                 break;
             };
             ctx.executor.run_task(task, &ctx.budget);
-            if finished() {
+            if stop(drain) {
                 return Ok(());
             }
         }
         let mut now = Instant::now();
         ctx.timers.fire_due(now);
+        if drain.draining() && (drain.done(ctx) || drain.expired(ctx, now)) {
+            return Ok(());
+        }
         if !config.spin_before_park.is_zero() && !ctx.executor.has_ready_tasks() {
             now = spin(ctx, config.spin_before_park, now)?;
         }
         let timeout = if ctx.executor.has_ready_tasks() {
             Some(Duration::ZERO)
         } else {
-            match ctx.timers.time_to_next(now) {
+            let until = match (ctx.timers.time_to_next(now), drain.time_left(now)) {
+                (Some(timer), Some(left)) => Some(timer.min(left)),
+                (timer, left) => timer.or(left),
+            };
+            match until {
                 Some(Duration::ZERO) => Some(Duration::ZERO),
                 // About to block: announce it, unless a remote wake slipped in meanwhile.
-                until_timer if ctx.executor.prepare_to_sleep() => until_timer,
+                until if ctx.executor.prepare_to_sleep() => until,
                 _ => Some(Duration::ZERO),
             }
         };

@@ -46,6 +46,7 @@ use crate::context;
 use crate::coop::Budget;
 use crate::core::CoreHandle;
 use crate::panic::Payload;
+use crate::shutdown::{CoreShutdown, Shutdown};
 
 /// Slots the local run queue starts with and keeps once empty; more are allocated for a burst
 /// and released when it has drained.
@@ -71,6 +72,16 @@ pub(crate) struct LocalExecutor {
     /// Wakers of every live task, so shutdown can reach tasks that sit idle in a driver.
     registry: RefCell<Slab<Waker>>,
     shutting_down: Cell<bool>,
+    /// Tasks spawned and not yet dropped (the root included).
+    live: Cell<usize>,
+    /// Whether the core is draining for a shutdown: tasks that finish from now on are counted.
+    draining: Cell<bool>,
+    /// Tasks that finished while draining.
+    finished_draining: Cell<usize>,
+    /// Tasks dropped unfinished by `shutdown` (the core's teardown).
+    cancelled_at_teardown: Cell<usize>,
+    /// This core's side of the runtime's shutdown (its handle, the local waiters).
+    pub(crate) shutdown: CoreShutdown,
     /// Keeps the executor `!Send`: its queues hold the runnables of `!Send` futures, which
     /// must only be run or dropped on this thread (see `spawn`'s SAFETY comment). Without it
     /// the auto traits would make it `Send`, since a `Runnable` is.
@@ -80,8 +91,13 @@ pub(crate) struct LocalExecutor {
 impl LocalExecutor {
     /// An executor for the core whose cross-thread handle is `handle` (made beforehand, so the
     /// other cores can address this one before it starts), serving the injector first every
-    /// `remote_queue_interval` tasks (validated by the builder; 0 is taken as 1).
-    pub(crate) fn new(handle: Arc<CoreHandle>, remote_queue_interval: u32) -> Self {
+    /// `remote_queue_interval` tasks (validated by the builder; 0 is taken as 1), in the
+    /// runtime whose shutdown is `shutdown`.
+    pub(crate) fn new(
+        handle: Arc<CoreHandle>,
+        remote_queue_interval: u32,
+        shutdown: Shutdown,
+    ) -> Self {
         LocalExecutor {
             local: RefCell::new(VecDeque::with_capacity(LOCAL_QUEUE_RETAINED)),
             handle,
@@ -89,6 +105,11 @@ impl LocalExecutor {
             remote_tick: Cell::new(0),
             registry: RefCell::new(Slab::with_capacity(1024)),
             shutting_down: Cell::new(false),
+            live: Cell::new(0),
+            draining: Cell::new(false),
+            finished_draining: Cell::new(0),
+            cancelled_at_teardown: Cell::new(0),
+            shutdown: CoreShutdown::new(shutdown),
             _not_send: PhantomData,
         }
     }
@@ -134,6 +155,7 @@ impl LocalExecutor {
         // spawn and 8 bytes a task (benches/micro).
         let (runnable, task) =
             unsafe { async_task::spawn_unchecked(task::TaskFuture::new(future), schedule) };
+        self.live.set(self.live.get() + 1);
         if self.shutting_down.get() {
             // Nothing runs any more: cancel the task at once; its handle reports Cancelled.
             drop(runnable);
@@ -156,6 +178,40 @@ impl LocalExecutor {
         if let Ok(mut registry) = self.registry.try_borrow_mut() {
             registry.try_remove(key);
         }
+    }
+
+    /// Counts a task whose future was dropped, after finishing or not (called by the task's
+    /// own wrapper): `Cell` arithmetic only.
+    pub(crate) fn task_dropped(&self, finished: bool) {
+        self.live.set(self.live.get().saturating_sub(1));
+        if finished {
+            if self.draining.get() {
+                self.finished_draining.set(self.finished_draining.get() + 1);
+            }
+        } else if self.shutting_down.get() {
+            self.cancelled_at_teardown
+                .set(self.cancelled_at_teardown.get() + 1);
+        }
+    }
+
+    /// Tasks spawned on this core and not yet finished or cancelled, the root included.
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.live.get()
+    }
+
+    /// The core starts draining for a shutdown: tasks that finish from now on are counted,
+    /// and the tasks of this core waiting for the request are woken.
+    pub(crate) fn begin_drain(&self) {
+        self.draining.set(true);
+        self.shutdown.observe();
+    }
+
+    /// Tasks that finished while draining, and tasks cancelled by `shutdown`.
+    pub(crate) fn shutdown_counts(&self) -> (usize, usize) {
+        (
+            self.finished_draining.get(),
+            self.cancelled_at_teardown.get(),
+        )
     }
 
     /// Takes the next task to poll: local tasks first, then tasks woken from other threads —

@@ -2,6 +2,9 @@
 //! connections that dropped accepts took come first, transient failures are skipped, and
 //! running out of descriptors or memory backs off instead of failing.
 //!
+//! Once the runtime is shutting down it stops: a pending or later accept returns the error of
+//! `shutdown::shutting_down` (the kernel's queued connections are left to the listener's close).
+//!
 //! It returns the accepted descriptor and the peer's raw `socket2::SockAddr`, so it knows
 //! nothing of IP or Unix addresses; wrapping the descriptor in a stream is the caller's
 //! (`TcpListener::accept`, `UnixListener::accept`).
@@ -16,6 +19,7 @@ use socket2::SockAddr;
 
 use crate::driver::{Claim, SharedFd};
 use crate::net::ops::Accept;
+use crate::shutdown::or_shutdown;
 
 /// First pause after `accept` fails for lack of descriptors or memory; doubled on each
 /// consecutive failure up to [`MAX_ACCEPT_BACKOFF`].
@@ -34,8 +38,18 @@ pub(crate) struct AcceptedFd {
 /// `starved` remembers whether the current run of resource failures was logged already (one
 /// warning per run, one note when it ends); `name` names the listener in those lines.
 /// Cancel-safe: a connection a dropped accept took is queued on the socket (`driver::held`)
-/// and returned by the next call.
+/// and returned by the next call. Once the runtime is shutting down, fails with
+/// `shutdown::shutting_down` (at once, or as soon as a pending call sees the request).
 pub(crate) async fn accept_with_backoff(
+    listener: &SharedFd,
+    starved: &Cell<bool>,
+    name: &dyn fmt::Display,
+) -> io::Result<AcceptedFd> {
+    // The inner loop is cancel-safe, so dropping it for the shutdown loses no connection.
+    or_shutdown(accept_until_done(listener, starved, name)).await?
+}
+
+async fn accept_until_done(
     listener: &SharedFd,
     starved: &Cell<bool>,
     name: &dyn fmt::Display,

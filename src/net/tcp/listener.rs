@@ -152,6 +152,10 @@ impl TcpListener {
     /// Cancel-safe: dropping the future before it completes never loses a connection. One the
     /// kernel had already accepted for it (on io_uring the accept may complete after the future
     /// is gone) is queued on the listener and returned by the next accept.
+    ///
+    /// Once the runtime is [shutting down](crate::shutdown), a pending or later accept fails
+    /// with an error for which [`is_shutdown_error`](crate::shutdown::is_shutdown_error) is
+    /// true (kind `Other`, "the runtime is shutting down"): end the accept loop on it.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let accepted = accept_with_backoff(&self.fd, &self.starved, &self.local_addr).await?;
         let peer = accepted
