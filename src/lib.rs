@@ -135,9 +135,11 @@ mod core;
 mod driver;
 mod executor;
 pub mod fs;
+pub mod future;
 #[cfg(feature = "hyper")]
 pub use compat::hyper;
 pub mod io;
+mod join_set;
 mod loom;
 pub mod mesh;
 pub mod net;
@@ -161,5 +163,6 @@ pub use builder::{
 };
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
+pub use join_set::JoinSet;
 pub use runtime::{CoreError, Runtime, backend, current_core};
 pub use shutdown::requested as shutdown_requested;

@@ -195,7 +195,7 @@ where
         }
     });
     let mut connection = pin!(core.builder.serve_connection(io, service));
-    let finished = futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
+    let finished = coreio::future::or(async { Some(connection.as_mut().await) }, async {
         core.stop.wait().await;
         None
     })
