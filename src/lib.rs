@@ -164,5 +164,76 @@ pub use builder::{
 pub use driver::{Backend, RingSetupCause, RingSetupError};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 pub use join_set::JoinSet;
+
+/// Runs an `async fn main` on a coreio runtime (feature `macros`, on by default).
+///
+/// Without arguments the body runs as a one-core runtime on the main thread
+/// ([`Builder::block_on`]), and its output is `main`'s: `()`, or a `Result` to exit with an
+/// error. `backend = "auto" | "io_uring" | "epoll"` picks the backend (`COREIO_BACKEND` still
+/// overrides it). `cores = N` runs the body on each of N pinned cores, as [`Runtime::run`]
+/// does: it is then every core's root, so `main` returns nothing, and a core that fails
+/// (panics, or cannot start) makes the process exit with status 1 after the others end. A
+/// runtime that cannot start is reported on stderr, with exit status 1.
+///
+/// ```no_run
+/// #[coreio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let listener = coreio::net::TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
+///     let (stream, peer) = listener.accept().await?;
+///     println!("{peer} connected");
+///     let (written, _) = stream.write_all(b"hello\n".to_vec()).await;
+///     written
+/// }
+/// ```
+///
+/// ```no_run
+/// #[coreio::main(cores = 2, backend = "epoll")]
+/// async fn main() {
+///     println!("core {:?} is up", coreio::current_core());
+/// }
+/// ```
+///
+/// Mistakes are compile errors that say what to write instead: a `main` that is not `async`,
+/// an unknown backend, or an output with `cores = N`.
+///
+/// ```compile_fail
+/// #[coreio::main]
+/// fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[coreio::main(backend = "kqueue")]
+/// async fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[coreio::main(cores = 2)]
+/// async fn main() -> u32 { 7 }
+/// ```
+#[cfg(feature = "macros")]
+pub use coreio_macros::main;
+
+/// Runs an `async fn` test on coreio, once on io_uring and once on epoll (feature `macros`).
+///
+/// `#[coreio::test] async fn name()` becomes a module `name` with two tests, `name::io_uring`
+/// and `name::epoll`, each running the body as a one-core runtime of that backend; the
+/// function's attributes (`#[should_panic]`, `#[ignore]`) and return type (`Result` for `?`)
+/// apply to both. `#[coreio::test(backend = "epoll")]` makes one test of that backend, under
+/// the function's own name. `COREIO_BACKEND`, when set, overrides the backend of both.
+///
+/// ```no_run
+/// #[coreio::test]
+/// async fn a_pair_round_trips() -> std::io::Result<()> {
+///     let (a, b) = coreio::net::UnixStream::pair()?;
+///     let (written, _) = a.write_all(b"ping".to_vec()).await;
+///     written?;
+///     let (read, buf) = b.read_exact(Vec::with_capacity(4)).await;
+///     read?;
+///     assert_eq!(buf, b"ping");
+///     Ok(())
+/// }
+/// ```
+#[cfg(feature = "macros")]
+pub use coreio_macros::test;
 pub use runtime::{CoreError, Runtime, backend, current_core};
 pub use shutdown::requested as shutdown_requested;
