@@ -144,6 +144,7 @@ mod loom;
 pub mod mesh;
 pub mod net;
 mod panic;
+pub mod patterns;
 mod runtime;
 pub mod shutdown;
 pub mod signal;
