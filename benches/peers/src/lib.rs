@@ -352,7 +352,10 @@ fn reuse_port_socket(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Binds a listener on `addr` with `SO_REUSEADDR`, `SO_REUSEPORT` and a backlog of
+/// [`BACKLOG`], in blocking mode: what [`Server::bind`] does, for a peer that does not go
+/// through [`serve`] (peer-http-tokio).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = reuse_port_socket(addr)?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -366,6 +369,27 @@ fn reserve_port(addr: SocketAddr) -> io::Result<(SocketAddr, Socket)> {
         .as_socket()
         .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
     Ok((bound, socket))
+}
+
+/// SIGINT and SIGTERM, blocked, for a peer that does not go through [`serve`] (peer-http-tokio)
+/// to wait on: [`StopSignals::block`] before any thread starts, [`StopSignals::wait`] on one.
+pub struct StopSignals(libc::sigset_t);
+
+impl StopSignals {
+    /// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts later.
+    pub fn block() -> Result<StopSignals, String> {
+        block_stop_signals().map(StopSignals)
+    }
+
+    /// Returns once SIGINT or SIGTERM comes. If `sigwait` fails (said on stderr) it never
+    /// returns: the process can then still be killed, just not stopped cleanly.
+    pub fn wait(&self) {
+        if wait_for_signal(&self.0).is_none() {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts later).
