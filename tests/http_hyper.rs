@@ -142,6 +142,7 @@ impl Server {
             total.malformed += report.malformed;
             total.timed_out += report.timed_out;
             total.handshakes_failed += report.handshakes_failed;
+            total.peer_gone += report.peer_gone;
             total.errors += report.errors;
             total.cut += report.cut;
         }
@@ -212,6 +213,19 @@ fn fetch(args: &[&str], url: &str) -> Fetched {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// Waits until the service is answering at least `n` requests (nextest runs each test in its
+/// own process, so the count is this test's).
+fn wait_for_requests_in_flight(n: usize) {
+    let deadline = Instant::now() + LIMIT;
+    while server::REQUESTS_IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the requests never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Writes `request` on a plain socket and reads until the server closes it; returns what came
@@ -297,7 +311,7 @@ both_backends! {
         let h1 = slow(&[]);
         let h2 = slow(&["--http2-prior-knowledge"]);
         // Both requests are in the server before it is told to stop.
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_requests_in_flight(2);
         let report = server.stop();
         for (name, request) in [("HTTP/1.1", h1), ("HTTP/2", h2)] {
             let fetched = request.join().unwrap().unwrap_or_else(|output| {
@@ -314,7 +328,7 @@ both_backends! {
         let server = Server::start(backend, &["--drain-timeout-ms", "200"]);
         let url = server.url("http", "/delay/20000");
         let request = std::thread::spawn(move || curl(&[], &url));
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_requests_in_flight(1);
         let started = Instant::now();
         let report = server.stop();
         assert!(started.elapsed() < Duration::from_secs(10), "the drain waited {:?}", started.elapsed());

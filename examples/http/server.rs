@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coreio::hyper::{CoreExecutor, CoreTimer};
@@ -20,6 +21,10 @@ use crate::options::Options;
 use crate::ready::Ready;
 use crate::service::{self, Counts};
 
+/// Requests the service is answering now, on every core (tests/http_hyper.rs waits on it to
+/// stop the server with requests in flight).
+pub static REQUESTS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
 /// What one core did, printed when the server stops.
 #[derive(Debug, Default)]
 struct Served {
@@ -32,7 +37,9 @@ struct Served {
     timed_out: Cell<u64>,
     /// TLS handshakes that failed or timed out.
     handshakes_failed: Cell<u64>,
-    /// Connections that ended on another error (a reset peer, a protocol error).
+    /// Connections the peer reset or closed in the middle of an exchange.
+    peer_gone: Cell<u64>,
+    /// Connections that ended on another error (a protocol error, a failed write).
     errors: Cell<u64>,
     /// Connections still open when the drain deadline passed, and dropped.
     cut: Cell<u64>,
@@ -103,6 +110,7 @@ impl Served {
             malformed: self.malformed.get(),
             timed_out: self.timed_out.get(),
             handshakes_failed: self.handshakes_failed.get(),
+            peer_gone: self.peer_gone.get(),
             errors: self.errors.get(),
             cut: self.cut.get(),
         }
@@ -152,6 +160,7 @@ async fn connection(stream: TcpStream, core: Rc<Core>) {
             Some(err) if err.is_parse() || err.is_parse_too_large() => &core.served.malformed,
             Some(err) if err.is_timeout() => &core.served.timed_out,
             _ if is_timeout(&*err) => &core.served.timed_out,
+            _ if is_peer_gone(&*err) => &core.served.peer_gone,
             _ => &core.served.errors,
         };
         counter.set(counter.get() + 1);
@@ -179,6 +188,34 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether `err` says the peer went away mid-exchange: it reset the connection, or closed it
+/// while a message was still being read or written (hyper's "incomplete message").
+fn is_peer_gone(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(err) = err.downcast_ref::<hyper::Error>()
+            && (err.is_incomplete_message() || err.is_closed())
+        {
+            return true;
+        }
+        if let Some(err) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionAborted
+                    // The final shutdown of a connection the peer had reset already.
+                    | std::io::ErrorKind::NotConnected
+            )
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// Runs hyper on `io` until the connection ends; when the server stops meanwhile, asks it to
 /// finish gracefully and waits for that.
 async fn serve_http<I>(io: I, core: &Rc<Core>) -> Result<(), ConnectionError>
@@ -189,7 +226,9 @@ where
     let service = hyper::service::service_fn(move |request| {
         let core = Rc::clone(&counting);
         async move {
+            REQUESTS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
             let (response, route) = service::respond(request, coreio::time::sleep).await;
+            REQUESTS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
             route.count(&mut core.served.requests.borrow_mut());
             Ok::<_, Infallible>(response)
         }
@@ -235,6 +274,7 @@ pub struct Report {
     pub malformed: u64,
     pub timed_out: u64,
     pub handshakes_failed: u64,
+    pub peer_gone: u64,
     pub errors: u64,
     pub cut: u64,
 }
@@ -245,7 +285,8 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} connections, {} requests ({} ok, {} not found, {} bad), {} malformed, {} timed \
-             out, {} failed handshakes, {} errors, {} cut at the drain deadline",
+             out, {} failed handshakes, {} closed by the peer mid-exchange, {} errors, {} cut at \
+             the drain deadline",
             self.connections,
             requests.ok + requests.not_found + requests.bad,
             requests.ok,
@@ -254,6 +295,7 @@ impl std::fmt::Display for Report {
             self.malformed,
             self.timed_out,
             self.handshakes_failed,
+            self.peer_gone,
             self.errors,
             self.cut
         )
