@@ -102,6 +102,36 @@ both_backends! {
         });
     }
 
+    fn after_a_short_read_later_bytes_and_the_end_still_arrive(backend: Backend) {
+        // A short read marks the stream drained, so the next read waits for readiness before
+        // any syscall: bytes sent right after, and then the end of the stream, must still
+        // reach it, whether they come before or after that read starts waiting.
+        util::block_on(backend, async {
+            let (client, mut server) = pair().await;
+            let mut buf = [0u8; 64];
+            let (written, _) = client.write_all(b"abc".to_vec()).await;
+            written.unwrap();
+            assert_eq!(AsyncReadExt::read(&mut server, &mut buf).await.unwrap(), 3);
+            // Sent before the next read waits.
+            let (written, _) = client.write_all(b"def".to_vec()).await;
+            written.unwrap();
+            assert_eq!(AsyncReadExt::read(&mut server, &mut buf).await.unwrap(), 3);
+            assert_eq!(&buf[..3], b"def");
+            // Sent while it waits.
+            let writer = coreio::spawn(async move {
+                coreio::time::sleep(Duration::from_millis(5)).await;
+                let (written, _) = client.write_all(b"ghij".to_vec()).await;
+                written.unwrap();
+                client
+            });
+            assert_eq!(AsyncReadExt::read(&mut server, &mut buf).await.unwrap(), 4);
+            assert_eq!(&buf[..4], b"ghij");
+            drop(writer.await.unwrap());
+            assert_eq!(AsyncReadExt::read(&mut server, &mut buf).await.unwrap(), 0, "the end");
+            assert_eq!(AsyncReadExt::read(&mut server, &mut buf).await.unwrap(), 0, "and again");
+        });
+    }
+
     fn unix_streams_and_pipes_implement_the_traits(backend: Backend) {
         util::block_on(backend, async {
             let (mut a, mut b) = UnixStream::pair().unwrap();

@@ -271,7 +271,17 @@ impl EpollDriver {
         }
     }
 
-    fn maybe_readable(&self, token: usize) -> bool {
+    /// A read outside the operations (the poll forms) drained the fd of `token`: until epoll
+    /// reports it readable again, reads and read-readiness waits need not ask the kernel.
+    pub(crate) fn mark_read_drained(&self, token: usize) {
+        if let Some(source) = self.inner.borrow_mut().sources.get_mut(token) {
+            source.maybe_readable = false;
+        }
+    }
+
+    /// Whether a read of the fd of `token` may find something (or the end of the stream);
+    /// false only between a read that drained it and its next readable edge.
+    pub(crate) fn maybe_readable(&self, token: usize) -> bool {
         self.inner
             .borrow()
             .sources

@@ -352,7 +352,14 @@ impl Driver {
         let Some(token) = fd.epoll_token() else {
             unreachable!("on the epoll backend every SharedFd is registered");
         };
-        match check() {
+        // A read that drained the fd, with no readable edge since: nothing to ask the kernel.
+        let known_drained = direction == Direction::Read && !driver.maybe_readable(token);
+        let checked = if known_drained {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            check()
+        };
+        match checked {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 driver.wait_ready(token, direction, waiter, cx.waker());
                 Some(Poll::Pending)
@@ -363,6 +370,17 @@ impl Driver {
                 }
                 Some(Poll::Ready(result))
             }
+        }
+    }
+
+    /// A poll-form read emptied `fd` (it returned less than it asked for): on epoll, the next
+    /// read-readiness wait goes straight to the next readable edge instead of asking `poll(2)`.
+    /// Nothing on io_uring, whose `POLL_ADD` sees the level itself.
+    pub(crate) fn mark_read_drained(&self, fd: &SharedFd) {
+        if let (Io::Epoll(driver), Some(token)) = (&self.io, fd.epoll_token())
+            && driver.id() == fd.owner()
+        {
+            driver.mark_read_drained(token);
         }
     }
 

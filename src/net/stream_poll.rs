@@ -30,16 +30,20 @@ use super::split::sealed::Sealed;
 use super::stream_io::StreamIo;
 use super::{ByteStream, ReadHalf, TcpStream, UnixStream, WriteHalf};
 use crate::buf::MAX_IOVECS;
-use crate::coop;
 use crate::driver::Direction;
 use crate::io::ReadyWait;
 use crate::sys::{clamp_len, cvt};
+use crate::{context, coop};
 
 /// The readiness waits a stream's poll forms keep between polls.
 #[derive(Default)]
 pub(crate) struct PollWaits {
     read: Cell<Option<ReadyWait>>,
     write: Cell<Option<ReadyWait>>,
+    /// The last read returned less than it asked for: the stream is empty for now, so the next
+    /// read waits for readiness first instead of making a syscall bound to fail with `EAGAIN`
+    /// (what hyper's read-after-parse would otherwise cost on every request).
+    read_drained: Cell<bool>,
 }
 
 impl StreamIo {
@@ -77,18 +81,35 @@ impl StreamIo {
         }
         ready!(coop::poll_proceed(cx));
         let (fd, calls) = (self.fd.raw(), self.calls());
-        self.poll_io(Direction::Read, &self.waits().read, cx, || {
-            let len = clamp_len(dst.len()) as usize;
-            let ptr = dst.as_mut_ptr().cast();
-            let n = cvt(match calls {
-                // SAFETY: `dst` is valid for writes of `len` bytes during the call; the socket
-                // is open while `self.fd` lives.
-                Calls::Socket => unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) },
-                // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK.
-                Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
-            })?;
-            Ok(n as usize)
-        })
+        let waits = self.waits();
+        let len = clamp_len(dst.len()) as usize;
+        let read = self.poll_io(
+            Direction::Read,
+            &waits.read,
+            cx,
+            !waits.read_drained.get(),
+            || {
+                let ptr = dst.as_mut_ptr().cast();
+                let n = cvt(match calls {
+                    // SAFETY: `dst` is valid for writes of `len` bytes during the call; the
+                    // socket is open while `self.fd` lives.
+                    Calls::Socket => unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) },
+                    // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK.
+                    Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
+                })?;
+                Ok(n as usize)
+            },
+        );
+        if let Poll::Ready(result) = &read {
+            // A short read emptied the stream; a full one may have left more; the end of the
+            // stream (0) or an error must be seen again by the next read, so it tries.
+            let drained = matches!(result, Ok(n) if *n > 0 && *n < len);
+            waits.read_drained.set(drained);
+            if drained {
+                context::with(|ctx| ctx.driver.mark_read_drained(&self.fd));
+            }
+        }
+        read
     }
 
     /// Writes what it can of `src`; `Ok(0)` only for an empty `src`.
@@ -102,7 +123,7 @@ impl StreamIo {
         }
         ready!(coop::poll_proceed(cx));
         let (fd, calls) = (self.fd.raw(), self.calls());
-        self.poll_io(Direction::Write, &self.waits().write, cx, || {
+        self.poll_io(Direction::Write, &self.waits().write, cx, true, || {
             let len = clamp_len(src.len()) as usize;
             let ptr = src.as_ptr().cast();
             let n = cvt(match calls {
@@ -131,7 +152,7 @@ impl StreamIo {
         }
         ready!(coop::poll_proceed(cx));
         let (fd, calls) = (self.fd.raw(), self.calls());
-        self.poll_io(Direction::Write, &self.waits().write, cx, || {
+        self.poll_io(Direction::Write, &self.waits().write, cx, true, || {
             // `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix).
             let iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
             let n = cvt(match calls {
@@ -156,25 +177,30 @@ impl StreamIo {
         self.waits.get_or_init(Box::default)
     }
 
-    /// Tries `attempt`; while it would block, waits for `direction`'s readiness (the wait kept
-    /// in `kept` between polls) and tries again.
+    /// Tries `attempt` (first waiting, unless `try_first`); while it would block, waits for
+    /// `direction`'s readiness (the wait kept in `kept` between polls) and tries again.
     fn poll_io(
         &self,
         direction: Direction,
         kept: &Cell<Option<ReadyWait>>,
         cx: &mut Context<'_>,
+        try_first: bool,
         mut attempt: impl FnMut() -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
+        let mut try_now = try_first;
         loop {
-            match attempt() {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                result => {
-                    // Done: a wait still in flight (from an earlier poll) is not needed now.
-                    drop(kept.take());
-                    return Poll::Ready(result);
+            if try_now {
+                match attempt() {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    result => {
+                        // Done: a wait still in flight (from an earlier poll) is not needed.
+                        drop(kept.take());
+                        return Poll::Ready(result);
+                    }
                 }
             }
+            try_now = true;
             let mut wait = kept
                 .take()
                 .unwrap_or_else(|| ReadyWait::new(self.fd.clone(), direction));
