@@ -384,6 +384,18 @@ impl Driver {
         }
     }
 
+    /// Whether epoll has reported `fd` readable (or closed) since a read drained it: then a
+    /// poll-form read tries its syscall at once rather than asking `poll(2)` first. Always
+    /// false on io_uring, where the `POLL_ADD` in flight is what says so.
+    pub(crate) fn readable_edge_since_drained(&self, fd: &SharedFd) -> bool {
+        match (&self.io, fd.epoll_token()) {
+            (Io::Epoll(driver), Some(token)) if driver.id() == fd.owner() => {
+                driver.maybe_readable(token)
+            }
+            _ => false,
+        }
+    }
+
     /// A readiness wait `waiter` on `fd` is dropped before an edge woke it: its entry goes.
     /// Only in `fd`'s own driver.
     pub(crate) fn forget_ready(&self, fd: &SharedFd, waiter: u64) {

@@ -83,23 +83,21 @@ impl StreamIo {
         let (fd, calls) = (self.fd.raw(), self.calls());
         let waits = self.waits();
         let len = clamp_len(dst.len()) as usize;
-        let read = self.poll_io(
-            Direction::Read,
-            &waits.read,
-            cx,
-            !waits.read_drained.get(),
-            || {
-                let ptr = dst.as_mut_ptr().cast();
-                let n = cvt(match calls {
-                    // SAFETY: `dst` is valid for writes of `len` bytes during the call; the
-                    // socket is open while `self.fd` lives.
-                    Calls::Socket => unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) },
-                    // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK.
-                    Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
-                })?;
-                Ok(n as usize)
-            },
-        );
+        // Drained: wait for readiness first, unless epoll already reported it.
+        let try_first = !waits.read_drained.get()
+            || context::with(|ctx| ctx.driver.readable_edge_since_drained(&self.fd))
+                .unwrap_or(true);
+        let read = self.poll_io(Direction::Read, &waits.read, cx, try_first, || {
+            let ptr = dst.as_mut_ptr().cast();
+            let n = cvt(match calls {
+                // SAFETY: `dst` is valid for writes of `len` bytes during the call; the
+                // socket is open while `self.fd` lives.
+                Calls::Socket => unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) },
+                // SAFETY: the same slice and descriptor guarantees; the pipe is O_NONBLOCK.
+                Calls::Pipe => unsafe { libc::read(fd, ptr, len) },
+            })?;
+            Ok(n as usize)
+        });
         if let Poll::Ready(result) = &read {
             // A short read emptied the stream; a full one may have left more; the end of the
             // stream (0) or an error must be seen again by the next read, so it tries.
