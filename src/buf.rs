@@ -339,6 +339,17 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
     }
 }
 
+/// The error of a read into a buffer with no capacity (`bytes_total() == 0`, such as a full
+/// `Vec`'s `slice(len..)`): the read is refused before anything is submitted, on both backends,
+/// because its `Ok(0)` would read as end of stream.
+pub(crate) fn no_capacity_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "read into a buffer with no capacity (bytes_total() == 0): Ok(0) would look like \
+         end of stream",
+    )
+}
+
 /// The most buffers one vectored operation takes (`IOV_MAX` on Linux).
 pub(crate) const MAX_IOVECS: usize = 1024;
 
