@@ -6,7 +6,6 @@ use std::io;
 fn join_panic(msg: &'static str) -> coreio::JoinError {
     coreio::block_on(async move { coreio::spawn(async move { panic!("{msg}") }).await })
         .unwrap()
-        .map(|()| ())
         .unwrap_err()
 }
 
