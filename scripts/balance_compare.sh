@@ -40,7 +40,8 @@ client_cpu=${client_cpus:-${cpus[1]}}
 client_cores=$(taskset -c "$client_cpu" nproc)
 
 cargo build --release --examples --quiet
-bin=target/release/examples
+# $CARGO_TARGET_DIR when set (relative to the repository, as cargo reads it), target/ otherwise.
+bin=${CARGO_TARGET_DIR:-target}/release/examples
 results=$(mktemp)
 log=$(mktemp)
 server=

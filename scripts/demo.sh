@@ -5,6 +5,7 @@
 #   scripts/demo.sh [echo_bench flags...]        e.g. scripts/demo.sh --duration 2 --conns 16
 #   COREIO_BACKEND=epoll scripts/demo.sh          both sides on the epoll backend
 #   DEMO_TRANSPORT=unix scripts/demo.sh           over a Unix socket (or udp; default tcp)
+#   scripts/demo.sh --help                        this text, then echo_bench's flags
 #
 # The server listens on 127.0.0.1 with a free port (--addr 127.0.0.1:0; it prints which), or
 # with DEMO_TRANSPORT=unix on a socket in a fresh temporary directory, removed at the end.
@@ -14,8 +15,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Where cargo puts the binaries: $CARGO_TARGET_DIR when set (relative to the repository, as
+# cargo reads it), target/ otherwise.
+bin=${CARGO_TARGET_DIR:-target}/release/examples
+
+for arg in "$@"; do
+  if [[ $arg == -h || $arg == --help ]]; then
+    # The header comment above is the usage; echo_bench lists the flags passed through to it.
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"
+    echo
+    echo "echo_bench flags (passed through):"
+    cargo build --release --example echo_bench --quiet
+    "$bin/echo_bench" --help
+    exit 0
+  fi
+done
+
 cargo build --release --examples --quiet
-bin=target/release/examples
 
 # shellcheck source=scripts/allowed_cpus.sh
 source scripts/allowed_cpus.sh

@@ -164,6 +164,114 @@ unsafe impl IoBuf for &'static str {
     }
 }
 
+// Shared, read-only buffers: one allocation written to many sockets (a broadcast) without a
+// copy per recipient. Only `IoBuf`: other owners may read the bytes at any time, so the kernel
+// must never write into them, and there is no `IoBufMut` for these.
+
+// SAFETY: the slice lives in the `Arc`'s heap allocation, which does not move when the `Arc`
+// value moves and is not freed while this owner (one of its strong counts) lives; an
+// `Arc<[u8]>` is fully initialised and immutable.
+unsafe impl IoBuf for std::sync::Arc<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: as for `Arc<[u8]>`: the `Rc`'s allocation stays put and alive while this owner lives.
+unsafe impl IoBuf for std::rc::Rc<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: the `Vec`'s heap buffer does not move with the `Arc`, and nobody can reach the `Vec`
+// mutably while it is shared (no `get_mut` while this owner lives), so its pointer and length
+// stay as they were. Only the initialised bytes are offered (`bytes_total` is the length, not
+// the capacity: the spare capacity is not ours to describe).
+unsafe impl IoBuf for std::sync::Arc<Vec<u8>> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: as for `Arc<Vec<u8>>`.
+unsafe impl IoBuf for std::rc::Rc<Vec<u8>> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// `bytes` (the `bytes` feature): `Bytes` is a shared, read-only view, so only `IoBuf`;
+// `BytesMut` is uniquely owned, so both.
+
+// SAFETY: a `Bytes` points into a heap allocation (or `'static` memory) that does not move when
+// the `Bytes` value moves and is kept alive by it; its `len` bytes are initialised and shared
+// read-only, so the kernel only reads them.
+#[cfg(feature = "bytes")]
+unsafe impl IoBuf for bytes::Bytes {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: a `BytesMut` owns its view of a heap allocation uniquely; the allocation does not move
+// when the value moves (only `reserve` and friends move it, which need `&mut self` and are not
+// called while an operation owns the buffer), and its `len` bytes are initialised.
+#[cfg(feature = "bytes")]
+unsafe impl IoBuf for bytes::BytesMut {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+}
+
+// SAFETY: the whole capacity of a `BytesMut` is writable memory it owns uniquely, as a `Vec`'s.
+#[cfg(feature = "bytes")]
+unsafe impl IoBufMut for bytes::BytesMut {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: the caller guarantees the first `pos <= capacity()` bytes are initialised.
+        unsafe { self.set_len(pos) };
+    }
+}
+
 /// A sub-range `begin..end` of a buffer's capacity, owned together with the buffer.
 ///
 /// Reads into a `Slice` fill the buffer from `begin`; writes from a `Slice` send the initialised
@@ -229,6 +337,17 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
             unsafe { self.buf.set_init(self.begin + pos) }
         }
     }
+}
+
+/// The error of a read into a buffer with no capacity (`bytes_total() == 0`, such as a full
+/// `Vec`'s `slice(len..)`): the read is refused before anything is submitted, on both backends,
+/// because its `Ok(0)` would read as end of stream.
+pub(crate) fn no_capacity_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "read into a buffer with no capacity (bytes_total() == 0): Ok(0) would look like \
+         end of stream",
+    )
 }
 
 /// The most buffers one vectored operation takes (`IOV_MAX` on Linux).

@@ -55,8 +55,9 @@
 //! let (read, echoed) = ours.read_exact(Vec::with_capacity(4)).await;
 //! read?;
 //! assert_eq!(echoed, b"ping");
-//! reading.await.expect("the reading task")?;
-//! writing.await.expect("the writing task")?;
+//! // `?` turns a task's panic or cancellation into an `io::Error` too.
+//! reading.await??;
+//! writing.await??;
 //! # std::io::Result::Ok(())
 //! # }).unwrap().unwrap();
 //! ```

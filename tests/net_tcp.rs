@@ -465,20 +465,31 @@ both_backends! {
         });
     }
 
-    fn read_into_zero_capacity_returns_zero(backend: Backend) {
-        // Documented: "Ok(0) means the peer closed its side (or buf has no capacity)". The peer
-        // stays open and silent, so only the empty buffer can make the read return.
+    fn read_into_zero_capacity_is_invalid_input_not_eof(backend: Backend) {
+        // Documented: a buffer with no capacity is refused with InvalidInput, since Ok(0) would
+        // look like end of stream. The peer stays open and silent, so only the refusal can make
+        // the read return; the bytes sent afterwards are all still there.
         block_on(backend, async {
-            let (client, _server) = pair().await;
+            let (client, server) = pair().await;
             let res = timeout(Duration::from_secs(5), client.read(Vec::new())).await;
             let (res, buf) = res.expect("a read into a zero-capacity Vec waits for data");
-            assert_eq!(res.unwrap(), 0);
+            let err = res.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("no capacity"), "{err}");
             assert!(buf.is_empty());
             let mut full = Vec::with_capacity(4);
             full.extend_from_slice(b"full");
             let res = timeout(Duration::from_secs(5), client.read(full.slice(4..))).await;
-            let (res, _) = res.expect("a read into an empty slice waits for data");
-            assert_eq!(res.unwrap(), 0);
+            let (res, slice) = res.expect("a read into an empty slice waits for data");
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(slice.into_inner(), b"full", "the refused buffer comes back untouched");
+            let (res, _) = client.peek(Vec::new()).await;
+            assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+            let (res, _) = server.write_all(b"after".to_vec()).await;
+            res.unwrap();
+            let (res, buf) = client.read_exact(vec![0u8; 5]).await;
+            res.unwrap();
+            assert_eq!(buf, b"after");
         });
     }
 

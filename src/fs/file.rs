@@ -239,9 +239,14 @@ impl File {
     }
 
     /// Reads into `buf`'s capacity from `offset`; returns how many bytes were read (0 at the end
-    /// of the file).
+    /// of the file). A `buf` with no capacity (`bytes_total() == 0`) is refused with
+    /// `InvalidInput` before anything is submitted, since its `Ok(0)` would look like the end of
+    /// the file.
     pub async fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> (io::Result<usize>, B) {
         let mut buf = buf;
+        if buf.bytes_total() == 0 {
+            return (Err(crate::buf::no_capacity_error()), buf);
+        }
         if let Err(err) = self.check(buf.stable_mut_ptr(), buf.bytes_total(), offset) {
             return (Err(err), buf);
         }

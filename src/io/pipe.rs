@@ -144,7 +144,9 @@ impl PipeReader {
     }
 
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means every writer is
-    /// closed (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    /// closed. A `Vec`'s length becomes the number of bytes read. A `buf` with no capacity
+    /// (`bytes_total() == 0`) is refused with `InvalidInput` before anything is submitted,
+    /// since its `Ok(0)` would look like end of stream.
     ///
     /// Cancel-safe: whatever a dropped read had already taken (on io_uring the kernel may
     /// complete it after the future is gone) is returned by the next read, before anything

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use crate::buf::{IoBuf, IoBufMut, Slice};
+use crate::buf::{IoBuf, IoBufMut, Slice, no_capacity_error};
 use crate::driver::{Claim, Op, SharedFd};
 use crate::net::ops::{Calls, StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
 
@@ -44,12 +44,13 @@ impl StreamIo {
         self.calls
     }
 
-    /// One receive into `buf`, held bytes first; cancel-safe.
+    /// One receive into `buf`, held bytes first; cancel-safe. A buffer without capacity is
+    /// refused (`InvalidInput`) before anything is submitted: its `Ok(0)` would look like end
+    /// of stream.
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         let mut buf = buf;
         if buf.bytes_total() == 0 {
-            // The kernel would wait for a byte it has nowhere to put.
-            return (Ok(0), buf);
+            return (Err(no_capacity_error()), buf);
         }
         let held = self.fd.held();
         if !held.is_clear() {
@@ -91,7 +92,8 @@ impl StreamIo {
     pub(crate) async fn peek<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         let mut buf = buf;
         if buf.bytes_total() == 0 {
-            return (Ok(0), buf);
+            // As for `read`: an `Ok(0)` would look like end of stream.
+            return (Err(no_capacity_error()), buf);
         }
         let held = self.fd.held();
         if !held.is_clear() {

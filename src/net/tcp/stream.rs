@@ -145,7 +145,10 @@ impl TcpStream {
     }
 
     /// Reads into `buf` from its start, up to its capacity; `Ok(0)` means the peer closed its
-    /// side (or `buf` has no capacity). A `Vec`'s length becomes the number of bytes read.
+    /// side. A `Vec`'s length becomes the number of bytes read. A `buf` with no capacity
+    /// (`bytes_total() == 0`, such as a full `Vec`'s `slice(len..)`) is refused with
+    /// `InvalidInput` before anything is submitted, since its `Ok(0)` would look like end of
+    /// stream; so is a [`peek`](TcpStream::peek) into one.
     ///
     /// Cancel-safe: dropping the future before it completes never loses bytes. Whatever it
     /// had already taken from the socket (on io_uring the kernel may complete the receive
