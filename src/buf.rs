@@ -164,6 +164,26 @@ unsafe impl IoBuf for &'static str {
     }
 }
 
+/// `IoBuf` for a type that derefs to a fully initialised, immutable `[u8]` whose memory stays
+/// put and alive while the value lives: all of it is offered, for the kernel to read only.
+macro_rules! read_only_buf {
+    ($ty:ty) => {
+        // SAFETY: the comment at each use says why `$ty`'s bytes stay where they are, alive
+        // and unchanged, while this owner lives; only their length is offered, read-only.
+        unsafe impl IoBuf for $ty {
+            fn stable_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn bytes_init(&self) -> usize {
+                self.len()
+            }
+            fn bytes_total(&self) -> usize {
+                self.len()
+            }
+        }
+    };
+}
+
 // Shared, read-only buffers: one allocation written to many sockets (a broadcast) without a
 // copy per recipient. Only `IoBuf`: other owners may read the bytes at any time, so the kernel
 // must never write into them, and there is no `IoBufMut` for these.
@@ -171,59 +191,19 @@ unsafe impl IoBuf for &'static str {
 // SAFETY: the slice lives in the `Arc`'s heap allocation, which does not move when the `Arc`
 // value moves and is not freed while this owner (one of its strong counts) lives; an
 // `Arc<[u8]>` is fully initialised and immutable.
-unsafe impl IoBuf for std::sync::Arc<[u8]> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
+read_only_buf!(std::sync::Arc<[u8]>);
 
 // SAFETY: as for `Arc<[u8]>`: the `Rc`'s allocation stays put and alive while this owner lives.
-unsafe impl IoBuf for std::rc::Rc<[u8]> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
+read_only_buf!(std::rc::Rc<[u8]>);
 
 // SAFETY: the `Vec`'s heap buffer does not move with the `Arc`, and nobody can reach the `Vec`
 // mutably while it is shared (no `get_mut` while this owner lives), so its pointer and length
 // stay as they were. Only the initialised bytes are offered (`bytes_total` is the length, not
 // the capacity: the spare capacity is not ours to describe).
-unsafe impl IoBuf for std::sync::Arc<Vec<u8>> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
+read_only_buf!(std::sync::Arc<Vec<u8>>);
 
 // SAFETY: as for `Arc<Vec<u8>>`.
-unsafe impl IoBuf for std::rc::Rc<Vec<u8>> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
+read_only_buf!(std::rc::Rc<Vec<u8>>);
 
 // `bytes` (the `bytes` feature): `Bytes` is a shared, read-only view, so only `IoBuf`;
 // `BytesMut` is uniquely owned, so both.
@@ -232,17 +212,7 @@ unsafe impl IoBuf for std::rc::Rc<Vec<u8>> {
 // the `Bytes` value moves and is kept alive by it; its `len` bytes are initialised and shared
 // read-only, so the kernel only reads them.
 #[cfg(feature = "bytes")]
-unsafe impl IoBuf for bytes::Bytes {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.len()
-    }
-}
+read_only_buf!(bytes::Bytes);
 
 // SAFETY: a `BytesMut` owns its view of a heap allocation uniquely; the allocation does not move
 // when the value moves (only `reserve` and friends move it, which need `&mut self` and are not
