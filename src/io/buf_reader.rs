@@ -1,49 +1,5 @@
 //! [`BufReader`]: lines and delimited records over any stream that reads into owned buffers
 //! ([`OwnedRead`]: `TcpStream`, `UnixStream`, their read halves, pipes, and `&` any of them).
-//!
-//! ```
-//! use coreio::io::BufReader;
-//! use coreio::net::UnixStream;
-//!
-//! coreio::block_on(async {
-//!     let (client, server) = UnixStream::pair()?;
-//!     let (res, _) = client.write_all(&b"hello\nworld\npartial"[..]).await;
-//!     res?;
-//!     drop(client);
-//!     let mut reader = BufReader::new(server).max_line_len(1024);
-//!     let mut line = String::new();
-//!     assert_eq!(reader.read_line(&mut line).await?, 6);
-//!     assert_eq!(line, "hello\n");
-//!     line.clear();
-//!     reader.read_line(&mut line).await?;
-//!     assert_eq!(line, "world\n");
-//!     line.clear();
-//!     // End of stream in the middle of a line gives the partial line, then 0.
-//!     assert_eq!(reader.read_line(&mut line).await?, 7);
-//!     assert_eq!(line, "partial");
-//!     assert_eq!(reader.read_line(&mut String::new()).await?, 0);
-//!     Ok::<(), std::io::Error>(())
-//! })
-//! .unwrap()
-//! .unwrap();
-//! ```
-//!
-//! # Bounded memory
-//!
-//! A line (delimiter included) longer than [`max_line_len`](BufReader::max_line_len) (64 KiB
-//! by default) is an error of kind `InvalidData` whose inner error is [`LineTooLong`], never
-//! unbounded growth: the reader holds at most `max_line_len` bytes plus one read's worth.
-//!
-//! # Cancel safety
-//!
-//! [`read_until`](BufReader::read_until), [`read_line`](BufReader::read_line) and
-//! [`fill_buf`](BufReader::fill_buf) are cancel-safe: dropping the future loses no byte. A line
-//! is copied out only once it is complete, so the bytes of an unfinished one stay in the
-//! reader; the read in flight never holds them (it reads into a buffer of its own when
-//! anything is buffered), and what it had taken from the socket when it was dropped is
-//! returned by the stream's next read (the runtime holds it, see [`TcpStream::read`]).
-//!
-//! [`TcpStream::read`]: crate::net::TcpStream::read
 
 use std::fmt;
 use std::future::Future;
@@ -127,11 +83,53 @@ impl fmt::Display for LineTooLong {
 
 impl std::error::Error for LineTooLong {}
 
-/// Buffers the reads of a stream for line- and delimiter-oriented protocols.
+/// Buffers the reads of a stream for line- and delimiter-oriented protocols. The stream stays
+/// reachable through [`get_ref`](BufReader::get_ref) (to write replies), or build the reader
+/// over `&stream`.
 ///
-/// See the [module docs](self) for an example, the line limit and cancel safety. The stream
-/// stays reachable through [`get_ref`](BufReader::get_ref) (to write replies), or build the
-/// reader over `&stream`.
+/// ```
+/// use coreio::io::BufReader;
+/// use coreio::net::UnixStream;
+///
+/// coreio::block_on(async {
+///     let (client, server) = UnixStream::pair()?;
+///     let (res, _) = client.write_all(&b"hello\nworld\npartial"[..]).await;
+///     res?;
+///     drop(client);
+///     let mut reader = BufReader::new(server).max_line_len(1024);
+///     let mut line = String::new();
+///     assert_eq!(reader.read_line(&mut line).await?, 6);
+///     assert_eq!(line, "hello\n");
+///     line.clear();
+///     reader.read_line(&mut line).await?;
+///     assert_eq!(line, "world\n");
+///     line.clear();
+///     // End of stream in the middle of a line gives the partial line, then 0.
+///     assert_eq!(reader.read_line(&mut line).await?, 7);
+///     assert_eq!(line, "partial");
+///     assert_eq!(reader.read_line(&mut String::new()).await?, 0);
+///     Ok::<(), std::io::Error>(())
+/// })
+/// .unwrap()
+/// .unwrap();
+/// ```
+///
+/// # Bounded memory
+///
+/// A line (delimiter included) longer than [`max_line_len`](BufReader::max_line_len) (64 KiB
+/// by default) is an error of kind `InvalidData` whose inner error is [`LineTooLong`], never
+/// unbounded growth: the reader holds at most `max_line_len` bytes plus one read's worth.
+///
+/// # Cancel safety
+///
+/// [`read_until`](BufReader::read_until), [`read_line`](BufReader::read_line) and
+/// [`fill_buf`](BufReader::fill_buf) are cancel-safe: dropping the future loses no byte. A line
+/// is copied out only once it is complete, so the bytes of an unfinished one stay in the
+/// reader; the read in flight never holds them (it reads into a buffer of its own when
+/// anything is buffered), and what it had taken from the socket when it was dropped is
+/// returned by the stream's next read (the runtime holds it, see [`TcpStream::read`]).
+///
+/// [`TcpStream::read`]: crate::net::TcpStream::read
 pub struct BufReader<S> {
     inner: S,
     /// Bytes read and not yet consumed are `buf[pos..]`.
