@@ -3,10 +3,10 @@
 //! With io_uring the kernel reads and writes a buffer *after* the call that submitted it has
 //! returned, so an I/O future cannot borrow its buffer: it takes the buffer by value, the driver
 //! keeps it alive until the operation's terminal completion (even if the future is dropped), and
-//! the future hands it back with the result. This module owns the traits that describe such
+//! the future hands it back with the result. This module has the traits that describe such
 //! buffers ([`IoBuf`] for buffers the kernel reads, [`IoBufMut`] for buffers it writes) and
-//! [`Slice`], a view of a sub-range of one. It must never expose a pointer whose target can move
-//! while the buffer value itself moves: that is what makes the traits `unsafe` to implement.
+//! [`Slice`], a view of a sub-range of one. The traits are `unsafe` to implement: a buffer must
+//! never expose a pointer whose target can move while the buffer value itself moves.
 //!
 //! ```
 //! use coreio::buf::{IoBuf, IoBufMut};
@@ -17,6 +17,10 @@
 //! let tail = buf.slice(8..);
 //! assert_eq!(tail.bytes_total(), 8);
 //! ```
+
+// This module owns the traits that describe such buffers (`IoBuf`, `IoBufMut`) and `Slice`. It
+// must never expose a pointer whose target can move while the buffer value itself moves: that
+// is what makes the traits `unsafe` to implement.
 
 use std::ops::{Bound, RangeBounds};
 

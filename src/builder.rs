@@ -1,11 +1,10 @@
 //! [`Builder`]: choosing cores, ring size, scheduling intervals and backend, with every bad
 //! input reported by [`Builder::build`] as a clear error, never a panic.
-//!
-//! This module owns configuration and its validation: it turns a [`Builder`] into a
-//! [`Runtime`] holding the resolved per-core settings (`runtime::CoreConfig`; the backend is
-//! resolved by `driver::resolve`), and writes the shortcuts that use the defaults
-//! ([`Runtime::new`], [`block_on`]). It must never start a thread or run a core:
-//! [`Runtime::run`] and `runtime::block_on_here` do that.
+
+// This module owns configuration and its validation: it turns a `Builder` into a `Runtime` holding
+// the resolved per-core settings (`runtime::CoreConfig`; the backend is resolved by
+// `driver::resolve`), and writes the shortcuts that use the defaults (`Runtime::new`, `block_on`).
+// It must never start a thread or run a core: `Runtime::run` and `runtime::block_on_here` do that.
 
 use std::future::Future;
 use std::io;

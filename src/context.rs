@@ -4,8 +4,10 @@
 //! running task's budget, its view of the other cores' mailboxes and its runtime's blocking pool —
 //! and installs it in a thread-local for as long as the core runs. Free functions such as
 //! [`spawn`](crate::spawn) or [`sleep`](crate::time::sleep) and every I/O operation find their
-//! core through [`with`]. This module owns that thread-local and nothing else; it must never
-//! hand a context to another thread.
+//! core through [`with`].
+
+// This module owns that thread-local and nothing else; it must never hand a context to another
+// thread.
 
 use std::cell::Cell;
 use std::ptr;

@@ -15,10 +15,9 @@
 //! This is tokio's `runtime/coop.rs`, reduced to what a single-threaded core needs: the budget
 //! is a `Cell` in the core's context, so spending a unit is one read and one write, with no
 //! thread-local lookup beyond the one an operation makes anyway to reach its driver.
-//!
-//! This module owns the budget and the rule for spending it. It must never decide when a task
-//! runs (that is the executor's) and never make an operation fail: a spent budget only
-//! postpones it.
+
+// This module owns the budget and the rule for spending it. It must never decide when a task runs
+// (that is the executor's) and never make an operation fail: a spent budget only postpones it.
 
 use std::cell::Cell;
 use std::task::{Context, Poll};

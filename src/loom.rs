@@ -4,14 +4,15 @@
 //! Every atomic, `Mutex` and `Arc` that more than one thread touches is imported from here, never
 //! from `std::sync` directly, so that a `--cfg loom` build swaps them all for loom's models and a
 //! loom test can explore every interleaving of the code that uses them. In a normal build these
-//! are plain re-exports of `std::sync`, at no cost. This module owns the list of re-exports and,
-//! for the loom tests, the way they run a model; it must never wrap or change the types'
-//! behaviour.
+//! are plain re-exports of `std::sync`, at no cost.
 //!
 //! The models live beside the code they check, in `loom_tests` modules (`core/sleep.rs`,
 //! `core/handle.rs`, `mesh/channel/loom_tests.rs`, `mesh/reply.rs`, `sync/event.rs`,
 //! `blocking/slot.rs`). Run them with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_`.
+
+// This module owns the list of re-exports and, for the loom tests, the way they run a model; it
+// must never wrap or change the types' behaviour.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};

@@ -3,9 +3,10 @@
 //! Panics are caught in many places (a task's poll, a submitted closure, a waker the driver
 //! wakes, a job's `Drop` at shutdown) and reported through several error types (`JoinError`,
 //! `MailboxError`, `CoreError`). They all carry this one type, and read its message the same
-//! way. This module sits below every other so that any of them can name a payload without
-//! importing the executor; it owns the type and nothing else, and must never catch, resume or
-//! drop a panic itself.
+//! way.
+
+// This module sits below every other so that any of them can name a payload without importing the
+// executor; it owns the type and nothing else, and must never catch, resume or drop a panic itself.
 
 use std::any::Any;
 

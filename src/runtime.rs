@@ -3,13 +3,13 @@
 //! [`Runtime::run`] starts one thread per selected CPU, pins it, builds that core's
 //! [`CoreContext`] and runs the user's root future on it; the core loop below alternates
 //! between polling ready tasks and parking in the I/O driver. [`block_on`](crate::block_on)
-//! runs the same loop on the calling thread (`block_on_here`), for tests and small tools. This
-//! module owns the resolved per-core settings ([`CoreConfig`]), thread start-up, the core loop
-//! and the orderly teardown of a core (cancel every task, then wait for the kernel to release
-//! every buffer, then free the driver), and it stops the runtime's blocking pool once every
-//! core has stopped. It must never share a core's context with another thread, and never
-//! depend on the builder: the builder makes a [`Runtime`] from a [`CoreConfig`], not the other
-//! way round.
+//! runs the same loop on the calling thread (`block_on_here`), for tests and small tools.
+
+// This module owns the resolved per-core settings (`CoreConfig`), thread start-up, the core loop
+// and the orderly teardown of a core (cancel every task, then wait for the kernel to release every
+// buffer, then free the driver), and it stops the runtime's blocking pool once every core has
+// stopped. It must never share a core's context with another thread, and never depend on the
+// builder: the builder makes a `Runtime` from a `CoreConfig`, not the other way round.
 
 use std::fmt;
 use std::future::Future;

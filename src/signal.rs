@@ -32,11 +32,11 @@
 //! Once a kind has a handler, it keeps it for the life of the process: its default action
 //! (terminating, for `SIGINT` and `SIGTERM`) no longer happens, also after every stream is
 //! dropped. A program that asks for `SIGINT` decides what Ctrl-C does.
-//!
-//! This module owns the process's signal handlers and the dispatch thread. Its handler must
-//! never do more than an atomic add and a `write(2)`; nothing else is async-signal-safe. (Its
-//! shared state is a static, which the loom shim cannot model: a generation counter read after
-//! the waker is stored, the usual order.)
+
+// This module owns the process's signal handlers and the dispatch thread. Its handler must
+// never do more than an atomic add and a `write(2)`; nothing else is async-signal-safe. (Its
+// shared state is a static, which the loom shim cannot model: a generation counter read after
+// the waker is stored, the usual order.)
 
 use std::fmt;
 use std::future::poll_fn;

@@ -1,9 +1,9 @@
-//! Thin wrappers over the Linux system calls coreio makes directly.
-//!
-//! This module owns the raw FFI boundary: [`cvt`], which turns a `-1` return into
-//! `io::Error::last_os_error()`, and the few helpers (eventfd, CPU affinity mask, resource
-//! limits) that more than one part of the runtime needs. It must never hold runtime state: every
-//! function here is a stateless call into the kernel.
+//! Thin wrappers over the Linux system calls coreio makes directly: [`cvt`], which turns a `-1`
+//! return into `io::Error::last_os_error()`, and the few helpers (eventfd, CPU affinity mask,
+//! resource limits) that more than one part of the runtime needs.
+
+// This module owns the raw FFI boundary: `cvt` and those helpers. It must never hold runtime
+// state: every function here is a stateless call into the kernel.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

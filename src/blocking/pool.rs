@@ -33,10 +33,10 @@
 //!   resolve to [`BlockingError::Cancelled`]); threads that left are joined; a thread still
 //!   running a job is detached: it finishes that job (its output is dropped, nobody awaits it
 //!   any more) and exits.
-//!
-//! This module owns the queue, the threads and that protocol. It must never run a job on the
-//! submitting thread, never run user code (a job, a job's `Drop`) while holding its lock, and
-//! never block a core: submitting takes the lock for a push and, at most, a thread start.
+
+// This module owns the queue, the threads and that protocol. It must never run a job on the
+// submitting thread, never run user code (a job, a job's `Drop`) while holding its lock, and never
+// block a core: submitting takes the lock for a push and, at most, a thread start.
 
 use std::collections::VecDeque;
 use std::fmt;

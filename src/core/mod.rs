@@ -9,10 +9,10 @@
 //! write, is the driver's call). The runtime builds every core's handle before any core
 //! starts, and the mesh keeps them in one table, so a core can be addressed before its thread
 //! runs; the executor is given its own core's handle and pops what arrives there.
-//!
-//! This module owns those queues, the handshake and the closing of a core's doors. It must
-//! never run a task or a job (the executor does, on the core's thread), never hold anything
-//! `!Send`, and never block.
+
+// This module owns those queues, the handshake and the closing of a core's doors. It must never run
+// a task or a job (the executor does, on the core's thread), never hold anything `!Send`, and never
+// block.
 
 mod handle;
 mod id;

@@ -1,11 +1,6 @@
 //! [`SleepFlag`]: the handshake by which a core announces that it may sleep, and by which a
 //! thread that just queued work for it learns whether it must wake it.
 //!
-//! This module owns the `sleeping` word and the protocol around it, nothing else: the queues
-//! the work goes into belong to the core's handle (`handle.rs`), and the way a wake is
-//! delivered (a `MSG_RING` or an eventfd write) to the driver. It must never block, and never
-//! decide on its own that a wake is needed.
-//!
 //! # The protocol
 //!
 //! * The core, about to park, raises the flag and then looks at its queues once more
@@ -25,6 +20,11 @@
 //!
 //! The `loom_tests` module below checks this with loom (`--cfg loom`), for every interleaving of
 //! a core and two remote threads.
+
+// This module owns the `sleeping` word and the protocol around it, nothing else: the queues the
+// work goes into belong to the core's handle (`handle.rs`), and the way a wake is delivered (a
+// `MSG_RING` or an eventfd write) to the driver. It must never block, and never decide on its own
+// that a wake is needed.
 
 use crate::loom::{AtomicBool, Ordering};
 

@@ -29,10 +29,10 @@
 //! collects the ones its events call for and wakes them after releasing its borrow, each under
 //! `catch_unwind`, so one that panics or calls back into the driver neither finds it borrowed
 //! nor costs the others their wake-up; the first panic is resumed afterwards.
-//!
-//! This module owns the epoll instance and the per-fd wakers. It must never block outside
-//! `park`, never wake a waker while `inner` is borrowed, and never retry a syscall itself:
-//! operations do that.
+
+// This module owns the epoll instance and the per-fd wakers. It must never block outside `park`,
+// never wake a waker while `inner` is borrowed, and never retry a syscall itself: operations do
+// that.
 
 use std::cell::RefCell;
 use std::io;

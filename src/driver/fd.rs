@@ -5,8 +5,10 @@
 //! completed every operation on it. On the epoll backend the fd is registered with the core's
 //! epoll instance once, when it is wrapped, and deregistered when it is closed. The descriptor
 //! also carries its [`Held`] area, where reads and accepts whose futures were dropped leave what
-//! they took for the next ones (see `super::held`). This module owns that close-after-last-use
-//! rule; it must never close an fd an operation may still use.
+//! they took for the next ones (see `super::held`).
+
+// This module owns that close-after-last-use rule; it must never close an fd an operation may still
+// use.
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -21,11 +21,11 @@
 //! number of orphans in flight whenever user code runs. Only one reader (or acceptor) at a time
 //! has a defined order; concurrent readers of one stream share its bytes in no defined order,
 //! with or without this.
-//!
-//! This module owns the holding area and that count. It must never call into the driver (an
-//! orphan completes while the driver dispatches completions, and only queues wakers here),
-//! never hand out bytes out of order or twice, and never keep an orphan's buffer itself: the
-//! bytes are copied out, so the buffer is released at the terminal completion as always.
+
+// This module owns the holding area and that count. It must never call into the driver (an orphan
+// completes while the driver dispatches completions, and only queues wakers here), never hand out
+// bytes out of order or twice, and never keep an orphan's buffer itself: the bytes are copied out,
+// so the buffer is released at the terminal completion as always.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -14,9 +14,9 @@
 //! A call that finishes for an orphan wakes the core (through its eventfd), whose next `park`
 //! releases the orphan. At shutdown the driver waits for the calls still running, as long as
 //! the ring's grace, and leaks what they may still use after that.
-//!
-//! This module owns the orphans of offloaded operations. It must never drop an orphan's data
-//! while its call may still run, nor run user code (a buffer's `Drop`) while borrowed.
+
+// This module owns the orphans of offloaded operations. It must never drop an orphan's data while
+// its call may still run, nor run user code (a buffer's `Drop`) while borrowed.
 
 use std::cell::RefCell;
 use std::io;

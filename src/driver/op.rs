@@ -16,9 +16,9 @@
 //! settled (shut down with every completion seen) it hands its data back with an error; if the
 //! kernel may still own the data, the data is leaked, and a poll panics naming the misuse.
 //! Likewise an operation on a descriptor registered by another runtime fails with an error.
-//!
-//! This module owns the [`Op`] state machine. It must never let the kernel see memory that a
-//! dropped future freed.
+
+// This module owns the `Op` state machine. It must never let the kernel see memory that a dropped
+// future freed.
 
 use std::future::Future;
 use std::io;

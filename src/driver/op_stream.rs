@@ -9,9 +9,10 @@
 //! the stream ends at its first error. Dropping the future hands the data and whatever further
 //! completions bring to the driver (`uring::stream`), which releases each item and drops the
 //! data after the terminal completion. Ownership across runtimes follows `Op`'s rules.
-//!
-//! This module owns the [`StreamOp`] state machine. It must never let the kernel see memory a
-//! dropped future freed, nor lose an item a completion produced (an fd, a buffer).
+
+// This module owns the `StreamOp` state machine. It must never let the kernel see memory a dropped
+// future freed, nor lose an item a completion produced (an fd, a buffer).
+
 // Its first users arrive with multishot accept and receive (issue [10]); until then only its
 // tests (a multishot poll) drive it.
 #![cfg_attr(not(test), allow(dead_code))]

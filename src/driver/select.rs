@@ -1,9 +1,9 @@
 //! Which backend a core runs: the user's choice ([`Backend`], `COREIO_BACKEND`), and resolving
 //! `Auto` into a [`ResolvedBackend`] by probing io_uring once per process.
-//!
-//! This module owns that decision and nothing after it: it builds no driver and keeps no ring
-//! (the probe's ring is dropped at once). A resolved backend has no `Auto`, so nothing past
-//! this point can meet an undecided choice.
+
+// This module owns that decision and nothing after it: it builds no driver and keeps no ring (the
+// probe's ring is dropped at once). A resolved backend has no `Auto`, so nothing past this point
+// can meet an undecided choice.
 
 use std::fmt;
 use std::io;

@@ -10,11 +10,10 @@
 //! that thread is an io_uring core able to send one now and the target published its ring,
 //! the eventfd otherwise (a plain thread, an epoll core, a kernel without `MSG_RING`, a ring
 //! busy dispatching completions, or a message that failed).
-//!
-//! This module owns a core's wake target (its eventfd, and the duplicate of its ring fd that
-//! other cores aim their messages at) and that decision. It must never decide *whether* a wake
-//! is needed (the sleep handshake does, in `crate::core`), and never wake a core twice for one
-//! call.
+
+// This module owns a core's wake target (its eventfd, and the duplicate of its ring fd that other
+// cores aim their messages at) and that decision. It must never decide *whether* a wake is needed
+// (the sleep handshake does, in `crate::core`), and never wake a core twice for one call.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

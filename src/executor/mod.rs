@@ -19,11 +19,11 @@
 //! `MSG_RING` submitted at once from the sender's own ring when both cores run io_uring (one
 //! `io_uring_enter` for the sender, and no eventfd read or poll re-arm for the sleeper), else
 //! an eventfd write.
-//!
-//! This module owns the local queue, the order in which it and the handle's queues are served,
-//! the task registry used to cancel every task at shutdown, and [`spawn`]/[`yield_now`]; the
-//! budget each task poll starts with is `coop`'s. It must never poll a task on another thread,
-//! and never block: parking is the driver's job.
+
+// This module owns the local queue, the order in which it and the handle's queues are served, the
+// task registry used to cancel every task at shutdown, and `spawn`/`yield_now`; the budget each
+// task poll starts with is `coop`'s. It must never poll a task on another thread, and never block:
+// parking is the driver's job.
 
 mod join;
 mod task;

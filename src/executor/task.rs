@@ -5,8 +5,10 @@
 //! registry when the future completes or is dropped. The task joins the registry the first time
 //! its future returns `Pending` (a task that completes in its first poll costs the registry
 //! nothing). When the future is dropped it tells the executor whether it had finished, for the
-//! shutdown report's counts. It must never hold anything across polls beyond the wrapped future
-//! and its registry key.
+//! shutdown report's counts.
+
+// A `TaskFuture` must never hold anything across polls beyond the wrapped future and its registry
+// key.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};

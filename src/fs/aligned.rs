@@ -7,9 +7,9 @@
 //! `statx`'s `dio_mem_align`/`dio_offset_align`, else the device's logical block size) and
 //! checks each I/O against it before submitting ([`check`]), with an error that says what is
 //! misaligned and what it must be.
-//!
-//! This module owns the aligned allocation and those checks. It must never let an
-//! `AlignedBuf` reallocate (the alignment would be lost) nor expose uninitialised bytes.
+
+// This module owns the aligned allocation and those checks. It must never let an `AlignedBuf`
+// reallocate (the alignment would be lost) nor expose uninitialised bytes.
 
 use std::alloc::{self, Layout};
 use std::fmt;

@@ -6,9 +6,9 @@
 //! `IORING_OP_CLOSE` on io_uring, a blocking-pool job on epoll. An operation whose future was
 //! dropped keeps its clone until the kernel (or the pool thread) has finished with the
 //! descriptor, so the number is never closed, and never reused by another open, under it.
-//!
-//! This module owns that close-after-last-use rule for files; it must never close a descriptor
-//! an operation may still use, nor block the core to close one.
+
+// This module owns that close-after-last-use rule for files; it must never close a descriptor an
+// operation may still use, nor block the core to close one.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;

@@ -7,9 +7,9 @@
 //! reported, which every later sync reports again (after a failed writeback the kernel may
 //! have dropped the dirty pages and marked them clean, so a later sync that "succeeds" would
 //! lie about data that is gone).
-//!
-//! This module owns the `File` API. It must never report a short write as a complete one, nor
-//! let a sync succeed after one failed.
+
+// This module owns the `File` API. It must never report a short write as a complete one, nor let a
+// sync succeed after one failed.
 
 use std::cell::Cell;
 use std::fmt;

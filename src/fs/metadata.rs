@@ -4,8 +4,8 @@
 //! the file system keeps one, and the direct-I/O alignment (`STATX_DIOALIGN`, Linux 6.1) that
 //! an `O_DIRECT` file's buffers and offsets need. The mask records which fields the kernel
 //! filled, so a field it did not report is `None` or an error, never a zero taken for a value.
-//!
-//! This module owns the decoding of `statx`; it never makes the call itself (`fs::ops` does).
+
+// This module owns the decoding of `statx`; it never makes the call itself (`fs::ops` does).
 
 use std::fmt;
 use std::io;

@@ -30,9 +30,9 @@
 //!
 //! Errors of operations on a path name the path (`opening /data/log: No such file or
 //! directory`); the OS error stays reachable as the error's source, and its kind is kept.
-//!
-//! This module owns the file-system API and its path functions; it must never block its core
-//! (every call goes through the ring or the blocking pool).
+
+// This module owns the file-system API and its path functions; it must never block its core
+// (every call goes through the ring or the blocking pool).
 
 mod aligned;
 mod fd;

@@ -8,10 +8,10 @@
 //! owns on the heap (buffers, boxed iovecs and `statx` results, C strings), so it stays put
 //! when the struct moves into the driver as an orphan; both return what a completion would
 //! carry (a count, a descriptor, 0).
-//!
-//! This module owns that parity and the FFI of file operations. It must never hand the kernel
-//! or a pool thread a pointer into a struct itself, and never lose a descriptor an orphaned
-//! open returned.
+
+// This module owns that parity and the FFI of file operations. It must never hand the kernel or a
+// pool thread a pointer into a struct itself, and never lose a descriptor an orphaned open
+// returned.
 
 use std::ffi::CString;
 use std::io;

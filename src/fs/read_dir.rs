@@ -4,8 +4,8 @@
 //! [`BATCH`] entries per job: a directory of a million entries neither blocks the core nor
 //! costs a job per entry. The std iterator travels to the pool thread and back with each
 //! batch; it is never shared.
-//!
-//! This module owns the batching; it must never call into the directory on the core.
+
+// This module owns the batching; it must never call into the directory on the core.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;

@@ -11,11 +11,11 @@
 //! when the descriptor ran dry, so that is the only place it is forgotten; the next wait then
 //! asks the kernel again (the truth about the level, not an edge that may have been consumed),
 //! so no readiness is ever lost whatever happened in between.
-//!
-//! This module owns that cache and the duplicate's registration. It must never read or write
-//! the descriptor itself, and must deregister the duplicate (explicitly, with `EPOLL_CTL_DEL`)
-//! before giving `T` back or dropping it: the user's descriptor keeps the open file
-//! description alive, so closing the duplicate alone would leave it in the epoll set.
+
+// This module owns that cache and the duplicate's registration. It must never read or write the
+// descriptor itself, and must deregister the duplicate (explicitly, with `EPOLL_CTL_DEL`) before
+// giving `T` back or dropping it: the user's descriptor keeps the open file description alive, so
+// closing the duplicate alone would leave it in the epoll set.
 
 use std::cell::Cell;
 use std::error::Error;

@@ -10,8 +10,9 @@
 //! in the submitting thread's name). So making a [`PipeWriter`] makes sure, once per process,
 //! that `SIGPIPE` is not fatal: if its disposition is the default, it is set to ignore (which
 //! Rust's own `main` does already, unless the program asked otherwise); a handler the program
-//! installed is left alone. The write then fails with `EPIPE`. This module owns that rule; it
-//! must never change a disposition the program chose.
+//! installed is left alone. The write then fails with `EPIPE`.
+
+// This module owns that rule; it must never change a disposition the program chose.
 
 use std::fmt;
 use std::io;

@@ -17,10 +17,10 @@
 //!
 //! `POLLERR` and `POLLHUP` are reported whatever was asked for (by `poll(2)` and by `POLL_ADD`),
 //! so an error or a hang-up ends a wait in either direction.
-//!
-//! This module owns the readiness operation only; what a readiness *means* for the user's next
-//! syscall (and when it is forgotten) belongs to `AsyncFd`. It must never read or write the
-//! descriptor.
+
+// This module owns the readiness operation only; what a readiness *means* for the user's next
+// syscall (and when it is forgotten) belongs to `AsyncFd`. It must never read or write the
+// descriptor.
 
 use std::io;
 use std::pin::Pin;

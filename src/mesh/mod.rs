@@ -33,7 +33,8 @@
 //! ```
 //!
 //! A core serves its mailbox for as long as its root future runs: once the root finishes, the
-//! core stops, and work submitted to it fails with [`MailboxError::CoreStopped`]. A server's
+//! core stops, and work submitted to it fails with [`MailboxError::CoreStopped`] (so does work
+//! it had received but not yet run: no caller is left waiting for a stopped core). A server's
 //! roots run until shutdown, so this matters mostly in tests and tools, where a core that only
 //! serves others should wait (on an [`Event`](crate::sync::Event), say) until they are done.
 //!
@@ -45,15 +46,13 @@
 //! `IORING_OP_MSG_RING` submitted from the sending core's own ring, which posts a completion
 //! straight into the sleeping core's ring (no eventfd read or poll re-arm there); otherwise it
 //! is one eventfd write.
-//!
-//! # What this module owns
-//!
-//! The table of every core's handle (`crate::core::CoreHandle`: its mailbox and the way to wake
-//! it; built before the cores start, so a core can be addressed before it runs), the submit
-//! protocol and its errors, and the channels. It must never run a
-//! closure on a core other than the one it was posted to, never block a core, and never leave a
-//! caller waiting for a core that has stopped: a stopped core's mailbox refuses posts, and the
-//! posts it held are dropped, which resolves their callers with [`MailboxError::CoreStopped`].
+
+// What this module owns: the table of every core's handle (`crate::core::CoreHandle`: its
+// mailbox and the way to wake it; built before the cores start, so a core can be addressed
+// before it runs), the submit protocol and its errors, and the channels. It must never run a
+// closure on a core other than the one it was posted to, never block a core, and never leave a
+// caller waiting for a core that has stopped: a stopped core's mailbox refuses posts, and the
+// posts it held are dropped, which resolves their callers with `MailboxError::CoreStopped`.
 
 mod channel;
 mod reply;

@@ -1,11 +1,13 @@
 //! [`reply`]: the one-shot slot through which a core sends a submitted closure's output back.
 //!
 //! One value goes from the core that ran the work to the task that submitted it, each side on
-//! its own thread. This module owns that hand-over and the two ways it can end early: the
-//! sending side dropped without a value (the target core shut down, or the work was cancelled),
-//! reported as `None`; or the receiving side dropped, in which case the value is dropped on the
-//! sending core. It must never block beyond a short uncontended lock, and never run user code
-//! while holding it (values and wakers are dropped or woken after the lock is released).
+//! its own thread.
+
+// This module owns that hand-over and the two ways it can end early: the sending side dropped
+// without a value (the target core shut down, or the work was cancelled), reported as `None`; or
+// the receiving side dropped, in which case the value is dropped on the sending core. It must never
+// block beyond a short uncontended lock, and never run user code while holding it (values and
+// wakers are dropped or woken after the lock is released).
 
 use std::future::Future;
 use std::pin::Pin;

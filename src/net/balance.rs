@@ -6,13 +6,13 @@
 //! given a [`LoadBalance`], it checks every core's count of open connections at each accept,
 //! and when its own core is above the average by more than the margin, it hands the new
 //! connection to the core with the fewest (Seastar balances the same way).
-//!
-//! This module owns that decision and the hand-over. The counts are each core's live
-//! [`TcpStream`]s, read without synchronisation beyond relaxed atomics: a decision may act on a
-//! count a few connections stale, which balancing tolerates. A connection on its way to another
-//! core is counted there from the decision on, so a burst of accepts does not pile onto one
-//! core. This module must never block the accepting core on another one: the hand-over is a
-//! post to the target's mailbox, and the accept loop goes on at once.
+
+// This module owns that decision and the hand-over. The counts are each core's live `TcpStream`s,
+// read without synchronisation beyond relaxed atomics: a decision may act on a count a few
+// connections stale, which balancing tolerates. A connection on its way to another core is counted
+// there from the decision on, so a burst of accepts does not pile onto one core. This module must
+// never block the accepting core on another one: the hand-over is a post to the target's mailbox,
+// and the accept loop goes on at once.
 
 use std::future::Future;
 use std::io;

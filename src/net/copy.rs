@@ -5,7 +5,9 @@
 //! read, so each side holds one buffer and at most one operation of each kind in flight. When a
 //! side reaches end of stream the other side's write direction is shut down (a half-close: the
 //! peer reads end of stream and may still answer), and the other direction goes on until its
-//! own end. This module owns that loop; it must never buffer more than one read per direction.
+//! own end.
+
+// This module owns that loop; it must never buffer more than one read per direction.
 
 use std::future::{Future, poll_fn};
 use std::io;

@@ -6,10 +6,10 @@
 //! one gauge per core, in the runtime's core order) is built by the runtime beside the mesh and
 //! shared by every core's context; the accepting core reads the others' gauges to pick where a
 //! new connection goes.
-//!
-//! This module owns the gauges and nothing else. The counts are relaxed atomics, exact only
-//! when nothing moves: a reader may see a count a few connections stale, which balancing
-//! tolerates. They must never be used to synchronise anything else.
+
+// This module owns the gauges and nothing else. The counts are relaxed atomics, exact only when
+// nothing moves: a reader may see a count a few connections stale, which balancing tolerates. They
+// must never be used to synchronise anything else.
 
 use std::sync::Arc;
 

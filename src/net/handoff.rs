@@ -6,12 +6,11 @@
 //! the owning core turns the socket into a [`Handoff`] — a plain, `Send` descriptor no driver
 //! knows about — and the other core adopts it, typically inside
 //! [`mesh::submit_to`](crate::mesh::submit_to).
-//!
-//! This module owns that detach/adopt protocol. It must never detach a socket that an
-//! operation still uses (the kernel may still be reading into a buffer of this core), never
-//! lose the bytes dropped reads took and nobody read yet (they travel in the `Handoff` and come
-//! back on adoption), and never leak the descriptor: a `Handoff` nobody adopts closes the
-//! socket when dropped.
+
+// This module owns that detach/adopt protocol. It must never detach a socket that an operation
+// still uses (the kernel may still be reading into a buffer of this core), never lose the bytes
+// dropped reads took and nobody read yet (they travel in the `Handoff` and come back on adoption),
+// and never leak the descriptor: a `Handoff` nobody adopts closes the socket when dropped.
 
 use std::fmt;
 use std::io;

@@ -5,10 +5,10 @@
 //! A host name is resolved by the C library (`getaddrinfo`, through std's
 //! `std::net::ToSocketAddrs`), which blocks, so it runs on the runtime's blocking pool
 //! ([`spawn_blocking`](crate::spawn_blocking)) while the core serves its other tasks.
-//!
-//! This module owns that split, and the errors that name the address they are about (a failed
-//! lookup names the host, a failed connection the address tried); it must never call the
-//! resolver on a core's thread, nor send a literal address to the pool.
+
+// This module owns that split, and the errors that name the address they are about (a failed lookup
+// names the host, a failed connection the address tried); it must never call the resolver on a
+// core's thread, nor send a literal address to the pool.
 
 use std::future::Future;
 use std::io;

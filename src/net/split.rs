@@ -5,10 +5,10 @@
 //! `Rc`; [`ReadHalf`] and [`WriteHalf`] are that `Rc` with the right half of the API each, and
 //! a [`WriteHalf`] that shuts the write direction down when it is dropped, so the peer reads
 //! end of stream as soon as the writer is done, whatever the reader still does.
-//!
-//! This module owns the halves and the sealed [`ByteStream`] trait that names what can be
-//! split (and copied: see [`copy_bidirectional`](super::copy_bidirectional)). It must never
-//! add I/O of its own: the halves forward to the stream's.
+
+// This module owns the halves and the sealed `ByteStream` trait that names what can be split (and
+// copied: see `copy_bidirectional`). It must never add I/O of its own: the halves forward to the
+// stream's.
 
 use std::fmt;
 use std::io;

@@ -1,10 +1,11 @@
 //! [`StreamIo`]: the read and write loops every stream socket shares (TCP today; Unix streams
 //! next) and pipes too (`read(2)`/`write(2)` instead of `recv`/`send`: [`Calls`]), so that each
 //! stream type is a thin layer of options over one tested core.
-//!
-//! It owns the cancel-safe read (held bytes first, see `crate::driver::held`), `read_exact`,
-//! `peek`, `write`, `write_all` and their vectored forms over a [`SharedFd`]. It must never know which kind of stream it
-//! serves: address types, options and hand-off belong to the socket types.
+
+// This module owns the cancel-safe read (held bytes first, see `crate::driver::held`),
+// `read_exact`, `peek`, `write`, `write_all` and their vectored forms over a `SharedFd`. It must
+// never know which kind of stream it serves: address types, options and hand-off belong to the
+// socket types.
 
 use std::io;
 

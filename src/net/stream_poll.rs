@@ -13,9 +13,9 @@
 //! One wait per direction is kept, so the poll forms serve one reader and one writer at a time
 //! (an `AsyncRead` half and an `AsyncWrite` half in two tasks); a second poller of the same
 //! direction takes the wait over, and the first is then woken no more.
-//!
-//! This module owns those poll loops. It must never let the kernel keep a pointer into the
-//! caller's slice after the call returns (so no ring submission touches a slice).
+
+// This module owns those poll loops. It must never let the kernel keep a pointer into the caller's
+// slice after the call returns (so no ring submission touches a slice).
 
 use std::cell::Cell;
 use std::future::Future;

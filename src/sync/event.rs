@@ -1,9 +1,5 @@
 //! [`Event`]: a one-shot, cross-thread flag that tasks can await.
 //!
-//! This module owns the flag, the list of waiting tasks' wakers and the protocol between them.
-//! It must never block a thread (waiting is a future) and never poll a task: it only calls
-//! wakers.
-//!
 //! # The wake protocol: flag first, then the lock
 //!
 //! `set` raises the flag, then takes the waiter list under its lock and wakes every waker in
@@ -15,6 +11,9 @@
 //!
 //! The flag and the lock come from [`crate::loom`], and the `loom_tests` module below checks
 //! the protocol with loom (`--cfg loom`).
+
+// This module owns the flag, the list of waiting tasks' wakers and the protocol between them. It
+// must never block a thread (waiting is a future) and never poll a task: it only calls wakers.
 
 use std::future::Future;
 use std::pin::Pin;

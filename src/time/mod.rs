@@ -1,15 +1,10 @@
 //! Timers: [`sleep`], [`sleep_until`], [`timeout`] and [`interval`].
 //!
-//! Each core owns one hierarchical timer wheel (see `wheel`) with a resolution of **1 ms**: a
-//! deadline is rounded *up* to the next millisecond tick, so a timer never fires before its
-//! deadline, and may fire up to about 1 ms after it (plus whatever the core is busy with). The
-//! core loop sleeps in its I/O driver until the wheel's next expiration. Cancelling a timer
-//! (dropping its future) is O(1). Deadlines far in the future (days, years) are fine.
-//!
-//! This module owns the per-core `Timers` and the timer futures. It must never read the clock
-//! more than once per poll, never let a timer refresh or cancel an entry of a wheel other than
-//! the one it registered in, and never keep a waker registered for a dropped future — save the
-//! stale entry that a timer which moved leaves behind in its old wheel (see below).
+//! Each core owns one hierarchical timer wheel with a resolution of **1 ms**: a deadline is
+//! rounded *up* to the next millisecond tick, so a timer never fires before its deadline, and
+//! may fire up to about 1 ms after it (plus whatever the core is busy with). The core loop
+//! sleeps in its I/O driver until the wheel's next expiration. Cancelling a timer (dropping its
+//! future) is O(1). Deadlines far in the future (days, years) are fine.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -47,6 +42,12 @@
 //! through the old core's mailbox instead would cost every move and every drop of a moved
 //! timer an allocation and perhaps a wake-up of that core, and could not reach a runtime that
 //! has ended; the lazy way costs nothing until a timer actually moves.
+
+// The wheel itself is in `wheel`. This module owns the per-core `Timers` and the timer futures.
+// It must never read the clock more than once per poll, never let a timer refresh or cancel an
+// entry of a wheel other than the one it registered in, and never keep a waker registered for a
+// dropped future — save the stale entry that a timer which moved leaves behind in its old wheel
+// (see "Timers that move" above).
 
 mod wheel;
 

@@ -1,12 +1,8 @@
 //! Hierarchical hashed timer wheel.
 //!
-//! This module owns the timer *algorithm* and nothing else: the levels and
-//! their slots, cascading entries from coarse to fine levels, the overflow
-//! list for deadlines beyond the wheel's span, the per-level occupancy
-//! bitmaps and O(1) cancellation. Time is measured in abstract integer
-//! *ticks* (the runtime uses 1 tick = 1 ms). The wheel never reads a clock,
-//! never touches a waker and performs no I/O; the caller tells it what time it
-//! is through [`TimerWheel::advance`] and decides what "firing" means.
+//! Time is measured in abstract integer *ticks* (the runtime uses 1 tick = 1 ms). The wheel
+//! never reads a clock, never touches a waker and performs no I/O; the caller tells it what time
+//! it is through [`TimerWheel::advance`] and decides what "firing" means.
 //!
 //! # Algorithm
 //!
@@ -63,6 +59,10 @@
 //!   issued it.
 //! - No clocks, wakers, I/O, `unsafe`, or per-operation allocation in steady
 //!   state; creating a wheel takes one relaxed atomic increment (its id).
+
+// This module owns the timer *algorithm* and nothing else: the levels and their slots, cascading
+// entries from coarse to fine levels, the overflow list for deadlines beyond the wheel's span, the
+// per-level occupancy bitmaps and O(1) cancellation.
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};

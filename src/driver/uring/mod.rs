@@ -22,10 +22,10 @@
 //! task, also when a panic unwound out of the core loop) cancels everything in flight and waits
 //! for the terminal completions; what the kernel does not finish within [`SHUTDOWN_GRACE`] is
 //! leaked, never freed, and the ring is then marked unsettled for good (see [`settled`]).
-//!
-//! This module owns the ring, the slab of operations and their lifecycle. It must never block
-//! anywhere but in `park` and `shutdown`, never run user code while `inner` is borrowed, and
-//! never free an orphan's data before its completion.
+
+// This module owns the ring, the slab of operations and their lifecycle. It must never block
+// anywhere but in `park` and `shutdown`, never run user code while `inner` is borrowed, and never
+// free an orphan's data before its completion.
 
 mod setup;
 mod stream;

@@ -3,8 +3,9 @@
 //! [`build_ring`] asks for the fastest setup first (a single issuer with deferred task work, so
 //! completions are processed only when this core enters the kernel) and drops one flag at a time
 //! when an older kernel rejects it with `EINVAL`. It then checks the features and opcodes coreio
-//! relies on. Failures become a [`RingSetupError`] that names the cause and the remedy. This
-//! module owns ring creation and nothing after it.
+//! relies on. Failures become a [`RingSetupError`] that names the cause and the remedy.
+
+// This module owns ring creation and nothing after it.
 
 use std::fmt;
 use std::io;

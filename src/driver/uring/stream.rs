@@ -7,10 +7,9 @@
 //! future is dropped first, the slot becomes a [`StreamOrphan`]: what the queued and later
 //! completions produced is released one by one (an accepted fd closed, say), the operation is
 //! cancelled, and its data is dropped at the terminal completion, never before.
-//!
-//! This module owns that queue and the hand-over to the orphan. Like the rest of the driver it
-//! never runs user code while the driver is borrowed: wakes, releases and drops are
-//! [`Deferred`] work.
+
+// This module owns that queue and the hand-over to the orphan. Like the rest of the driver it never
+// runs user code while the driver is borrowed: wakes, releases and drops are `Deferred` work.
 
 use std::any::Any;
 use std::collections::VecDeque;

@@ -1,12 +1,5 @@
 //! [`channel`]: a bounded multi-producer, single-consumer queue whose handles move between cores.
 //!
-//! This module owns the channel's shared state — a lock-free bounded queue
-//! ([`ConcurrentQueue`]), the count of senders, the receiver's waker slot and the list of
-//! senders waiting for room — and the protocol by which each side wakes the other. It must never
-//! block a thread (waiting is always a future), never lock or allocate per message on the fast
-//! path, and never poll a task: it only calls wakers, and the runtime carries a wake to the
-//! waker's core (at most one wake-up per sleep of that core, however many wakes arrive).
-//!
 //! # Costs
 //!
 //! A `send` that finds room, or a `recv` that finds a message, is the queue operation, one
@@ -41,6 +34,13 @@
 //! Closing — the receiver closes or drops, or the last sender drops — closes the queue first and
 //! then, under the lock the other side registers under, wakes that side's waiters: a waiter
 //! either registered before and is woken, or re-checks after and finds the queue closed.
+
+// This module owns the channel's shared state — a lock-free bounded queue (`ConcurrentQueue`), the
+// count of senders, the receiver's waker slot and the list of senders waiting for room — and the
+// protocol by which each side wakes the other. It must never block a thread (waiting is always a
+// future), never lock or allocate per message on the fast path, and never poll a task: it only
+// calls wakers, and the runtime carries a wake to the waker's core (at most one wake-up per sleep
+// of that core, however many wakes arrive).
 
 use std::collections::VecDeque;
 use std::fmt;

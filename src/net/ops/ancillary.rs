@@ -2,10 +2,12 @@
 //! the walk over the control messages the kernel wrote into it.
 //!
 //! The buffer is a fixed array aligned for `cmsghdr`, so it can live inside an operation's boxed
-//! message parts without a second allocation. This module knows the `cmsg` framing only (the
-//! `CMSG_*` layout); what a message means (a packet's destination address, descriptors passed
-//! over a Unix socket) belongs to the socket types. It must never read past the length the
-//! kernel reported, nor trust a header's length without checking it against the buffer.
+//! message parts without a second allocation.
+
+// This module knows the `cmsg` framing only (the `CMSG_*` layout); what a message means (a packet's
+// destination address, descriptors passed over a Unix socket) belongs to the socket types. It must
+// never read past the length the kernel reported, nor trust a header's length without checking it
+// against the buffer.
 
 use std::io;
 

@@ -4,8 +4,7 @@
 //! Every struct here owns what the kernel touches while the operation runs: the socket
 //! ([`SharedFd`](crate::driver::SharedFd) clone, so the fd outlives a dropped stream until the
 //! operation completes), the buffer, and any address storage (boxed, so its address survives
-//! the struct being moved into the driver as an orphan). This module owns that parity; it must
-//! never hand the kernel a pointer into the struct itself.
+//! the struct being moved into the driver as an orphan).
 //!
 //! [`StreamRecv`] and [`Accept`] are cancel-safe: their socket is an
 //! [`OpShare`](crate::driver::OpShare), which counts them in the socket's holding area (see
@@ -15,6 +14,8 @@
 //! Where a new operation goes: a file of its own here, implementing
 //! [`Operation`](crate::driver::Operation); a datagram receive is a different operation from
 //! [`StreamRecv`] (a short datagram does not mean the socket is drained).
+
+// This module owns that parity; it must never hand the kernel a pointer into the struct itself.
 
 mod accept;
 mod addr;

@@ -1,9 +1,9 @@
 //! [`TcpSocket`]: a TCP socket being set up, before it listens or connects.
-//!
-//! It owns the options that must be set before `bind`, `listen` or `connect` (address reuse,
-//! `IPV6_V6ONLY`, buffer sizes), binding a chosen local address, and the errors of those steps,
-//! which name the address they were about.
 
+// This module owns the options that must be set before `bind`, `listen` or `connect` (address
+// reuse, `IPV6_V6ONLY`, buffer sizes), binding a chosen local address, and the errors of those
+// steps, which name the address they were about.
+//
 // This module must never touch a driver before `listen` or `connect`: a `TcpSocket` is a plain
 // socket that can be made and configured anywhere, even outside a runtime.
 

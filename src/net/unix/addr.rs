@@ -2,8 +2,10 @@
 //! Linux's abstract namespace, or unnamed.
 //!
 //! It wraps a `socket2::SockAddr` of family `AF_UNIX` and checks what it is given, so the
-//! kernel never sees a silently truncated name. (It must never hold another family's address:
-//! the constructors and `from_sock_addr` make sure of that.)
+//! kernel never sees a silently truncated name.
+
+// A `UnixSocketAddr` must never hold another family's address: the constructors and
+// `from_sock_addr` make sure of that.
 
 use std::ffi::OsStr;
 use std::fmt;

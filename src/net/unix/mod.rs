@@ -5,10 +5,11 @@
 //! A stream reads and writes through the same `StreamIo` as a TCP stream, a datagram socket
 //! through the same datagram operations as a UDP socket, and a listener accepts through the
 //! shared accept loop (`net::accept_loop`), so cancel safety and the
-//! back-off on descriptor exhaustion are the same as TCP's, on both backends. This module owns
-//! what is particular to Unix sockets: addresses, binding (it must never remove a socket file:
-//! a path in use is the caller's to clean up), credentials, and `connect`, which is a plain
-//! non-blocking syscall here because a Unix connect never waits in the kernel.
+//! back-off on descriptor exhaustion are the same as TCP's, on both backends.
+
+// This module owns what is particular to Unix sockets: addresses, binding (it must never remove a
+// socket file: a path in use is the caller's to clean up), credentials, and `connect`, which is a
+// plain non-blocking syscall here because a Unix connect never waits in the kernel.
 
 mod addr;
 mod cred;
