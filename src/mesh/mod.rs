@@ -37,6 +37,9 @@
 //! it had received but not yet run: no caller is left waiting for a stopped core). A server's
 //! roots run until shutdown, so this matters mostly in tests and tools, where a core that only
 //! serves others should wait (on an [`Event`](crate::sync::Event), say) until they are done.
+//! After a graceful [`shutdown`](crate::shutdown) is requested, a finished root no longer stops
+//! its core at once: the core keeps serving its tasks and mailbox until they are done or the
+//! grace period ends.
 //!
 //! # Costs and wake-ups
 //!

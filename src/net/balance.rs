@@ -97,7 +97,9 @@ impl TcpListener {
     /// The handler is shared by every core, hence `Send + Sync`; the future it returns runs on
     /// the core that serves the connection and may be `!Send`. A panicking handler ends its own
     /// connection only. Transient accept failures are absorbed as in
-    /// [`accept`](TcpListener::accept); any other accept error is returned.
+    /// [`accept`](TcpListener::accept); any other accept error is returned, and so is the
+    /// error of a graceful shutdown ([`shutdown::is_shutdown_error`](crate::shutdown::is_shutdown_error)):
+    /// the connections being served go on until they finish or the runtime's grace ends.
     ///
     /// ```no_run
     /// use coreio::net::{LoadBalance, TcpListener};
