@@ -12,6 +12,9 @@ fn cross_core_handles_are_send_and_sync() {
     send_and_sync::<coreio::CoreId>();
     send_and_sync::<coreio::Backend>();
     send_and_sync::<coreio::RingSetupError>();
+    // The shutdown handle is triggered from any thread (a signal handler's, another core).
+    send_and_sync::<coreio::shutdown::Shutdown>();
+    send_and_sync::<coreio::shutdown::ShutdownReport>();
     // A core's error carries a panic payload, which is `Send` but not `Sync`.
     send::<coreio::CoreError>();
     // A handle to a task whose output is `Send` may be awaited from another core.
