@@ -83,10 +83,13 @@ impl StreamIo {
         let (fd, calls) = (self.fd.raw(), self.calls());
         let waits = self.waits();
         let len = clamp_len(dst.len()) as usize;
-        // Drained: wait for readiness first, unless epoll already reported it.
+        // Drained: wait for readiness first, unless epoll already reported it. (Only an fd
+        // registered with epoll has that to ask: on io_uring the core is not looked up.)
+        let epoll = self.fd.epoll_token().is_some();
         let try_first = !waits.read_drained.get()
-            || context::with(|ctx| ctx.driver.readable_edge_since_drained(&self.fd))
-                .unwrap_or(true);
+            || epoll
+                && context::with(|ctx| ctx.driver.readable_edge_since_drained(&self.fd))
+                    .unwrap_or(true);
         let read = self.poll_io(Direction::Read, &waits.read, cx, try_first, || {
             let ptr = dst.as_mut_ptr().cast();
             let n = cvt(match calls {
@@ -103,7 +106,7 @@ impl StreamIo {
             // stream (0) or an error must be seen again by the next read, so it tries.
             let drained = matches!(result, Ok(n) if *n > 0 && *n < len);
             waits.read_drained.set(drained);
-            if drained {
+            if drained && epoll {
                 context::with(|ctx| ctx.driver.mark_read_drained(&self.fd));
             }
         }
