@@ -128,13 +128,17 @@ both_backends! {
 
     fn a_dropped_join_next_loses_no_output(backend: Backend) {
         block_on(backend, async {
+            // The member finishes only when told to, so the first wait must time out.
+            let go = coreio::sync::Event::new();
             let mut set = JoinSet::new();
-            set.spawn(async {
-                sleep(Duration::from_millis(20)).await;
+            let told = go.clone();
+            set.spawn(async move {
+                told.wait().await;
                 "late"
             });
             let waited = coreio::time::timeout(Duration::from_millis(1), set.join_next()).await;
             assert!(waited.is_err(), "nothing finished yet");
+            go.set();
             assert_eq!(set.join_next().await.unwrap().unwrap(), "late");
         });
     }
