@@ -40,24 +40,7 @@ use options::{Options, USAGE};
 use zone::{BUILT_IN_ZONE, Zone, Zones};
 
 fn main() -> ExitCode {
-    let options = match options::parse_args(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("dns: {message} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("dns: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main_with("dns", USAGE, options::parse_args, run)
 }
 
 fn run(options: Options) -> Result<(), String> {

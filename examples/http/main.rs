@@ -50,24 +50,7 @@ use coreio::sync::Event;
 use options::{Options, USAGE};
 
 fn main() -> ExitCode {
-    let options = match options::parse_args(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("http: {message} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("http: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main_with("http", USAGE, options::parse_args, run)
 }
 
 fn run(options: Options) -> Result<(), String> {

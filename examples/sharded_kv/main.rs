@@ -48,24 +48,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use options::{Options, USAGE};
 
 fn main() -> ExitCode {
-    let options = match options::parse_args(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("sharded_kv: {message} (see --help)");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sharded_kv: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main_with("sharded_kv", USAGE, options::parse_args, run)
 }
 
 fn run(options: Options) -> Result<(), String> {

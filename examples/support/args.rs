@@ -5,6 +5,37 @@
 //! command line, never what a flag means: each example's `options.rs` does.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+
+/// An example's `main`: parses the command line with `parse` and runs `run`. `--help` (`parse`
+/// gives `None`) prints `usage` and exits 0; bad arguments print `PROGRAM: MESSAGE (see --help)`
+/// and exit 2; a failed run prints `PROGRAM: MESSAGE` and exits 1.
+#[allow(dead_code)] // The examples' `main` calls it; the tests that include this file do not.
+pub fn main_with<O>(
+    program: &str,
+    usage: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<Option<O>, String>,
+    run: impl FnOnce(O) -> Result<(), String>,
+) -> ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{program}: {message} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{program}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A command line, read flag by flag.
 pub struct Args<I> {
