@@ -32,11 +32,11 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -113,10 +113,11 @@ enum Deferred {
     Release(Box<dyn Orphan>, i32),
     /// A `MSG_RING` wake failed: wake the target core by eventfd instead.
     WakeByEventfd(Arc<dyn EventfdWake>),
-    /// A completion of a dropped streaming operation: release what it produced.
-    StreamItem(fn(Cqe), Cqe),
-    /// The data of a dropped streaming operation, after its terminal completion.
-    DropData(Box<dyn Any>),
+    /// A completion of a dropped streaming operation: release what it produced. The last of
+    /// these (or a `DropData`) drops the operation's data.
+    StreamItem(stream::StreamOrphan, Cqe),
+    /// The data of a dropped streaming operation that had ended already.
+    DropData(stream::StreamOrphan),
 }
 
 impl Deferred {
@@ -125,7 +126,7 @@ impl Deferred {
             Deferred::Wake(waker) => waker.wake(),
             Deferred::Release(orphan, result) => orphan.complete(result),
             Deferred::WakeByEventfd(fallback) => fallback.wake_by_eventfd(),
-            Deferred::StreamItem(release, cqe) => release(cqe),
+            Deferred::StreamItem(orphan, cqe) => orphan.borrow_mut().item(cqe),
             Deferred::DropData(data) => drop(data),
         }
     }
@@ -662,12 +663,14 @@ fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usi
             return;
         }
         Lifecycle::StreamOrphaned(orphan) => {
-            deferred.push(Deferred::StreamItem(orphan.item, cqe));
-            if !cqe.more() {
+            if cqe.more() {
+                deferred.push(Deferred::StreamItem(Rc::clone(orphan), cqe));
+            } else {
+                // The terminal completion: its release holds the last reference to the data.
                 let Some(Lifecycle::StreamOrphaned(orphan)) = ops.try_remove(key) else {
                     unreachable!("matched just above");
                 };
-                deferred.push(Deferred::DropData(orphan.data));
+                deferred.push(Deferred::StreamItem(orphan, cqe));
             }
             return;
         }

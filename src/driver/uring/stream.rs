@@ -11,9 +11,10 @@
 // This module owns that queue and the hand-over to the orphan. Like the rest of the driver it never
 // runs user code while the driver is borrowed: wakes, releases and drops are `Deferred` work.
 
-use std::any::Any;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use io_uring::{opcode, squeue};
@@ -39,12 +40,21 @@ impl Stream {
     }
 }
 
-/// A streaming operation whose future was dropped before its terminal completion.
-pub(super) struct StreamOrphan {
-    /// The operation's data, dropped after the terminal completion.
-    pub(super) data: Box<dyn Any>,
-    /// Releases what one completion produced (`StreamOperation::orphan_item`).
-    pub(super) item: fn(Cqe),
+/// The data of a streaming operation whose future was dropped before its terminal completion:
+/// it releases what each later completion produced (`StreamOperation::orphan_item`), and is
+/// dropped after the terminal one. Shared between the slab and the deferred items that release
+/// completions, so that those run with the driver unborrowed and the data drops after the last.
+pub(super) type StreamOrphan = Rc<RefCell<dyn OrphanedStream>>;
+
+/// A [`StreamOperation`]'s data, with its type erased, once the driver owns it.
+pub(super) trait OrphanedStream {
+    fn item(&mut self, cqe: Cqe);
+}
+
+impl<T: StreamOperation> OrphanedStream for T {
+    fn item(&mut self, cqe: Cqe) {
+        self.orphan_item(cqe);
+    }
 }
 
 impl UringDriver {
@@ -92,20 +102,20 @@ impl UringDriver {
             unreachable!("a live streaming operation keeps its slot until it ends");
         };
         let ended = stream.ended;
-        for cqe in std::mem::take(&mut stream.queue) {
+        let queued = std::mem::take(&mut stream.queue);
+        let orphan: StreamOrphan = Rc::new(RefCell::new(data));
+        for cqe in queued {
             inner
                 .deferred
-                .push(Deferred::StreamItem(T::orphan_item, cqe));
+                .push(Deferred::StreamItem(Rc::clone(&orphan), cqe));
         }
         if ended {
+            // The last deferred item drops the data, after the queued items are released.
             inner.ops.remove(key);
-            inner.deferred.push(Deferred::DropData(Box::new(data)));
+            inner.deferred.push(Deferred::DropData(orphan));
             return;
         }
-        inner.ops[key] = Lifecycle::StreamOrphaned(StreamOrphan {
-            data: Box::new(data),
-            item: T::orphan_item,
-        });
+        inner.ops[key] = Lifecycle::StreamOrphaned(orphan);
         let cancel = opcode::AsyncCancel::new(key as u64)
             .build()
             .user_data(CANCEL_TOKEN);
