@@ -39,7 +39,9 @@
 # 50) is the --spin-us of the coreio-spin server.
 #
 # Servers: coreio (examples/echo, COREIO_BACKEND=uring), coreio-spin (the same with --spin-us:
-# an idle core polls before it blocks), coreio-epoll (COREIO_BACKEND=epoll) and
+# an idle core polls before it blocks), coreio-epoll (COREIO_BACKEND=epoll), coreio-owned and
+# coreio-epoll-owned (the same with --recv owned: a buffer per connection instead of the
+# core's receive pool, for the A/B of multishot receives) and
 # the peers benches/target/release/peer-NAME from benches/peers. With fewer than two usable CPUs
 # or no working taskset, nothing is pinned (with a warning). Run it on a quiet machine: the
 # figures are only as steady as the machine is.
@@ -63,7 +65,7 @@ invocation=$(shell_quote "$0" "$@")
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_servers="coreio coreio-spin coreio-epoll tokio-ct tokio-mt smol monoio glommio uring-raw"
+all_servers="coreio coreio-owned coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
 
 # Seconds each run costs beyond duration + warm-up (start, banner, connect, stop); an estimate.
 run_overhead_s=1
@@ -184,7 +186,7 @@ peer_dir=$root/benches/target/release
 
 server_binary() {
   case $1 in
-  coreio | coreio-spin | coreio-epoll) echo "$echo_bin" ;;
+  coreio*) echo "$echo_bin" ;;
   *) echo "$peer_dir/peer-$1" ;;
   esac
 }
@@ -374,6 +376,8 @@ start_server() {
   coreio) env_vars=(COREIO_BACKEND=uring) ;;
   coreio-spin) env_vars=(COREIO_BACKEND=uring) args=(--spin-us "$server_spin_us") ;;
   coreio-epoll) env_vars=(COREIO_BACKEND=epoll) ;;
+  coreio-owned) env_vars=(COREIO_BACKEND=uring) args=(--recv owned) ;;
+  coreio-epoll-owned) env_vars=(COREIO_BACKEND=epoll) args=(--recv owned) ;;
   esac
   pick_port
   env "${env_vars[@]}" "${server_pin[@]}" "$bin" --addr "127.0.0.1:$port" --cores 1 "${args[@]}" \
@@ -403,8 +407,8 @@ start_server() {
   fi
   local want=
   case $name in
-  coreio | coreio-spin) want="backend io_uring" ;;
-  coreio-epoll) want="backend epoll" ;;
+  coreio | coreio-spin | coreio-owned) want="backend io_uring" ;;
+  coreio-epoll | coreio-epoll-owned) want="backend epoll" ;;
   esac
   if [[ -n $want && $line != *"$want"* ]]; then
     stop_server

@@ -46,12 +46,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coreio::buf::IoBuf;
 use coreio::net::{
-    DatagramTruncated, LoadBalance, TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream,
+    DatagramTruncated, LoadBalance, RecvStream, TcpListener, TcpStream, UdpSocket, UnixListener,
+    UnixStream,
 };
 use coreio::sync::Event;
 use coreio::{Backend, Builder, CoreId};
@@ -59,7 +61,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT | --unix PATH] [--udp] [--cores N] [--backend auto|uring|epoll]
-            [--spin-us N] [--accept-cores K] [--balance PERCENT]
+            [--spin-us N] [--accept-cores K] [--balance PERCENT] [--recv pooled|owned]
 
 An echo server: TCP with one SO_REUSEPORT listener per core (the default), a Unix stream
 socket (--unix) or UDP (--udp).
@@ -84,6 +86,10 @@ options:
   --balance PERCENT  load-aware accepting: a core more than PERCENT above the average of
                      open connections hands new ones to the least loaded core (default off;
                      TCP only)
+  --recv MODE        how a stream connection receives: pooled (the default) takes each
+                     message in a buffer lent from the core's pool (on io_uring, one
+                     multishot receive over a provided buffer ring) and writes that buffer
+                     back; owned reads into one 16 KiB buffer per connection
   -h, --help         print this help
 
 Ctrl-C or SIGTERM stops the server; it prints what each core served and exits 0. Exit status
@@ -116,7 +122,12 @@ struct Options {
     spin: Duration,
     accept_cores: Option<usize>,
     balance: Option<LoadBalance>,
+    pooled_recv: bool,
 }
+
+/// `--recv`: whether stream connections receive into the core's pooled buffers (set once,
+/// before the runtime starts).
+static POOLED_RECV: AtomicBool = AtomicBool::new(true);
 
 fn main() -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
@@ -150,6 +161,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut addr_given = false;
     let mut unix: Option<PathBuf> = None;
     let mut udp = false;
+    let mut pooled_recv = true;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -233,6 +245,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     _ => return Err(format!("--balance takes a percentage, got {text:?}")),
                 }
             }
+            "--recv" => {
+                let text = value()?;
+                pooled_recv = match text.as_str() {
+                    "pooled" => true,
+                    "owned" => false,
+                    _ => return Err(format!("--recv takes pooled or owned, got {text:?}")),
+                };
+            }
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -261,6 +281,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         spin,
         accept_cores,
         balance,
+        pooled_recv,
     }))
 }
 
@@ -281,6 +302,7 @@ fn run(options: Options) -> Result<(), String> {
     let mut builder = Builder::new()
         .thread_name_prefix("echo")
         .spin_before_park(options.spin);
+    POOLED_RECV.store(options.pooled_recv, Ordering::Relaxed);
     if let Some(cores) = options.cores {
         builder = builder.cores(cores);
     }
@@ -635,18 +657,22 @@ async fn accept_unix(listener: UnixListener, failure: Rc<RefCell<Option<String>>
     stop.set();
 }
 
-/// The two calls `echo` makes, on either stream type.
+/// The calls `echo` makes, on either stream type.
 trait EchoStream {
     async fn read_into(&self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>);
-    async fn write_out(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>);
+    async fn write_out<B: IoBuf>(&self, buf: B) -> (std::io::Result<()>, B);
+    fn incoming(&self) -> RecvStream<'_>;
 }
 
 impl EchoStream for TcpStream {
     async fn read_into(&self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
         self.read(buf).await
     }
-    async fn write_out(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+    async fn write_out<B: IoBuf>(&self, buf: B) -> (std::io::Result<()>, B) {
         self.write_all(buf).await
+    }
+    fn incoming(&self) -> RecvStream<'_> {
+        self.recv_stream()
     }
 }
 
@@ -654,14 +680,38 @@ impl EchoStream for UnixStream {
     async fn read_into(&self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
         self.read(buf).await
     }
-    async fn write_out(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+    async fn write_out<B: IoBuf>(&self, buf: B) -> (std::io::Result<()>, B) {
         self.write_all(buf).await
+    }
+    fn incoming(&self) -> RecvStream<'_> {
+        self.recv_stream()
     }
 }
 
-/// Echoes everything until the peer closes, reusing one buffer.
+/// Echoes everything until the peer closes.
 async fn echo(stream: impl EchoStream) {
     count(|c| &c.connections, 1);
+    if POOLED_RECV.load(Ordering::Relaxed) {
+        echo_pooled(stream).await
+    } else {
+        echo_owned(stream).await
+    }
+}
+
+/// `--recv pooled`: each message arrives in a buffer of the core's pool, which is written
+/// back as it is and then returns to the pool; a connection waiting for data holds none.
+async fn echo_pooled(stream: impl EchoStream) {
+    let mut incoming = stream.incoming();
+    while let Some(Ok(buf)) = incoming.next().await {
+        count(|c| &c.bytes, buf.len() as u64);
+        if stream.write_out(buf).await.0.is_err() {
+            return;
+        }
+    }
+}
+
+/// `--recv owned`: one buffer per connection, reused for every read and write.
+async fn echo_owned(stream: impl EchoStream) {
     let mut buf = Vec::with_capacity(BUF_CAPACITY);
     loop {
         // `read` fills the Vec from its start, up to its capacity, and sets its length to the

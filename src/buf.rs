@@ -24,6 +24,8 @@
 
 use std::ops::{Bound, RangeBounds};
 
+pub use crate::driver::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RECV_BUFFERS, PooledBuf};
+
 /// A buffer the kernel may read from while an operation is in flight.
 ///
 /// # Safety

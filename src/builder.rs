@@ -15,7 +15,7 @@ use crate::blocking::{
     DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT, DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS,
 };
 use crate::core::CoreId;
-use crate::driver::{self, Backend, DriverConfig};
+use crate::driver::{self, Backend, DriverConfig, MAX_RECV_BUFFERS, RecvPoolConfig};
 use crate::runtime::{self, CoreConfig, Runtime};
 use crate::shutdown::{DEFAULT_SHUTDOWN_GRACE, Shutdown};
 use crate::sys;
@@ -40,6 +40,9 @@ pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
 pub const DEFAULT_REMOTE_QUEUE_INTERVAL: u32 = 31;
 /// Longest [`Builder::spin_before_park`]: beyond this, spinning is a busy loop, not a wait.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
+/// The largest receive buffer `Builder::recv_buffers` accepts (the kernel's limit on one
+/// receive's length is far above it; a larger buffer only wastes memory per message).
+const MAX_RECV_BUFFER_SIZE: u32 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 enum CoreSelection {
@@ -77,6 +80,7 @@ pub struct Builder {
     blocking_shutdown_timeout: Duration,
     shutdown_grace: Duration,
     deny_uring_opcodes: Vec<String>,
+    recv_pool: RecvPoolConfig,
 }
 
 impl Default for Builder {
@@ -103,6 +107,7 @@ impl Builder {
             blocking_shutdown_timeout: DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             deny_uring_opcodes: Vec::new(),
+            recv_pool: RecvPoolConfig::default(),
         }
     }
 
@@ -122,6 +127,30 @@ impl Builder {
     /// twice as many).
     pub fn ring_entries(mut self, entries: u32) -> Builder {
         self.ring_entries = entries;
+        self
+    }
+
+    /// The receive buffers of each core: `buffers` buffers (a power of two, at most 32768) of
+    /// `buffer_size` bytes each, lent to the core's receive streams
+    /// ([`TcpStream::recv_stream`](crate::net::TcpStream::recv_stream)) as data arrives and
+    /// given back when the [`PooledBuf`](crate::buf::PooledBuf) holding it is dropped. The
+    /// memory (`buffers * buffer_size` bytes per core) is reserved by the first receive stream
+    /// of a core and touched only as buffers are used. Defaults:
+    /// [`DEFAULT_RECV_BUFFERS`](crate::buf::DEFAULT_RECV_BUFFERS) of
+    /// [`DEFAULT_RECV_BUFFER_SIZE`](crate::buf::DEFAULT_RECV_BUFFER_SIZE) bytes.
+    pub fn recv_buffers(mut self, buffers: u16, buffer_size: u32) -> Builder {
+        self.recv_pool.buffers = buffers;
+        self.recv_pool.buffer_size = buffer_size;
+        self
+    }
+
+    /// io_uring: whether receive streams use a multishot receive over a provided buffer ring
+    /// (one submission for many receives, the kernel picking the buffer; Linux 6.0), where the
+    /// kernel has them (default `true`). `false` makes them read into a buffer taken from the
+    /// pool before each receive, as on epoll. The `COREIO_MULTISHOT_RECV` environment variable
+    /// (`0` or `1`) overrides this.
+    pub fn multishot_recv(mut self, enabled: bool) -> Builder {
+        self.recv_pool.multishot = enabled;
         self
     }
 
@@ -299,6 +328,25 @@ impl Builder {
                 self.blocking_threads
             )));
         }
+        let recv = self.recv_pool;
+        if !recv.buffers.is_power_of_two() || recv.buffers > MAX_RECV_BUFFERS {
+            return Err(invalid(format!(
+                "recv_buffers: the buffer count must be a power of two between 1 and \
+                 {MAX_RECV_BUFFERS}, got {}",
+                recv.buffers
+            )));
+        }
+        if recv.buffer_size == 0 || recv.buffer_size > MAX_RECV_BUFFER_SIZE {
+            return Err(invalid(format!(
+                "recv_buffers: the buffer size must be between 1 and {MAX_RECV_BUFFER_SIZE} \
+                 bytes, got {}",
+                recv.buffer_size
+            )));
+        }
+        let recv_pool = RecvPoolConfig {
+            multishot: driver::env_switch("COREIO_MULTISHOT_RECV")?.unwrap_or(recv.multishot),
+            ..recv
+        };
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
         let from_env = std::env::var("COREIO_URING_DENY").unwrap_or_default();
@@ -314,6 +362,7 @@ impl Builder {
                 backend,
                 ring_entries: self.ring_entries,
                 denied_opcodes,
+                recv_pool,
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

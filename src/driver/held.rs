@@ -368,6 +368,30 @@ impl Drop for OpShare {
     }
 }
 
+/// A waiter that stays for many operations' results, counted like a [`Claim`] while it lives:
+/// a receive stream (`net::RecvStream`) whose multishot receive stays armed across its items.
+/// Dropped before the operation it waits on, as a `Claim` is, so that the operation counts as
+/// an orphan from then on.
+pub(crate) struct StandingClaim {
+    fd: SharedFd,
+}
+
+impl StandingClaim {
+    /// Counts a waiter on `fd`, whose operation holds an [`OpShare`] of the same socket.
+    pub(crate) fn new(fd: SharedFd) -> StandingClaim {
+        let held = fd.held();
+        held.futures.set(held.futures.get().wrapping_add(1));
+        StandingClaim { fd }
+    }
+}
+
+impl Drop for StandingClaim {
+    fn drop(&mut self) {
+        let held = self.fd.held();
+        held.futures.set(held.futures.get().wrapping_sub(1));
+    }
+}
+
 /// The future of a counted operation: an [`Op`] whose wait is counted in the socket's [`Held`]
 /// until it returns or is dropped. Its `Drop` runs before the `Op`'s, so the operation counts as
 /// an orphan from the moment its future is gone.

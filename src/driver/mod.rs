@@ -22,6 +22,7 @@ mod held;
 mod offload;
 mod op;
 mod op_stream;
+mod recv_pool;
 mod select;
 pub(crate) mod uring;
 mod wake;
@@ -37,14 +38,16 @@ use std::time::Duration;
 use crate::blocking::BlockingPool;
 
 pub(crate) use fd::SharedFd;
-pub(crate) use held::{Accepted, Claim, OpShare, Unread};
+pub(crate) use held::{Accepted, Claim, OpShare, StandingClaim, Unread};
 pub(crate) use offload::BlockingCall;
 pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
+pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolConfig};
+pub use recv_pool::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RECV_BUFFERS, PooledBuf};
 // The streaming lifecycle's first users outside the driver arrive with multishot operations.
 #[allow(unused_imports)]
 pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
 pub use select::Backend;
-pub(crate) use select::{ResolvedBackend, resolve};
+pub(crate) use select::{ResolvedBackend, env_switch, resolve};
 pub use uring::{RingSetupCause, RingSetupError};
 pub(crate) use uring::{optional_opcodes, settled};
 pub(crate) use wake::WakeTarget;
@@ -110,6 +113,8 @@ pub(crate) struct DriverConfig {
     pub(crate) ring_entries: u32,
     /// Optional io_uring opcodes to treat as missing (`Builder::deny_uring_opcodes`).
     pub(crate) denied_opcodes: Vec<u8>,
+    /// The receive pool's shape (`Builder::recv_buffers`, `Builder::multishot_recv`).
+    pub(crate) recv_pool: RecvPoolConfig,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -119,6 +124,9 @@ pub(crate) struct Driver {
     offloaded: offload::Offloaded,
     /// The runtime's blocking pool, where operations without a ring or readiness form run.
     pool: BlockingPool,
+    /// The receive buffers of this core's receive streams, made by the first that asks.
+    recv_pool: std::cell::OnceCell<std::rc::Rc<RecvPool>>,
+    recv_config: RecvPoolConfig,
 }
 
 /// The backend.
@@ -151,7 +159,29 @@ impl Driver {
             io,
             offloaded: offload::Offloaded::new(wake_fd)?,
             pool,
+            recv_pool: std::cell::OnceCell::new(),
+            recv_config: config.recv_pool,
         })
+    }
+
+    /// The core's receive pool, made on first use: a provided buffer ring on io_uring (unless
+    /// switched off or refused by the kernel), a list of free buffers otherwise.
+    pub(crate) fn recv_pool(&self) -> io::Result<std::rc::Rc<RecvPool>> {
+        if let Some(pool) = self.recv_pool.get() {
+            return Ok(std::rc::Rc::clone(pool));
+        }
+        let config = self.recv_config;
+        let pool = match &self.io {
+            Io::IoUring(driver) if config.multishot => match driver.register_recv_pool(config) {
+                Ok(pool) => pool,
+                Err(err) => {
+                    log::debug!("no provided buffer ring ({err}); receive buffers in a list");
+                    std::rc::Rc::new(RecvPool::with_list(config)?)
+                }
+            },
+            Io::IoUring(_) | Io::Epoll(_) => std::rc::Rc::new(RecvPool::with_list(config)?),
+        };
+        Ok(std::rc::Rc::clone(self.recv_pool.get_or_init(|| pool)))
     }
 
     /// The io_uring driver, when that is the backend.

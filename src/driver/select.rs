@@ -102,3 +102,19 @@ pub(crate) fn resolve(requested: Backend, ring_entries: u32) -> io::Result<Resol
 fn probe_uring(ring_entries: u32) -> Result<(), RingSetupError> {
     build_ring(ring_entries).map(drop)
 }
+
+/// An on/off switch read from the environment variable `name` (`0`/`1`, `false`/`true`, `off`/
+/// `on`), which overrides the `Builder` setting it names; `None` when unset.
+pub(crate) fn env_switch(name: &str) -> io::Result<Option<bool>> {
+    let Some(value) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Some("1" | "true" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "off") => Ok(Some(false)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}={value:?} is not a switch; use 0 or 1"),
+        )),
+    }
+}

@@ -48,6 +48,7 @@ mod handoff;
 mod lookup;
 pub(crate) mod ops;
 mod port_claim;
+mod recv_stream;
 mod split;
 mod stream_io;
 pub(crate) mod stream_poll;
@@ -60,6 +61,7 @@ pub use copy::{DEFAULT_COPY_CAPACITY, copy_bidirectional, copy_bidirectional_wit
 pub(crate) use gauge::{ConnectionGauges, Counted};
 pub use handoff::{Adopt, Handoff, HandoffError};
 pub use lookup::{ToSocketAddrs, lookup_host};
+pub use recv_stream::RecvStream;
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
 pub(crate) use stream_io::StreamIo;
 pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};

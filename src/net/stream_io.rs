@@ -70,6 +70,11 @@ impl StreamIo {
         (completion.result.map(|n| n as usize), buf)
     }
 
+    /// The stream's incoming bytes in buffers of the core's receive pool.
+    pub(crate) fn recv_stream(&self) -> super::RecvStream<'_> {
+        super::RecvStream::new(self)
+    }
+
     /// Receives until `buf` is full (`UnexpectedEof` on an early end of stream).
     pub(crate) async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
         let total = buf.bytes_total();

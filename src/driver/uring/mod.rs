@@ -49,6 +49,7 @@ pub use setup::{RingSetupCause, RingSetupError};
 pub(crate) use setup::{build_ring, optional_opcodes};
 
 use super::op::Orphan;
+use super::recv_pool::{BUFFER_GROUP, RecvPool, RecvPoolConfig};
 use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
@@ -192,6 +193,10 @@ struct Inner {
     spare: Vec<Deferred>,
     /// `shutdown` has run: nothing is in flight any more (or it was leaked).
     shut_down: bool,
+    /// The core's receive pool once registered as a provided buffer ring: held until the ring
+    /// is unregistered at shutdown (leaked if the shutdown gave up), because the kernel may
+    /// write into its buffers until then.
+    recv_pool: Option<Rc<RecvPool>>,
 }
 
 impl UringDriver {
@@ -224,6 +229,7 @@ impl UringDriver {
                 deferred: Vec::with_capacity(capacity),
                 spare: Vec::with_capacity(capacity),
                 shut_down: false,
+                recv_pool: None,
             }),
         })
     }
@@ -242,6 +248,25 @@ impl UringDriver {
     /// Whether this kernel has `opcode`.
     pub(crate) fn supports(&self, opcode: u8) -> bool {
         self.inner.borrow().opcodes.has(opcode)
+    }
+
+    /// The core's receive pool as a provided buffer ring (`IORING_REGISTER_PBUF_RING`, Linux
+    /// 5.19), registered now; an error when the kernel refuses it or the ring is shut down.
+    pub(crate) fn register_recv_pool(&self, config: RecvPoolConfig) -> io::Result<Rc<RecvPool>> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.shut_down {
+            return Err(io::Error::other("the ring has shut down"));
+        }
+        let submitter = inner.ring.submitter();
+        let pool = RecvPool::with_kernel_ring(config, |addr, entries| {
+            // SAFETY: `addr` is the pool's page-aligned ring of `entries` entries, which stays
+            // allocated while the driver holds the pool: until it unregisters the group at
+            // shutdown, or for ever when the shutdown gave up (`shutdown_within`).
+            unsafe { submitter.register_buf_ring_with_flags(addr, entries, BUFFER_GROUP, 0) }
+        })?;
+        let pool = Rc::new(pool);
+        inner.recv_pool = Some(Rc::clone(&pool));
+        Ok(pool)
     }
 
     /// Closes `fd` with an `IORING_OP_CLOSE` nobody waits for; gives `fd` back when the kernel
@@ -480,7 +505,16 @@ impl UringDriver {
             for (_, lifecycle) in std::mem::take(&mut inner.ops) {
                 std::mem::forget(lifecycle);
             }
+            // The kernel may still pick and fill its buffers.
+            std::mem::forget(inner.recv_pool.take());
         } else {
+            if let Some(pool) = inner.recv_pool.take() {
+                if let Err(err) = inner.ring.submitter().unregister_buf_ring(BUFFER_GROUP) {
+                    log::debug!("unregistering the receive buffer ring failed: {err}");
+                }
+                // Lent buffers keep the memory alive; the kernel no longer uses it.
+                drop(pool);
+            }
             unsettled().retain(|&id| id != self.id);
         }
         inner.unregister_ring_fd();

@@ -27,6 +27,7 @@ mod recv_fds;
 mod send_fds;
 mod stream_peek;
 mod stream_recv;
+mod stream_recv_select;
 mod stream_send;
 mod stream_send_vectored;
 
@@ -39,6 +40,7 @@ pub(crate) use recv_fds::RecvFds;
 pub(crate) use send_fds::{MAX_FDS, SendFds};
 pub(crate) use stream_peek::StreamPeek;
 pub(crate) use stream_recv::StreamRecv;
+pub(crate) use stream_recv_select::StreamRecvSelect;
 pub(crate) use stream_send::StreamSend;
 pub(crate) use stream_send_vectored::StreamSendVectored;
 

@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::{Op, SharedFd, Unread};
+use crate::net::RecvStream;
 use crate::net::lookup::{self, ToSocketAddrs};
 use crate::net::ops::Connect;
 use crate::net::split::{self, sealed};
@@ -155,6 +156,13 @@ impl TcpStream {
     /// after the future is gone) is returned by the next read, before anything newer.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         self.io.read(buf).await
+    }
+
+    /// The bytes arriving on this stream as buffers lent from the core's receive pool, one per
+    /// receive, until the peer closes its side: see [`RecvStream`]. On io_uring one multishot
+    /// receive serves them all, and a connection waiting for data holds no buffer.
+    pub fn recv_stream(&self) -> RecvStream<'_> {
+        self.io.recv_stream()
     }
 
     /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer

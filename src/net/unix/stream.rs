@@ -12,6 +12,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use super::{UCred, UnixSocketAddr, cred, naming};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::{Claim, Op, SharedFd};
+use crate::net::RecvStream;
 use crate::net::ops::{MAX_FDS, RecvFds, SendFds};
 use crate::net::split::{self, sealed};
 use crate::net::stream_io::StreamIo;
@@ -128,6 +129,13 @@ impl UnixStream {
     /// after the future is gone) is returned by the next read, before anything newer.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         self.io.read(buf).await
+    }
+
+    /// The bytes arriving on this stream as buffers lent from the core's receive pool, one per
+    /// receive, until the peer closes its side: see [`RecvStream`]. On io_uring one multishot
+    /// receive serves them all, and a connection waiting for data holds no buffer.
+    pub fn recv_stream(&self) -> RecvStream<'_> {
+        self.io.recv_stream()
     }
 
     /// Fills `buf` completely (all of its capacity), or fails with `UnexpectedEof` if the peer
