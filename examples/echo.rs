@@ -412,12 +412,16 @@ fn run(options: Options) -> Result<(), String> {
     for (core, result) in rt.cores().iter().zip(results) {
         match result {
             Ok(Ok(served)) if udp => println!(
-                "{core}: {} datagrams echoed, {} bytes echoed",
-                served.datagrams, served.bytes
+                "{core}: {} datagrams echoed, {} bytes echoed{}",
+                served.datagrams,
+                served.bytes,
+                served.ring_note()
             ),
             Ok(Ok(served)) => println!(
-                "{core}: {} connections served, {} bytes echoed",
-                served.connections, served.bytes
+                "{core}: {} connections served, {} bytes echoed{}",
+                served.connections,
+                served.bytes,
+                served.ring_note()
             ),
             Ok(Err(message)) => failures.push(format!("{core}: {message}")),
             Err(err) => failures.push(err.to_string()),
@@ -551,6 +555,17 @@ struct Served {
     connections: u64,
     datagrams: u64,
     bytes: u64,
+    /// io_uring: how often the core's completion queue overflowed (a ring too small).
+    cq_overflows: Option<u64>,
+}
+
+impl Served {
+    /// ", N completion-queue overflows" on io_uring, nothing on epoll.
+    fn ring_note(&self) -> String {
+        self.cq_overflows
+            .map(|n| format!(", {n} completion-queue overflows"))
+            .unwrap_or_default()
+    }
 }
 
 /// Counters of one core, shared by all the connections it serves (accepted or handed over).
@@ -619,6 +634,7 @@ async fn serve(
             connections: counters.connections.get(),
             datagrams: counters.datagrams.get(),
             bytes: counters.bytes.get(),
+            cq_overflows: coreio::stats::ring().map(|ring| ring.completion_queue_overflows),
         })),
     }
 }

@@ -148,6 +148,7 @@ pub mod patterns;
 mod runtime;
 pub mod shutdown;
 pub mod signal;
+pub mod stats;
 pub mod sync;
 mod sys;
 pub mod time;

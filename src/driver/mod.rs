@@ -456,6 +456,14 @@ impl Driver {
         }
     }
 
+    /// The io_uring ring's counters; `None` on epoll.
+    pub(crate) fn ring_stats(&self) -> Option<crate::stats::RingStats> {
+        match &self.io {
+            Io::IoUring(driver) => Some(driver.stats()),
+            Io::Epoll(_) => None,
+        }
+    }
+
     pub(crate) fn backend(&self) -> Backend {
         match &self.io {
             Io::IoUring(_) => Backend::IoUring,

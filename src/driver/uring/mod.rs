@@ -187,6 +187,10 @@ struct Inner {
     wake_armed: bool,
     /// Completions dispatched so far (wrapping); tells `park` whether a flush woke anyone.
     completions_reaped: u64,
+    /// Reaps that found the completion queue overflowed (`IORING_SQ_CQ_OVERFLOW`): the kernel
+    /// kept the completions that did not fit in its backlog (`IORING_FEAT_NODROP`, which
+    /// coreio requires), a slow path worth sizing the ring against.
+    cq_overflows: u64,
     /// User code the reaped completions call for, not run yet.
     deferred: Vec<Deferred>,
     /// An empty vector with capacity, swapped with `deferred` so steady state never allocates.
@@ -226,6 +230,7 @@ impl UringDriver {
                 wake_fd,
                 wake_armed: false,
                 completions_reaped: 0,
+                cq_overflows: 0,
                 deferred: Vec::with_capacity(capacity),
                 spare: Vec::with_capacity(capacity),
                 shut_down: false,
@@ -243,6 +248,20 @@ impl UringDriver {
     #[cfg(test)]
     pub(crate) fn ring_fd_registered(&self) -> bool {
         self.inner.borrow().registered_index.is_some()
+    }
+
+    /// The ring's completion-queue counters (`coreio::stats::ring`).
+    pub(crate) fn stats(&self) -> crate::stats::RingStats {
+        let mut inner = self.inner.borrow_mut();
+        let (entries, dropped) = {
+            let cq = inner.ring.completion();
+            (cq.capacity() as u32, u64::from(cq.overflow()))
+        };
+        crate::stats::RingStats {
+            completion_queue_entries: entries,
+            completion_queue_overflows: inner.cq_overflows,
+            completions_dropped: dropped,
+        }
     }
 
     /// Whether this kernel has `opcode`.
@@ -674,8 +693,12 @@ impl Inner {
             self.completions_reaped = self.completions_reaped.wrapping_add(drained as u64);
             // A full queue may mean the kernel holds overflowed completions (FEAT_NODROP): a
             // GETEVENTS enter flushes them, then reap again.
-            if drained < capacity && !self.ring.submission().cq_overflow() {
+            let overflowed = self.ring.submission().cq_overflow();
+            if drained < capacity && !overflowed {
                 return;
+            }
+            if overflowed {
+                self.cq_overflows += 1;
             }
             if self.enter(Some(Duration::ZERO)).is_err() {
                 return;
