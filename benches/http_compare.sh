@@ -20,7 +20,10 @@
 #                     thread cannot keep the server core busy, so the rate would be h2load's;
 #                     1 gives HTTP/2 wrk's requests in flight, one per connection
 #   --path PATH       the route requested (URL_PATH, default /: an 18-byte text body)
-#   --servers "LIST"  any of coreio coreio-epoll tokio-ct (SERVERS, default all three)
+#   --servers "LIST"  any of coreio coreio-epoll tokio-ct coreio-oneshot (SERVERS, default the
+#                     first three); coreio-oneshot is coreio on io_uring with
+#                     COREIO_MULTISHOT_RECV=0: its reads wait on a readiness poll and call
+#                     recv(2), as before the poll forms read from a multishot receive
 #   --loads "LIST"    any of wrk h2load (LOADS, default both)
 #   --quick           1 rep of 2 s (options given after it still win)
 #   --out DIR         results directory (default ${CARGO_TARGET_DIR:-target}/http-compare/<UTC time>/)
@@ -127,6 +130,7 @@ run() {
   case $name in
   coreio) COREIO_BACKEND=uring taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   coreio-epoll) COREIO_BACKEND=epoll taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
+  coreio-oneshot) COREIO_BACKEND=uring COREIO_MULTISHOT_RECV=0 taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   tokio-ct) taskset -c "${cpus[0]}" "$tokio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   *) echo "http_compare: unknown server $name" >&2; exit 2 ;;
   esac
@@ -142,7 +146,7 @@ run() {
     exit 1
   fi
   case $name in
-  coreio) grep -q "backend io_uring" "$log" || echo "http_compare: warning: coreio is not on io_uring: $(head -n 1 "$log")" >&2 ;;
+  coreio | coreio-oneshot) grep -q "backend io_uring" "$log" || echo "http_compare: warning: coreio is not on io_uring: $(head -n 1 "$log")" >&2 ;;
   coreio-epoll) grep -q 'backend epoll' "$log" || echo "http_compare: warning: coreio-epoll is not on epoll: $(head -n 1 "$log")" >&2 ;;
   esac
   local url=http://$addr$url_path hz before after report

@@ -331,6 +331,60 @@ all_paths! {
     }
 }
 
+all_paths! {
+    fn poll_reads_owned_reads_and_receive_streams_take_turns_in_order(path) {
+        // The poll forms (futures-io here) read through a multishot receive of their own on
+        // io_uring; an owned read or a receive stream that follows stops it, and what it had
+        // taken is read first.
+        run(path, 8, 1024, async {
+            use futures_lite::AsyncReadExt;
+            let (mut client, server) = pair().await;
+            let sent = pattern(11, 0, 30_000);
+            let writer = coreio::spawn(async move {
+                for chunk in sent.chunks(1000) {
+                    let (res, _) = server.write_all(chunk.to_vec()).await;
+                    res.unwrap();
+                    coreio::yield_now().await;
+                }
+                server.shutdown(Shutdown::Write).unwrap();
+                server
+            });
+            let mut received = Vec::new();
+            for round in 0.. {
+                let before = received.len();
+                match round % 3 {
+                    0 => {
+                        let mut small = [0u8; 700];
+                        let n = timeout(PATIENCE, AsyncReadExt::read(&mut client, &mut small))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        received.extend_from_slice(&small[..n]);
+                    }
+                    1 => {
+                        let (res, buf) = timeout(PATIENCE, client.read(Vec::with_capacity(500)))
+                            .await
+                            .unwrap();
+                        res.unwrap();
+                        received.extend_from_slice(&buf);
+                    }
+                    _ => {
+                        let mut incoming = client.recv_stream();
+                        if let Some(buf) = timeout(PATIENCE, incoming.next()).await.unwrap() {
+                            received.extend_from_slice(&buf.unwrap());
+                        }
+                    }
+                }
+                if received.len() == before && received.len() == 30_000 {
+                    break;
+                }
+            }
+            check_pattern(11, 0, 0, &received);
+            drop(writer.await.unwrap());
+        });
+    }
+}
+
 #[test]
 fn on_io_uring_one_multishot_receive_serves_many_arrivals() {
     run(Path::RingMultishot, 8, 1024, async {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::blocking::BlockingPool;
 
 pub(crate) use fd::SharedFd;
-pub(crate) use held::{Accepted, Claim, OpShare, StandingClaim, Unread};
+pub(crate) use held::{Accepted, Claim, Held, OpShare, StandingClaim, Unread};
 pub(crate) use offload::BlockingCall;
 pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
 pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolConfig};
@@ -162,6 +162,17 @@ impl Driver {
             recv_pool: std::cell::OnceCell::new(),
             recv_config: config.recv_pool,
         })
+    }
+
+    /// The core's receive pool when it is a provided buffer ring with multishot receives
+    /// (io_uring, the switch on, the kernel willing); made on first use. `None` otherwise, and
+    /// when the pool cannot be made: callers then receive the plain way.
+    pub(crate) fn multishot_recv_pool(&self) -> Option<std::rc::Rc<RecvPool>> {
+        if !matches!(self.io, Io::IoUring(_)) || !self.recv_config.multishot {
+            return None;
+        }
+        let pool = self.recv_pool().ok()?;
+        pool.multishot().then_some(pool)
     }
 
     /// The core's receive pool, made on first use: a provided buffer ring on io_uring (unless

@@ -29,7 +29,7 @@ use std::task::{Context, Poll, ready};
 use io_uring::cqueue;
 
 use crate::buf::PooledBuf;
-use crate::driver::{Claim, RecvPool, StandingClaim, StreamOp};
+use crate::driver::{Claim, RecvPool, SharedFd, StandingClaim, StreamOp};
 use crate::net::ops::{StreamRecv, StreamRecvSelect};
 use crate::net::stream_io::StreamIo;
 use crate::{context, coop};
@@ -64,27 +64,19 @@ pub struct RecvStream<'a> {
 enum State<'a> {
     /// Nothing in flight: the next poll hands out kept bytes or starts a receive.
     Idle,
-    /// A receive selecting buffers from the pool's ring (io_uring).
-    Armed(Armed),
+    /// Receives selecting buffers from the pool's ring (io_uring).
+    Ring(RingReceiver),
     /// A receive into a buffer taken from the pool's list.
     Reading(Claim<'a, StreamRecv<PooledBuf>>),
     /// The peer closed its side.
     Ended,
 }
 
-/// An armed selecting receive. `_claim` is declared first so that it drops first: from the
-/// moment the stream is gone, the receive counts as an orphan of the socket (`driver::held`),
-/// and the next read waits for what it still delivers.
-struct Armed {
-    _claim: StandingClaim,
-    op: StreamOp<StreamRecvSelect>,
-    /// Items it delivered so far: a refusal before the first means the kernel lacks it.
-    items: u32,
-    multishot: bool,
-}
-
 impl<'a> RecvStream<'a> {
     pub(crate) fn new(io: &'a StreamIo) -> RecvStream<'a> {
+        // The poll forms may have a receive of their own armed: it goes first (what it took
+        // is kept on the socket, and handed out first below).
+        io.release_pooled_reads();
         RecvStream {
             io,
             pool: None,
@@ -109,6 +101,13 @@ impl<'a> RecvStream<'a> {
                         return Poll::Ready(item);
                     }
                 }
+                State::Ring(receiver) => {
+                    let item = ready!(receiver.poll_next(&self.io.fd, cx));
+                    if item.is_none() {
+                        self.state = State::Ended;
+                    }
+                    return Poll::Ready(item);
+                }
                 State::Reading(claim) => {
                     let completion = ready!(Pin::new(claim).poll(cx));
                     let buf = completion.data.finish(&completion.result);
@@ -122,68 +121,11 @@ impl<'a> RecvStream<'a> {
                         Err(err) => Some(Err(err)),
                     });
                 }
-                State::Armed(armed) => {
-                    // Handing out a queued buffer is I/O too: it spends the task's budget.
-                    ready!(coop::poll_proceed(cx));
-                    let Some(item) = ready!(armed.op.poll_next(cx)) else {
-                        // The kernel ended the receive (after its last item): arm it again.
-                        self.state = State::Idle;
-                        continue;
-                    };
-                    armed.items += 1;
-                    let first = armed.items == 1;
-                    let multishot = armed.multishot;
-                    if let Some(id) = cqueue::buffer_select(item.flags) {
-                        let len = *item.result.as_ref().unwrap_or(&0);
-                        let pool = self.pool.as_ref().expect("an armed receive has its pool");
-                        let Some(buf) = pool.from_kernel(id, len) else {
-                            return Poll::Ready(Some(Err(io::Error::other(format!(
-                                "the kernel lent buffer {id}, which the receive pool never had"
-                            )))));
-                        };
-                        if len == 0 {
-                            // End of stream with a buffer attached: give it back.
-                            drop(buf);
-                            self.state = State::Ended;
-                            return Poll::Ready(None);
-                        }
-                        return Poll::Ready(Some(Ok(buf)));
-                    }
-                    match item.result {
-                        Ok(0) => {
-                            self.state = State::Ended;
-                            return Poll::Ready(None);
-                        }
-                        Ok(n) => {
-                            self.state = State::Idle;
-                            return Poll::Ready(Some(Err(io::Error::other(format!(
-                                "a receive reported {n} bytes without the buffer it used"
-                            )))));
-                        }
-                        // The ring was empty: wait for a buffer to come back, then re-arm.
-                        Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
-                            self.state = State::Idle;
-                        }
-                        // A kernel without multishot receive refuses it at once.
-                        Err(err)
-                            if first && multishot && err.raw_os_error() == Some(libc::EINVAL) =>
-                        {
-                            if let Some(pool) = &self.pool {
-                                pool.multishot_refused();
-                            }
-                            self.state = State::Idle;
-                        }
-                        Err(err) => {
-                            self.state = State::Idle;
-                            return Poll::Ready(Some(Err(err)));
-                        }
-                    }
-                }
             }
         }
     }
 
-    /// From `Idle`: hands out bytes kept on the socket, or starts a receive once the pool has
+    /// From `Idle`: hands out bytes kept on the socket, or starts receiving once the pool has
     /// a free buffer. `Ready(Ok(()))` means "poll the new state"; `Ready(Err(item))` is an item
     /// to return.
     fn poll_start(
@@ -213,26 +155,127 @@ impl<'a> RecvStream<'a> {
                 None => return Poll::Ready(Err(Some(Err(context::no_runtime())))),
             },
         };
-        ready!(pool.poll_available(cx));
         if pool.in_kernel() {
-            let op = StreamRecvSelect::new(fd.clone(), Rc::clone(&pool));
-            let multishot = op.is_multishot();
-            self.state = State::Armed(Armed {
-                _claim: StandingClaim::new(fd.clone()),
-                op: StreamOp::new(op),
-                items: 0,
-                multishot,
-            });
-        } else {
-            let Some(buf) = pool.take() else {
-                unreachable!("a free buffer was just reported");
-            };
-            let recv = StreamRecv::new(fd.clone(), buf)
-                .short_read_drains(self.io.short_read_drains)
-                .with_calls(self.io.calls());
-            self.state = State::Reading(Claim::new(held, recv));
+            self.state = State::Ring(RingReceiver::new(pool));
+            return Poll::Ready(Ok(()));
         }
+        ready!(pool.poll_available(cx));
+        let Some(buf) = pool.take() else {
+            unreachable!("a free buffer was just reported");
+        };
+        let recv = StreamRecv::new(fd.clone(), buf)
+            .short_read_drains(self.io.short_read_drains)
+            .with_calls(self.io.calls());
+        self.state = State::Reading(Claim::new(held, recv));
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Receives into buffers of a pool's provided ring (io_uring), armed once and re-armed when
+/// the kernel ends the receive: after `ENOBUFS` once a buffer is back, after a refused
+/// multishot receive as one buffer per receive. Shared by [`RecvStream`] and the poll forms
+/// (`net::stream_poll`), which copy out of its buffers.
+pub(crate) struct RingReceiver {
+    pool: Rc<RecvPool>,
+    armed: Option<Armed>,
+}
+
+/// An armed selecting receive. `_claim` is declared first so that it drops first: from the
+/// moment the receiver is gone, the receive counts as an orphan of the socket (`driver::held`),
+/// and the next read waits for what it still delivers.
+struct Armed {
+    _claim: StandingClaim,
+    op: StreamOp<StreamRecvSelect>,
+    /// Items it delivered so far: a refusal before the first means the kernel lacks it.
+    items: u32,
+    multishot: bool,
+}
+
+impl RingReceiver {
+    /// A receiver over `pool`, whose free buffers must be in a kernel ring.
+    pub(crate) fn new(pool: Rc<RecvPool>) -> RingReceiver {
+        debug_assert!(pool.in_kernel());
+        RingReceiver { pool, armed: None }
+    }
+
+    /// Drops the armed receive, if any (it becomes an orphan of the socket, whose items are
+    /// kept for the next read); the next poll arms a new one.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = None;
+    }
+
+    /// Whether a multishot receive is armed now.
+    fn multishot_armed(&self) -> bool {
+        self.armed.as_ref().is_some_and(|armed| armed.multishot)
+    }
+
+    /// The next buffer the kernel filled on `fd`; `None` at the end of the stream.
+    pub(crate) fn poll_next(
+        &mut self,
+        fd: &SharedFd,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<PooledBuf>>> {
+        loop {
+            let Some(armed) = &mut self.armed else {
+                // Wait for a free buffer before arming: an empty ring only ends the receive.
+                ready!(self.pool.poll_available(cx));
+                let op = StreamRecvSelect::new(fd.clone(), Rc::clone(&self.pool));
+                let multishot = op.is_multishot();
+                self.armed = Some(Armed {
+                    _claim: StandingClaim::new(fd.clone()),
+                    op: StreamOp::new(op),
+                    items: 0,
+                    multishot,
+                });
+                continue;
+            };
+            // Handing out a queued buffer is I/O too: it spends the task's budget.
+            ready!(coop::poll_proceed(cx));
+            let Some(item) = ready!(armed.op.poll_next(cx)) else {
+                // The kernel ended the receive (after its last item): arm it again.
+                self.armed = None;
+                continue;
+            };
+            armed.items += 1;
+            let (first, multishot) = (armed.items == 1, armed.multishot);
+            if let Some(id) = cqueue::buffer_select(item.flags) {
+                let len = *item.result.as_ref().unwrap_or(&0);
+                let Some(buf) = self.pool.from_kernel(id, len) else {
+                    return Poll::Ready(Some(Err(io::Error::other(format!(
+                        "the kernel lent buffer {id}, which the receive pool never had"
+                    )))));
+                };
+                if len == 0 {
+                    // End of stream with a buffer attached: it goes back with `buf`.
+                    self.armed = None;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(buf)));
+            }
+            match item.result {
+                Ok(0) => {
+                    self.armed = None;
+                    return Poll::Ready(None);
+                }
+                Ok(n) => {
+                    self.armed = None;
+                    return Poll::Ready(Some(Err(io::Error::other(format!(
+                        "a receive reported {n} bytes without the buffer it used"
+                    )))));
+                }
+                // The ring was empty: wait for a buffer to come back, then re-arm.
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => self.armed = None,
+                // A kernel without multishot receive refuses it at once.
+                Err(err) if first && multishot && err.raw_os_error() == Some(libc::EINVAL) => {
+                    self.pool.multishot_refused();
+                    self.armed = None;
+                }
+                Err(err) => {
+                    self.armed = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
     }
 }
 
@@ -248,8 +291,8 @@ impl std::fmt::Debug for RecvStream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Idle => "idle",
-            State::Armed(armed) if armed.multishot => "multishot receive armed",
-            State::Armed(_) => "buffer-selecting receive armed",
+            State::Ring(receiver) if receiver.multishot_armed() => "multishot receive armed",
+            State::Ring(_) => "buffer-selecting receive",
             State::Reading(_) => "reading",
             State::Ended => "ended",
         };

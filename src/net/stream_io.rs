@@ -53,6 +53,7 @@ impl StreamIo {
         if buf.bytes_total() == 0 {
             return (Err(no_capacity_error()), buf);
         }
+        self.release_pooled_reads();
         let held = self.fd.held();
         if !held.is_clear() {
             // A dropped read left something, or is still finishing: its bytes come first, so
@@ -101,6 +102,7 @@ impl StreamIo {
             // As for `read`: an `Ok(0)` would look like end of stream.
             return (Err(no_capacity_error()), buf);
         }
+        self.release_pooled_reads();
         let held = self.fd.held();
         if !held.is_clear() {
             held.settled().await;

@@ -2,22 +2,27 @@
 //! I/O traits over them: `futures_io::AsyncRead` and `AsyncWrite` for [`TcpStream`],
 //! [`UnixStream`] and their halves (the pipes' are in `crate::io::pipe`).
 //!
-//! These are readiness-based on both backends: a non-blocking syscall (`recv`/`send` with
-//! `MSG_DONTWAIT`, or `read`/`write` on a pipe, which is `O_NONBLOCK`) straight into the
-//! caller's slice, and on `EAGAIN` a readiness wait (`io::poll_ready::ReadyWait`: a one-shot
-//! `POLL_ADD` on io_uring, the epoll edge on epoll) kept in the stream between polls. Nothing
-//! is copied twice, and nothing is lost when the caller stops polling: the kernel only ever
-//! writes into the caller's slice during the syscall itself. What dropped owned-buffer reads
-//! left on the socket (`driver::held`) comes first, as for the owned API.
+//! Writes, and reads on epoll and from pipes, are readiness-based: a non-blocking syscall
+//! (`recv`/`send` with `MSG_DONTWAIT`, or `read`/`write` on a pipe, which is `O_NONBLOCK`)
+//! straight into the caller's slice, and on `EAGAIN` a readiness wait
+//! (`io::poll_ready::ReadyWait`: a one-shot `POLL_ADD` on io_uring, the epoll edge on epoll) kept
+//! in the stream between polls. Socket reads on io_uring, where the core's receive pool is a
+//! provided buffer ring, go through a multishot receive of their own instead (`PooledReads`):
+//! arrivals land in the pool's buffers with no syscall and no poll armed per read, and a read
+//! copies out of them (one copy, as the syscall's). Either way nothing is lost when the caller
+//! stops polling, and an owned-buffer read, a receive stream or a hand-over of the descriptor
+//! first stops that receive, keeping what it took on the socket for the next read. What dropped
+//! owned-buffer reads left on the socket (`driver::held`) comes first, as for the owned API.
 //!
 //! One wait per direction is kept, so the poll forms serve one reader and one writer at a time
 //! (an `AsyncRead` half and an `AsyncWrite` half in two tasks); a second poller of the same
 //! direction takes the wait over, and the first is then woken no more.
 
 // This module owns those poll loops. It must never let the kernel keep a pointer into the caller's
-// slice after the call returns (so no ring submission touches a slice).
+// slice after the call returns (so no ring submission touches a slice: the multishot receive
+// writes into the pool's buffers only).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -26,10 +31,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use super::ops::Calls;
+use super::recv_stream::RingReceiver;
 use super::split::sealed::Sealed;
 use super::stream_io::StreamIo;
 use super::{ByteStream, ReadHalf, TcpStream, UnixStream, WriteHalf};
-use crate::buf::MAX_IOVECS;
+use crate::buf::{MAX_IOVECS, PooledBuf};
 use crate::driver::Direction;
 use crate::io::ReadyWait;
 use crate::sys::{clamp_len, cvt};
@@ -38,6 +44,11 @@ use crate::{context, coop};
 /// The readiness waits a stream's poll forms keep between polls.
 #[derive(Default)]
 pub(crate) struct PollWaits {
+    /// io_uring with the core's provided buffer ring: the reads' own multishot receive, and
+    /// the buffer being copied out (`None` until the first read, or when the core has no ring).
+    pooled: RefCell<Option<PooledReads>>,
+    /// Whether reads go through `pooled` (`None`: not asked yet).
+    pooled_mode: Cell<Option<bool>>,
     read: Cell<Option<ReadyWait>>,
     write: Cell<Option<ReadyWait>>,
     /// The last read returned less than it asked for: the stream is empty for now, so the next
@@ -46,7 +57,105 @@ pub(crate) struct PollWaits {
     read_drained: Cell<bool>,
 }
 
+/// Poll-form reads over a multishot receive (io_uring): every arrival lands in a buffer of the
+/// core's ring with no syscall and no readiness poll, and reads copy out of it.
+struct PooledReads {
+    receiver: RingReceiver,
+    current: Option<PooledBuf>,
+    /// Bytes of `current` already read.
+    offset: usize,
+    /// The peer closed its side: reads return 0 from now on.
+    ended: bool,
+}
+
+impl PooledReads {
+    /// Copies the next bytes into `dst`; `Pending` while nothing has arrived.
+    fn poll_read(
+        &mut self,
+        fd: &super::super::driver::SharedFd,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(buf) = &self.current {
+                let rest = &buf[self.offset..];
+                let n = rest.len().min(dst.len());
+                // SAFETY: `rest` holds at least `n` initialised bytes, `dst` has room for `n`,
+                // and the two cannot overlap (the pool's memory is not the caller's slice).
+                unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), dst.as_mut_ptr().cast(), n) };
+                self.offset += n;
+                if self.offset == buf.len() {
+                    // Copied out whole: the buffer goes back to the ring.
+                    self.current = None;
+                    self.offset = 0;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if self.ended {
+                return Poll::Ready(Ok(0));
+            }
+            match ready!(self.receiver.poll_next(fd, cx)) {
+                Some(Ok(buf)) => self.current = Some(buf),
+                Some(Err(err)) => return Poll::Ready(Err(err)),
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// Stops receiving: the bytes not read yet are kept on the socket, then the receive is
+    /// dropped (what it still delivers is kept after them), so a read of another kind sees
+    /// everything in order.
+    fn release(&mut self, held: &crate::driver::Held) {
+        if let Some(buf) = self.current.take() {
+            held.keep_bytes(&buf[self.offset..]);
+            self.offset = 0;
+        }
+        self.receiver.disarm();
+    }
+}
+
 impl StreamIo {
+    /// The poll forms' multishot receive, if one is armed, stops: what it took is kept on the
+    /// socket for the next read. Every read of another kind (owned buffers, a receive stream)
+    /// and every hand-over of the descriptor calls this first, so bytes are never taken in two
+    /// places at once.
+    pub(crate) fn release_pooled_reads(&self) {
+        if let Some(waits) = self.waits.get()
+            && let Some(reads) = waits.pooled.borrow_mut().as_mut()
+        {
+            reads.release(self.fd.held());
+        }
+    }
+
+    /// io_uring with the core's buffer ring: reads `dst` from the poll forms' multishot
+    /// receive. `None` when this stream's reads do not go that way (epoll, a pipe, no ring).
+    fn poll_read_pooled(
+        &self,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let waits = self.waits();
+        match waits.pooled_mode.get() {
+            Some(false) => return None,
+            Some(true) => {}
+            None => {
+                let pool = (self.calls() == Calls::Socket)
+                    .then(|| context::with(|ctx| ctx.driver.multishot_recv_pool()).flatten())
+                    .flatten();
+                waits.pooled_mode.set(Some(pool.is_some()));
+                *waits.pooled.borrow_mut() = Some(PooledReads {
+                    receiver: RingReceiver::new(pool?),
+                    current: None,
+                    offset: 0,
+                    ended: false,
+                });
+            }
+        }
+        let mut pooled = waits.pooled.borrow_mut();
+        let reads = pooled.as_mut()?;
+        Some(reads.poll_read(&self.fd, cx, dst))
+    }
+
     /// Reads what is queued into `dst` (held bytes first); `Ok(0)` at the end of the stream or
     /// for an empty `dst`.
     pub(crate) fn poll_read_slice(
@@ -80,6 +189,9 @@ impl StreamIo {
             }
         }
         ready!(coop::poll_proceed(cx));
+        if let Some(read) = self.poll_read_pooled(cx, dst) {
+            return read;
+        }
         let (fd, calls) = (self.fd.raw(), self.calls());
         let waits = self.waits();
         let len = clamp_len(dst.len()) as usize;

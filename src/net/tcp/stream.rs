@@ -119,6 +119,7 @@ impl TcpStream {
     /// Bytes that dropped reads took and nobody has read yet travel with the stream: the first
     /// reads on the adopting core return them.
     pub fn into_handoff(self) -> Result<Handoff<TcpStream>, HandoffError<TcpStream>> {
+        self.io.release_pooled_reads();
         let TcpStream { io, counted } = self;
         match io.fd.try_into_owned() {
             Ok((fd, held)) => Ok(Handoff::new(fd, held.into_unread())),
@@ -339,6 +340,7 @@ impl TcpStream {
     /// them), or while dropped writes the kernel has not finished still use the socket; see
     /// [`IntoStdError`]. Nothing the connection received is lost either way.
     pub fn into_std(self) -> Result<std::net::TcpStream, IntoStdError<TcpStream>> {
+        self.io.release_pooled_reads();
         if !self.io.fd.held().is_clear() {
             return Err(IntoStdError::new(self, Reason::Held));
         }
