@@ -385,6 +385,49 @@ all_paths! {
     }
 }
 
+all_paths! {
+    fn a_connection_nobody_reads_does_not_take_the_whole_pool(path) {
+        run(path, 128, 1024, async {
+            let (slow, slow_peer) = pair().await;
+            let (fast, fast_peer) = pair().await;
+            let mut slow_incoming = slow.recv_stream();
+            // Armed, then not polled while its peer sends twice what the pool holds.
+            let first = futures_lite::future::poll_once(slow_incoming.next()).await;
+            assert!(first.is_none(), "data before any was sent");
+            let flood = coreio::spawn(async move {
+                let (res, _) = slow_peer.write_all(vec![7u8; 256 * 1024]).await;
+                res.unwrap();
+                slow_peer
+            });
+            coreio::time::sleep(Duration::from_millis(50)).await;
+            // Another connection of the core still gets a buffer.
+            let (res, _) = fast_peer.write_all(pattern(12, 0, 100)).await;
+            res.unwrap();
+            let mut fast_incoming = fast.recv_stream();
+            let buf = timeout(Duration::from_secs(5), fast_incoming.next())
+                .await
+                .expect("one unread connection took every buffer of the core")
+                .unwrap()
+                .unwrap();
+            check_pattern(12, 0, 0, &buf);
+            drop(buf);
+            // The slow connection loses nothing once it reads.
+            let mut total = 0;
+            while total < 256 * 1024 {
+                let buf = timeout(PATIENCE, slow_incoming.next())
+                    .await
+                    .unwrap()
+                    .expect("the flood ended early")
+                    .unwrap();
+                assert!(buf.iter().all(|&b| b == 7));
+                total += buf.len();
+            }
+            assert_eq!(total, 256 * 1024);
+            drop(flood.await.unwrap());
+        });
+    }
+}
+
 #[test]
 fn on_io_uring_one_multishot_receive_serves_many_arrivals() {
     run(Path::RingMultishot, 8, 1024, async {

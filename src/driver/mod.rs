@@ -305,7 +305,7 @@ impl Driver {
         op: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<Started> {
-        self.start_with(op, cx, uring::UringDriver::submit_stream)
+        self.start_with(op, cx, uring::UringDriver::submit_stream::<T>)
     }
 
     /// The next completion of streaming operation `key` of driver `owner` (`None` inside once

@@ -31,6 +31,13 @@ use crate::context;
 /// As for [`Operation`], and: the memory the entry points to stays valid until the terminal
 /// completion, however many completions come before it.
 pub(crate) unsafe trait StreamOperation: Operation {
+    /// io_uring: how many completions may wait in the driver for the future to take them
+    /// before the driver cancels the operation (the future then sees its remaining items and
+    /// the terminal completion, and may start it again). Bounds what one slow consumer takes
+    /// from a pool shared with others: a multishot receive would otherwise keep filling the
+    /// core's buffers for a connection nobody reads.
+    const QUEUE_LIMIT: usize = usize::MAX;
+
     /// io_uring: a completion that arrived after the future was dropped. Release what it
     /// produced (close an accepted fd, give a selected buffer back to its ring, keep received
     /// bytes for the socket's next read); nobody will see it. Runs on the core, with the

@@ -265,6 +265,9 @@ impl RingReceiver {
                 }
                 // The ring was empty: wait for a buffer to come back, then re-arm.
                 Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => self.armed = None,
+                // The driver cancelled it, this stream having as many buffers waiting as it
+                // may (`StreamOperation::QUEUE_LIMIT`): the consumer caught up, re-arm.
+                Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => self.armed = None,
                 // A kernel without multishot receive refuses it at once.
                 Err(err) if first && multishot && err.raw_os_error() == Some(libc::EINVAL) => {
                     self.pool.multishot_refused();

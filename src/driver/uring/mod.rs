@@ -193,6 +193,8 @@ struct Inner {
     cq_overflows: u64,
     /// User code the reaped completions call for, not run yet.
     deferred: Vec<Deferred>,
+    /// Streaming operations whose queue reached its limit: cancelled after the reap.
+    to_cancel: Vec<usize>,
     /// An empty vector with capacity, swapped with `deferred` so steady state never allocates.
     spare: Vec<Deferred>,
     /// `shutdown` has run: nothing is in flight any more (or it was leaked).
@@ -233,6 +235,7 @@ impl UringDriver {
                 cq_overflows: 0,
                 deferred: Vec::with_capacity(capacity),
                 spare: Vec::with_capacity(capacity),
+                to_cancel: Vec::new(),
                 shut_down: false,
                 recv_pool: None,
             }),
@@ -571,6 +574,27 @@ impl Inner {
         }
     }
 
+    /// Cancels the streaming operations whose queue of untaken completions reached its limit
+    /// (`StreamOperation::QUEUE_LIMIT`); they go with the next batch. Never flushes: a cancel
+    /// that finds the submission queue full waits for the next reap.
+    fn cancel_full_streams(&mut self) {
+        while let Some(&key) = self.to_cancel.last() {
+            // The stream may have ended (and its slot gone) since it was marked.
+            let live =
+                matches!(self.ops.get(key), Some(Lifecycle::Streaming(stream)) if !stream.ended);
+            if live {
+                let cancel = opcode::AsyncCancel::new(key as u64)
+                    .build()
+                    .user_data(CANCEL_TOKEN);
+                // SAFETY: a cancellation points to no memory.
+                if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+                    return;
+                }
+            }
+            self.to_cancel.pop();
+        }
+    }
+
     fn arm_wake_poll(&mut self) -> io::Result<()> {
         if self.wake_armed {
             return Ok(());
@@ -684,13 +708,18 @@ impl Inner {
                             sys::eventfd_drain(self.wake_fd);
                         }
                         CANCEL_TOKEN | RING_WAKE_TOKEN => {}
-                        key => {
-                            complete_op(&mut self.ops, &mut self.deferred, key as usize, completion)
-                        }
+                        key => complete_op(
+                            &mut self.ops,
+                            &mut self.deferred,
+                            &mut self.to_cancel,
+                            key as usize,
+                            completion,
+                        ),
                     }
                 }
             }
             self.completions_reaped = self.completions_reaped.wrapping_add(drained as u64);
+            self.cancel_full_streams();
             // A full queue may mean the kernel holds overflowed completions (FEAT_NODROP): a
             // GETEVENTS enter flushes them, then reap again.
             let overflowed = self.ring.submission().cq_overflow();
@@ -707,7 +736,13 @@ impl Inner {
     }
 }
 
-fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usize, cqe: Cqe) {
+fn complete_op(
+    ops: &mut Slab<Lifecycle>,
+    deferred: &mut Vec<Deferred>,
+    to_cancel: &mut Vec<usize>,
+    key: usize,
+    cqe: Cqe,
+) {
     let Some(lifecycle) = ops.get_mut(key) else {
         debug_assert!(false, "completion for unknown operation {key}");
         return;
@@ -716,6 +751,9 @@ fn complete_op(ops: &mut Slab<Lifecycle>, deferred: &mut Vec<Deferred>, key: usi
         Lifecycle::Streaming(stream) => {
             if let Some(waker) = stream.push(cqe) {
                 deferred.push(Deferred::Wake(waker));
+            }
+            if stream.needs_cancel() {
+                to_cancel.push(key);
             }
             return;
         }

@@ -23,20 +23,43 @@ use super::{CANCEL_TOKEN, Deferred, Lifecycle, UringDriver};
 use crate::driver::{Cqe, StreamOperation};
 
 /// The completions of a live streaming operation that its future has not taken yet.
-#[derive(Default)]
 pub(super) struct Stream {
     queue: VecDeque<Cqe>,
     waker: Option<Waker>,
     /// The terminal completion (no `IORING_CQE_F_MORE`) has arrived: the kernel is done.
     pub(super) ended: bool,
+    /// `StreamOperation::QUEUE_LIMIT`: this many untaken completions cancel the operation.
+    limit: usize,
+    /// The cancellation for the limit was pushed.
+    cancelled: bool,
 }
 
 impl Stream {
+    fn new(limit: usize) -> Stream {
+        Stream {
+            queue: VecDeque::new(),
+            waker: None,
+            ended: false,
+            limit,
+            cancelled: false,
+        }
+    }
+
     /// Queues a completion; returns the waker to wake.
     pub(super) fn push(&mut self, cqe: Cqe) -> Option<Waker> {
         self.ended |= !cqe.more();
         self.queue.push_back(cqe);
         self.waker.take()
+    }
+
+    /// Whether the queue reached its limit with the operation still in the kernel and no
+    /// cancellation sent yet; marks it sent (the caller pushes it).
+    pub(super) fn needs_cancel(&mut self) -> bool {
+        if self.ended || self.cancelled || self.queue.len() < self.limit {
+            return false;
+        }
+        self.cancelled = true;
+        true
     }
 }
 
@@ -60,9 +83,13 @@ impl<T: StreamOperation> OrphanedStream for T {
 impl UringDriver {
     /// Queues a streaming operation's entry; returns its key. Like `submit`, nothing enters
     /// the kernel before `park` unless the submission queue is full.
-    pub(crate) fn submit_stream(&self, entry: squeue::Entry) -> io::Result<usize> {
+    pub(crate) fn submit_stream<T: StreamOperation>(
+        &self,
+        entry: squeue::Entry,
+    ) -> io::Result<usize> {
         let mut inner = self.inner.borrow_mut();
-        let key = inner.ops.insert(Lifecycle::Streaming(Box::default()));
+        let stream = Box::new(Stream::new(T::QUEUE_LIMIT));
+        let key = inner.ops.insert(Lifecycle::Streaming(stream));
         let entry = entry.user_data(key as u64);
         if let Err(err) = inner.push(&entry) {
             inner.ops.remove(key);

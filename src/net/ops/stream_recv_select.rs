@@ -71,8 +71,17 @@ unsafe impl Operation for StreamRecvSelect {
     }
 }
 
+/// Buffers one receive stream may fill before its consumer takes them: beyond this the
+/// multishot receive is cancelled (and armed again as the consumer catches up), so that one
+/// connection nobody reads cannot take the core's whole pool; the rest waits in the socket,
+/// under TCP's flow control. 8 buffers of the default 16 KiB are 128 KiB, about a socket's
+/// default receive buffer.
+const RECV_QUEUE_LIMIT: usize = 8;
+
 // SAFETY: as above, for every completion until the terminal one.
 unsafe impl StreamOperation for StreamRecvSelect {
+    const QUEUE_LIMIT: usize = RECV_QUEUE_LIMIT;
+
     fn orphan_item(&mut self, cqe: Cqe) {
         // What the receive took is the stream's: keep the bytes for the next read (as a
         // dropped one-shot receive does), and give the buffer back to the ring.
