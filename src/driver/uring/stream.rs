@@ -35,7 +35,7 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    fn new(limit: usize) -> Stream {
+    pub(super) fn new(limit: usize) -> Stream {
         Stream {
             queue: VecDeque::new(),
             waker: None,

@@ -152,3 +152,184 @@ fn a_completion_carries_its_cqe_flags() {
         assert!(io_uring::cqueue::sock_nonempty(flags), "flags {flags:#x}");
     }
 }
+
+/// The streaming lifecycle as a model: random completion sequences (items, then the terminal
+/// one), the future taking some and dropping the stream at a random point, and the checks
+/// the issue names: every completion is either taken by the future or released exactly once
+/// by the orphan, in order, and the data is dropped exactly once, after the terminal
+/// completion. The completions are fed to `complete_op` as the reap would, without a kernel.
+#[test]
+fn the_streaming_lifecycle_holds_against_random_completion_orders() {
+    use io_uring::{opcode, squeue};
+
+    /// `IORING_CQE_F_MORE`: more completions follow.
+    const F_MORE: u32 = 1 << 1;
+
+    use super::stream::Stream;
+    use super::{Lifecycle, complete_op};
+    use crate::driver::{Cqe, Direction, Operation, SharedFd, Source, StreamOperation};
+
+    /// What the model observed.
+    #[derive(Default)]
+    struct Seen {
+        released: Vec<i32>,
+        dropped: u32,
+        dropped_after_terminal: bool,
+        terminal_seen: bool,
+    }
+
+    struct Model {
+        fd: SharedFd,
+        seen: Rc<std::cell::RefCell<Seen>>,
+    }
+
+    impl Drop for Model {
+        fn drop(&mut self) {
+            let mut seen = self.seen.borrow_mut();
+            seen.dropped += 1;
+            seen.dropped_after_terminal = seen.terminal_seen;
+        }
+    }
+
+    // SAFETY: the model's entry is a NOP, which points to no memory (it is never submitted).
+    unsafe impl Operation for Model {
+        fn uring_entry(&mut self) -> squeue::Entry {
+            opcode::Nop::new().build()
+        }
+        fn source(&self) -> Source<'_> {
+            Source::Readiness(&self.fd, Direction::Read)
+        }
+        fn epoll_attempt(&mut self) -> std::io::Result<u32> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    // SAFETY: as above.
+    unsafe impl StreamOperation for Model {
+        const QUEUE_LIMIT: usize = 3;
+        fn orphan_item(&mut self, cqe: Cqe) {
+            let mut seen = self.seen.borrow_mut();
+            seen.released.push(cqe.result);
+            seen.terminal_seen |= !cqe.more();
+        }
+    }
+
+    /// What a live future does when polled: takes every queued completion, and the end.
+    fn take_all(
+        driver: &UringDriver,
+        key: usize,
+        cx: &mut Context<'_>,
+        taken: &mut Vec<i32>,
+        ended: &mut bool,
+    ) {
+        loop {
+            match driver.poll_stream(key, cx) {
+                Poll::Ready(Some(cqe)) => taken.push(cqe.result),
+                Poll::Ready(None) => {
+                    *ended = true;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    let ran = block_on(async move {
+        with_ring(|driver| {
+            for round in 0..2000 {
+                let items = next(12) as i32;
+                // Index of the completion before which the stream is dropped; past the end:
+                // never (the future takes the terminal one itself).
+                let drop_before = next(items as u64 + 3) as i32;
+                let seen = Rc::new(std::cell::RefCell::new(Seen::default()));
+                let eventfd = crate::sys::eventfd().unwrap();
+                let mut data = Some(Model {
+                    fd: SharedFd::new(eventfd).unwrap(),
+                    seen: Rc::clone(&seen),
+                });
+                let key = driver
+                    .inner
+                    .borrow_mut()
+                    .ops
+                    .insert(Lifecycle::Streaming(Box::new(Stream::new(
+                        Model::QUEUE_LIMIT,
+                    ))));
+                let mut taken = Vec::new();
+                // The future saw the end (`poll_stream` gave `None` and freed the slot).
+                let mut ended = false;
+                let waker = Waker::noop();
+                let mut cx = Context::from_waker(waker);
+                for index in 0..=items {
+                    if index == drop_before
+                        && let Some(data) = data.take()
+                    {
+                        driver.abandon_stream(key, data);
+                    }
+                    let more = index < items;
+                    let cqe = Cqe {
+                        result: index,
+                        flags: if more { F_MORE } else { 0 },
+                    };
+                    {
+                        let mut inner = driver.inner.borrow_mut();
+                        let inner = &mut *inner;
+                        complete_op(
+                            &mut inner.ops,
+                            &mut inner.deferred,
+                            &mut inner.to_cancel,
+                            key,
+                            cqe,
+                        );
+                    }
+                    // The future, while alive, takes what is queued now and then.
+                    if data.is_some() && next(2) == 0 {
+                        take_all(driver, key, &mut cx, &mut taken, &mut ended);
+                    }
+                }
+                if data.is_some() {
+                    // Alive to the end: it takes the rest and sees the end.
+                    if !ended {
+                        take_all(driver, key, &mut cx, &mut taken, &mut ended);
+                    }
+                    assert!(ended, "round {round}: the end never came");
+                    drop(data.take());
+                }
+                assert!(driver.run_deferred().is_none());
+                let seen = seen.borrow();
+                let mut all: Vec<i32> = taken.clone();
+                all.extend(&seen.released);
+                let expected: Vec<i32> = (0..=items).collect();
+                assert_eq!(
+                    all, expected,
+                    "round {round}: taken {taken:?}, released {:?}",
+                    seen.released
+                );
+                assert_eq!(
+                    seen.dropped, 1,
+                    "round {round}: data dropped {} times",
+                    seen.dropped
+                );
+                if !seen.released.is_empty() {
+                    assert!(
+                        seen.dropped_after_terminal,
+                        "round {round}: data dropped early"
+                    );
+                }
+                assert!(
+                    !driver.inner.borrow().ops.contains(key),
+                    "round {round}: slot kept"
+                );
+                // The limit's cancellations are for the kernel, which never saw these.
+                driver.inner.borrow_mut().to_cancel.clear();
+            }
+        })
+    });
+    let _ = ran; // None on epoll (COREIO_BACKEND overrides the builder).
+}
