@@ -41,7 +41,9 @@
 # Servers: coreio (examples/echo, COREIO_BACKEND=uring), coreio-spin (the same with --spin-us:
 # an idle core polls before it blocks), coreio-epoll (COREIO_BACKEND=epoll), coreio-owned and
 # coreio-epoll-owned (the same with --recv owned: a buffer per connection instead of the
-# core's receive pool, for the A/B of multishot receives) and
+# core's receive pool, for the A/B of multishot receives), coreio-sqpoll (--sqpoll-ms, from
+# SQPOLL_MS, default 10: a kernel thread polls the submission queue; its CPU is the server's,
+# since it is a thread of the server process) and
 # the peers benches/target/release/peer-NAME from benches/peers. With fewer than two usable CPUs
 # or no working taskset, nothing is pinned (with a warning). Run it on a quiet machine: the
 # figures are only as steady as the machine is.
@@ -65,7 +67,7 @@ invocation=$(shell_quote "$0" "$@")
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_servers="coreio coreio-owned coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
+all_servers="coreio coreio-owned coreio-sqpoll coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
 
 # Seconds each run costs beyond duration + warm-up (start, banner, connect, stop); an estimate.
 run_overhead_s=1
@@ -377,6 +379,7 @@ start_server() {
   coreio-spin) env_vars=(COREIO_BACKEND=uring) args=(--spin-us "$server_spin_us") ;;
   coreio-epoll) env_vars=(COREIO_BACKEND=epoll) ;;
   coreio-owned) env_vars=(COREIO_BACKEND=uring) args=(--recv owned) ;;
+  coreio-sqpoll) env_vars=(COREIO_BACKEND=uring) args=(--sqpoll-ms "${SQPOLL_MS:-10}") ;;
   coreio-epoll-owned) env_vars=(COREIO_BACKEND=epoll) args=(--recv owned) ;;
   esac
   pick_port
@@ -407,7 +410,7 @@ start_server() {
   fi
   local want=
   case $name in
-  coreio | coreio-spin | coreio-owned) want="backend io_uring" ;;
+  coreio | coreio-spin | coreio-owned | coreio-sqpoll) want="backend io_uring" ;;
   coreio-epoll | coreio-epoll-owned) want="backend epoll" ;;
   esac
   if [[ -n $want && $line != *"$want"* ]]; then

@@ -62,6 +62,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT | --unix PATH] [--udp] [--cores N] [--backend auto|uring|epoll]
             [--spin-us N] [--accept-cores K] [--balance PERCENT] [--recv pooled|owned]
+            [--sqpoll-ms N]
 
 An echo server: TCP with one SO_REUSEPORT listener per core (the default), a Unix stream
 socket (--unix) or UDP (--udp).
@@ -90,6 +91,9 @@ options:
                      message in a buffer lent from the core's pool (on io_uring, one
                      multishot receive over a provided buffer ring) and writes that buffer
                      back; owned reads into one 16 KiB buffer per connection
+  --sqpoll-ms N      io_uring: a kernel thread polls each core's submission queue and
+                     sleeps after N idle milliseconds (1 to 10000; default off): no
+                     io_uring_enter to submit while it is awake, at the cost of its CPU
   -h, --help         print this help
 
 Ctrl-C or SIGTERM stops the server; it prints what each core served and exits 0. Exit status
@@ -123,6 +127,7 @@ struct Options {
     accept_cores: Option<usize>,
     balance: Option<LoadBalance>,
     pooled_recv: bool,
+    sqpoll: Option<Duration>,
 }
 
 /// `--recv`: whether stream connections receive into the core's pooled buffers (set once,
@@ -162,6 +167,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut unix: Option<PathBuf> = None;
     let mut udp = false;
     let mut pooled_recv = true;
+    let mut sqpoll = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -245,6 +251,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     _ => return Err(format!("--balance takes a percentage, got {text:?}")),
                 }
             }
+            "--sqpoll-ms" => {
+                let text = value()?;
+                match text.parse::<u64>() {
+                    Ok(ms) if (1..=10_000).contains(&ms) => {
+                        sqpoll = Some(Duration::from_millis(ms));
+                    }
+                    _ => {
+                        return Err(format!(
+                            "--sqpoll-ms takes milliseconds from 1 to 10000, got {text:?}"
+                        ));
+                    }
+                }
+            }
             "--recv" => {
                 let text = value()?;
                 pooled_recv = match text.as_str() {
@@ -282,6 +301,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         accept_cores,
         balance,
         pooled_recv,
+        sqpoll,
     }))
 }
 
@@ -303,6 +323,9 @@ fn run(options: Options) -> Result<(), String> {
         .thread_name_prefix("echo")
         .spin_before_park(options.spin);
     POOLED_RECV.store(options.pooled_recv, Ordering::Relaxed);
+    if let Some(idle) = options.sqpoll {
+        builder = builder.sqpoll(idle);
+    }
     if let Some(cores) = options.cores {
         builder = builder.cores(cores);
     }

@@ -43,6 +43,9 @@ pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 /// The largest receive buffer `Builder::recv_buffers` accepts (the kernel's limit on one
 /// receive's length is far above it; a larger buffer only wastes memory per message).
 const MAX_RECV_BUFFER_SIZE: u32 = 16 * 1024 * 1024;
+/// `Builder::sqpoll`'s bounds: the kernel counts the idle time in milliseconds.
+const MIN_SQPOLL_IDLE: Duration = Duration::from_millis(1);
+const MAX_SQPOLL_IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 enum CoreSelection {
@@ -81,6 +84,7 @@ pub struct Builder {
     shutdown_grace: Duration,
     deny_uring_opcodes: Vec<String>,
     recv_pool: RecvPoolConfig,
+    sqpoll: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -108,6 +112,7 @@ impl Builder {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             deny_uring_opcodes: Vec::new(),
             recv_pool: RecvPoolConfig::default(),
+            sqpoll: None,
         }
     }
 
@@ -151,6 +156,18 @@ impl Builder {
     /// (`0` or `1`) overrides this.
     pub fn multishot_recv(mut self, enabled: bool) -> Builder {
         self.recv_pool.multishot = enabled;
+        self
+    }
+
+    /// io_uring: gives each core's ring a kernel thread that polls its submission queue
+    /// (`IORING_SETUP_SQPOLL`), so that submitting needs no `io_uring_enter` while the thread is
+    /// awake; it sleeps after `idle` without work (1 ms to 10 s), and the next submission wakes
+    /// it. Off by default: the thread spins on a CPU while awake, which buys latency with CPU
+    /// time (docs/benchmarks-uring.md measures both). A kernel that refuses it (before 5.11 it
+    /// needs privileges) runs the ring without one, with a warning;
+    /// [`stats::ring`](crate::stats::ring) says which.
+    pub fn sqpoll(mut self, idle: Duration) -> Builder {
+        self.sqpoll = Some(idle);
         self
     }
 
@@ -347,6 +364,14 @@ impl Builder {
             multishot: driver::env_switch("COREIO_MULTISHOT_RECV")?.unwrap_or(recv.multishot),
             ..recv
         };
+        if let Some(idle) = self.sqpoll
+            && !(MIN_SQPOLL_IDLE..=MAX_SQPOLL_IDLE).contains(&idle)
+        {
+            return Err(invalid(format!(
+                "sqpoll idle time must be between {MIN_SQPOLL_IDLE:?} and {MAX_SQPOLL_IDLE:?}, \
+                 got {idle:?}"
+            )));
+        }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
         let from_env = std::env::var("COREIO_URING_DENY").unwrap_or_default();
@@ -363,6 +388,7 @@ impl Builder {
                 ring_entries: self.ring_entries,
                 denied_opcodes,
                 recv_pool,
+                sqpoll: self.sqpoll,
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

@@ -33,6 +33,9 @@ pub struct RingStats {
     /// Completions the kernel dropped (its `cq_overflow` counter): zero unless the kernel could
     /// not allocate its backlog. A completion dropped is an operation whose result never came.
     pub completions_dropped: u64,
+    /// A kernel thread polls the ring's submission queue (`Builder::sqpoll`, when the kernel
+    /// allowed it).
+    pub sqpoll: bool,
 }
 
 /// The counters of the calling core's io_uring ring; `None` outside a runtime or on epoll.

@@ -115,6 +115,9 @@ pub(crate) struct DriverConfig {
     pub(crate) denied_opcodes: Vec<u8>,
     /// The receive pool's shape (`Builder::recv_buffers`, `Builder::multishot_recv`).
     pub(crate) recv_pool: RecvPoolConfig,
+    /// io_uring: a submission-queue polling thread idling this long before it sleeps
+    /// (`Builder::sqpoll`).
+    pub(crate) sqpoll: Option<Duration>,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -153,6 +156,7 @@ impl Driver {
                 config.ring_entries,
                 wake_fd,
                 &config.denied_opcodes,
+                config.sqpoll,
             )?),
         };
         Ok(Driver {

@@ -179,6 +179,9 @@ struct Inner {
     registered_index: Option<u32>,
     /// Whether the kernel has `IORING_OP_MSG_RING` (5.18).
     msg_ring: bool,
+    /// A kernel thread polls the submission queue (`Builder::sqpoll`): entering the kernel is
+    /// only needed to wait, to wake that thread once it slept, or to flush overflows.
+    sqpoll: bool,
     /// The optional opcodes this kernel has (file and path operations; the others are
     /// required): one without its opcode runs on the blocking pool instead.
     opcodes: setup::Opcodes,
@@ -213,8 +216,9 @@ impl UringDriver {
         entries: u32,
         wake_fd: RawFd,
         denied: &[u8],
+        sqpoll: Option<Duration>,
     ) -> io::Result<UringDriver> {
-        let (ring, flags) = build_ring(entries)?;
+        let (ring, flags) = setup::build_ring_with(entries, sqpoll)?;
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
         let opcodes = setup::Opcodes::probe(&ring, denied);
@@ -227,6 +231,7 @@ impl UringDriver {
                 ring,
                 registered_index,
                 msg_ring,
+                sqpoll: flags.sqpoll,
                 opcodes,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
@@ -264,6 +269,7 @@ impl UringDriver {
             completion_queue_entries: entries,
             completion_queue_overflows: inner.cq_overflows,
             completions_dropped: dropped,
+            sqpoll: inner.sqpoll,
         }
     }
 
@@ -568,8 +574,13 @@ impl Inner {
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
-            // Full: hand the batch to the kernel without waiting, then retry.
-            self.enter(Some(Duration::ZERO))?;
+            // Full: hand the batch to the kernel without waiting (with a polling thread: wait
+            // until it has taken entries), then retry.
+            if self.sqpoll {
+                self.enter_raw(0, EnterFlags::SQ_WAIT, None)?;
+            } else {
+                self.enter(Some(Duration::ZERO))?;
+            }
             self.reap();
         }
     }
@@ -632,6 +643,18 @@ impl Inner {
         mut flags: EnterFlags,
         args: Option<&SubmitArgs<'_, '_>>,
     ) -> io::Result<()> {
+        if self.sqpoll {
+            let sq = self.ring.submission();
+            if sq.need_wakeup() {
+                // The polling thread slept after its idle time: this enter wakes it.
+                flags |= EnterFlags::SQ_WAKEUP;
+            } else if min_complete == 0 && !flags.contains(EnterFlags::SQ_WAIT) && !sq.cq_overflow()
+            {
+                // The thread takes the entries by itself and the completions are in shared
+                // memory: nothing to enter the kernel for.
+                return Ok(());
+            }
+        }
         let to_submit = self.ring.submission().len() as u32;
         let (arg_ptr, arg_size) = match args {
             Some(args) => {

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode};
 
@@ -159,6 +160,8 @@ fn memlock_limit() -> Option<u64> {
 /// The setup flags a ring ended up with, for logs and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RingFlags {
+    /// A kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`).
+    pub(crate) sqpoll: bool,
     pub(crate) single_issuer: bool,
     pub(crate) defer_taskrun: bool,
     pub(crate) coop_taskrun: bool,
@@ -169,6 +172,7 @@ pub(crate) struct RingFlags {
 const SETUP_LADDER: [RingFlags; 5] = [
     // 6.1+: completions run only when this core enters the kernel; no IPIs.
     RingFlags {
+        sqpoll: false,
         single_issuer: true,
         defer_taskrun: true,
         coop_taskrun: false,
@@ -176,6 +180,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     },
     // 6.0: single issuer without deferred task work.
     RingFlags {
+        sqpoll: false,
         single_issuer: true,
         defer_taskrun: false,
         coop_taskrun: true,
@@ -183,6 +188,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     },
     // 5.19.
     RingFlags {
+        sqpoll: false,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: true,
@@ -190,12 +196,14 @@ const SETUP_LADDER: [RingFlags; 5] = [
     },
     // 5.18.
     RingFlags {
+        sqpoll: false,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: false,
         submit_all: true,
     },
     RingFlags {
+        sqpoll: false,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: false,
@@ -219,10 +227,51 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
 
 /// Creates a ring of `entries` submission entries (completion queue twice that).
 pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetupError> {
+    build_ring_with(entries, None)
+}
+
+/// [`build_ring`], with a submission-queue polling thread that sleeps after `sqpoll` idle
+/// when asked (`Builder::sqpoll`). A kernel that refuses it (too old, or not permitted) gets
+/// the ring without one, and a warning: the mode is an optimisation, never a requirement.
+pub(crate) fn build_ring_with(
+    entries: u32,
+    sqpoll: Option<Duration>,
+) -> Result<(IoUring, RingFlags), RingSetupError> {
+    let Some(idle) = sqpoll else {
+        return build_ring_from(entries, SETUP_LADDER.iter().copied(), None);
+    };
+    // Deferred task work needs the submitting task to run it, which a polling thread is not.
+    let ladder = SETUP_LADDER
+        .iter()
+        .filter(|flags| !flags.defer_taskrun)
+        .map(|flags| RingFlags {
+            sqpoll: true,
+            ..*flags
+        });
+    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
+    build_ring_from(entries, ladder, Some(idle_ms)).or_else(|err| {
+        log::warn!(
+            "coreio: the kernel refused a submission-queue polling thread ({err}); running \
+             without one"
+        );
+        build_ring_from(entries, SETUP_LADDER.iter().copied(), None)
+    })
+}
+
+/// The first setup of `ladder` the kernel takes (with a polling thread idling `sqpoll_idle_ms`
+/// when given).
+fn build_ring_from(
+    entries: u32,
+    ladder: impl Iterator<Item = RingFlags>,
+    sqpoll_idle_ms: Option<u32>,
+) -> Result<(IoUring, RingFlags), RingSetupError> {
     let mut last_err = None;
-    for flags in SETUP_LADDER {
+    for flags in ladder {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(entries.saturating_mul(2));
+        if let Some(idle_ms) = sqpoll_idle_ms {
+            builder.setup_sqpoll(idle_ms);
+        }
         if flags.single_issuer {
             builder.setup_single_issuer();
         }
