@@ -43,7 +43,8 @@
 # coreio-epoll-owned (the same with --recv owned: a buffer per connection instead of the
 # core's receive pool, for the A/B of multishot receives), coreio-sqpoll (--sqpoll-ms, from
 # SQPOLL_MS, default 10: a kernel thread polls the submission queue; its CPU is the server's,
-# since it is a thread of the server process) and
+# since it is a thread of the server process), coreio-zc (COREIO_ZERO_COPY_MIN from ZC_MIN,
+# default 8192: writes that large are zero-copy sends) and
 # the peers benches/target/release/peer-NAME from benches/peers. With fewer than two usable CPUs
 # or no working taskset, nothing is pinned (with a warning). Run it on a quiet machine: the
 # figures are only as steady as the machine is.
@@ -67,7 +68,7 @@ invocation=$(shell_quote "$0" "$@")
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_servers="coreio coreio-owned coreio-sqpoll coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
+all_servers="coreio coreio-owned coreio-sqpoll coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
 
 # Seconds each run costs beyond duration + warm-up (start, banner, connect, stop); an estimate.
 run_overhead_s=1
@@ -380,6 +381,7 @@ start_server() {
   coreio-epoll) env_vars=(COREIO_BACKEND=epoll) ;;
   coreio-owned) env_vars=(COREIO_BACKEND=uring) args=(--recv owned) ;;
   coreio-sqpoll) env_vars=(COREIO_BACKEND=uring) args=(--sqpoll-ms "${SQPOLL_MS:-10}") ;;
+  coreio-zc) env_vars=(COREIO_BACKEND=uring "COREIO_ZERO_COPY_MIN=${ZC_MIN:-8192}") ;;
   coreio-epoll-owned) env_vars=(COREIO_BACKEND=epoll) args=(--recv owned) ;;
   esac
   pick_port
@@ -410,7 +412,7 @@ start_server() {
   fi
   local want=
   case $name in
-  coreio | coreio-spin | coreio-owned | coreio-sqpoll) want="backend io_uring" ;;
+  coreio | coreio-spin | coreio-owned | coreio-sqpoll | coreio-zc) want="backend io_uring" ;;
   coreio-epoll | coreio-epoll-owned) want="backend epoll" ;;
   esac
   if [[ -n $want && $line != *"$want"* ]]; then

@@ -16,6 +16,7 @@ use crate::blocking::{
 };
 use crate::core::CoreId;
 use crate::driver::{self, Backend, DriverConfig, MAX_RECV_BUFFERS, RecvPoolConfig};
+use crate::net::MIN_ZERO_COPY_SEND;
 use crate::runtime::{self, CoreConfig, Runtime};
 use crate::shutdown::{DEFAULT_SHUTDOWN_GRACE, Shutdown};
 use crate::sys;
@@ -85,6 +86,7 @@ pub struct Builder {
     deny_uring_opcodes: Vec<String>,
     recv_pool: RecvPoolConfig,
     sqpoll: Option<Duration>,
+    zero_copy_sends: Option<usize>,
 }
 
 impl Default for Builder {
@@ -113,6 +115,7 @@ impl Builder {
             deny_uring_opcodes: Vec::new(),
             recv_pool: RecvPoolConfig::default(),
             sqpoll: None,
+            zero_copy_sends: None,
         }
     }
 
@@ -168,6 +171,20 @@ impl Builder {
     /// [`stats::ring`](crate::stats::ring) says which.
     pub fn sqpoll(mut self, idle: Duration) -> Builder {
         self.sqpoll = Some(idle);
+        self
+    }
+
+    /// io_uring: stream writes of at least `min_len` bytes (4096 or more) are zero-copy sends
+    /// (`IORING_OP_SEND_ZC`, Linux 6.0): the kernel sends from the buffer's pages instead of
+    /// copying them, and the write returns once the kernel no longer reads the buffer (its
+    /// notification, which for TCP comes when the peer acknowledged the bytes). Off by
+    /// default: a write then lasts a round trip (and a delayed ACK) instead of a copy, which
+    /// loses on every size measured here (docs/benchmarks-uring.md); it pays for large
+    /// buffers on a real NIC when many writes are in flight. Unix streams, pipes, epoll and kernels
+    /// without the opcode make plain sends. The `COREIO_ZERO_COPY_MIN` environment variable
+    /// (bytes; `0` turns it off) overrides this.
+    pub fn zero_copy_sends(mut self, min_len: usize) -> Builder {
+        self.zero_copy_sends = Some(min_len);
         self
     }
 
@@ -372,6 +389,26 @@ impl Builder {
                  got {idle:?}"
             )));
         }
+        let zero_copy_sends = match std::env::var("COREIO_ZERO_COPY_MIN") {
+            Ok(text) => match text.trim().parse::<usize>() {
+                Ok(0) => None,
+                Ok(min) => Some(min),
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "COREIO_ZERO_COPY_MIN={text:?} is not a byte count (0 turns it off)"
+                    )));
+                }
+            },
+            Err(_) => self.zero_copy_sends,
+        };
+        if let Some(min) = zero_copy_sends
+            && min < MIN_ZERO_COPY_SEND
+        {
+            return Err(invalid(format!(
+                "zero_copy_sends: the smallest zero-copy send is {MIN_ZERO_COPY_SEND} bytes, \
+                 got {min}"
+            )));
+        }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
         let from_env = std::env::var("COREIO_URING_DENY").unwrap_or_default();
@@ -389,6 +426,7 @@ impl Builder {
                 denied_opcodes,
                 recv_pool,
                 sqpoll: self.sqpoll,
+                zero_copy_sends,
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

@@ -33,6 +33,8 @@ pub struct RingStats {
     /// Completions the kernel dropped (its `cq_overflow` counter): zero unless the kernel could
     /// not allocate its backlog. A completion dropped is an operation whose result never came.
     pub completions_dropped: u64,
+    /// Stream writes made as zero-copy sends (`Builder::zero_copy_sends`).
+    pub zero_copy_sends: u64,
     /// A kernel thread polls the ring's submission queue (`Builder::sqpoll`, when the kernel
     /// allowed it).
     pub sqpoll: bool,

@@ -118,6 +118,9 @@ pub(crate) struct DriverConfig {
     /// io_uring: a submission-queue polling thread idling this long before it sleeps
     /// (`Builder::sqpoll`).
     pub(crate) sqpoll: Option<Duration>,
+    /// io_uring: stream writes of at least this many bytes are zero-copy sends
+    /// (`Builder::zero_copy_sends`).
+    pub(crate) zero_copy_sends: Option<usize>,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -130,6 +133,10 @@ pub(crate) struct Driver {
     /// The receive buffers of this core's receive streams, made by the first that asks.
     recv_pool: std::cell::OnceCell<std::rc::Rc<RecvPool>>,
     recv_config: RecvPoolConfig,
+    /// `DriverConfig::zero_copy_sends`, kept only where the ring has `IORING_OP_SEND_ZC`.
+    zero_copy_sends: Option<usize>,
+    /// Zero-copy sends started so far (`stats::RingStats::zero_copy_sends`).
+    zero_copy_sent: std::cell::Cell<u64>,
 }
 
 /// The backend.
@@ -160,12 +167,28 @@ impl Driver {
             )?),
         };
         Ok(Driver {
-            io,
             offloaded: offload::Offloaded::new(wake_fd)?,
             pool,
             recv_pool: std::cell::OnceCell::new(),
             recv_config: config.recv_pool,
+            zero_copy_sends: config.zero_copy_sends.filter(|_| match &io {
+                Io::IoUring(driver) => driver.supports(io_uring::opcode::SendZc::CODE),
+                Io::Epoll(_) => false,
+            }),
+            zero_copy_sent: std::cell::Cell::new(0),
+            io,
         })
+    }
+
+    /// Counts a zero-copy send for `stats::ring`.
+    pub(crate) fn count_zero_copy_send(&self) {
+        self.zero_copy_sent.set(self.zero_copy_sent.get() + 1);
+    }
+
+    /// The smallest stream write made as a zero-copy send; `None` when none is (epoll, a
+    /// kernel without `IORING_OP_SEND_ZC`, or not enabled).
+    pub(crate) fn zero_copy_send_threshold(&self) -> Option<usize> {
+        self.zero_copy_sends
     }
 
     /// The core's receive pool when it is a provided buffer ring with multishot receives
@@ -474,7 +497,10 @@ impl Driver {
     /// The io_uring ring's counters; `None` on epoll.
     pub(crate) fn ring_stats(&self) -> Option<crate::stats::RingStats> {
         match &self.io {
-            Io::IoUring(driver) => Some(driver.stats()),
+            Io::IoUring(driver) => Some(crate::stats::RingStats {
+                zero_copy_sends: self.zero_copy_sent.get(),
+                ..driver.stats()
+            }),
             Io::Epoll(_) => None,
         }
     }

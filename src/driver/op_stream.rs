@@ -78,6 +78,15 @@ impl<T: StreamOperation> StreamOp<T> {
         }
     }
 
+    /// The operation's data once the stream ended (its last result handed out): the kernel is
+    /// done with it. `None` before that, or if taken already.
+    pub(crate) fn take_data(&mut self) -> Option<T> {
+        match self.state {
+            State::Ended => self.data.take(),
+            State::Idle | State::InRing { .. } => None,
+        }
+    }
+
     /// The next result, `None` after the last.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
         match self.state {

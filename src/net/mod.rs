@@ -63,6 +63,7 @@ pub use handoff::{Adopt, Handoff, HandoffError};
 pub use lookup::{ToSocketAddrs, lookup_host};
 pub use recv_stream::RecvStream;
 pub use split::{ByteStream, ReadHalf, ReuniteError, WriteHalf, reunite};
+pub use stream_io::MIN_ZERO_COPY_SEND;
 pub(crate) use stream_io::StreamIo;
 pub use tcp::{IntoStdError, TcpListener, TcpSocket, TcpStream};
 pub use udp::{DatagramTruncated, PacketInfo, RecvMeta, UdpBuilder, UdpSocket};

@@ -10,8 +10,21 @@
 use std::io;
 
 use crate::buf::{IoBuf, IoBufMut, Slice, no_capacity_error};
-use crate::driver::{Claim, Op, SharedFd};
-use crate::net::ops::{Calls, StreamPeek, StreamRecv, StreamSend, StreamSendVectored};
+use crate::context;
+use crate::driver::{Claim, Op, SharedFd, StreamOp};
+use crate::net::ops::{
+    Calls, StreamPeek, StreamRecv, StreamSend, StreamSendVectored, StreamSendZc,
+};
+
+/// The smallest send `Builder::zero_copy_sends` may make zero-copy: below a page, pinning the
+/// pages and waiting for the notification costs more than the copy it saves.
+pub const MIN_ZERO_COPY_SEND: usize = 4096;
+
+/// Whether a zero-copy send failed because the socket or kernel cannot do one (then a plain
+/// send is made instead).
+fn refuses_zero_copy(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL))
+}
 
 /// A connected stream socket's I/O. The socket types document these methods for their users.
 pub struct StreamIo {
@@ -20,6 +33,10 @@ pub struct StreamIo {
     /// true from `new` (TCP), set false by socket types whose reads stop early (Unix streams).
     pub(crate) short_read_drains: bool,
     calls: Calls,
+    /// io_uring: whether large writes may be zero-copy sends (`Builder::zero_copy_sends`):
+    /// true for TCP, false for pipes and Unix streams (whose kernel side has no zero-copy
+    /// send), and turned off for good if the kernel refuses one on this socket.
+    pub(crate) zero_copy_sends: std::cell::Cell<bool>,
     /// The readiness waits of the poll forms (`stream_poll`), kept between polls; allocated
     /// by the first poll, so a stream used only through owned buffers pays one word for it.
     pub(crate) waits: std::cell::OnceCell<Box<super::stream_poll::PollWaits>>,
@@ -35,6 +52,7 @@ impl StreamIo {
         StreamIo {
             fd,
             short_read_drains: true,
+            zero_copy_sends: std::cell::Cell::new(calls == Calls::Socket),
             calls,
             waits: Default::default(),
         }
@@ -115,8 +133,21 @@ impl StreamIo {
         (completion.result.map(|n| n as usize), buf)
     }
 
-    /// One send of `buf`'s initialised bytes.
+    /// One send of `buf`'s initialised bytes: a zero-copy send on io_uring when the runtime
+    /// enables them for a buffer this large (`Builder::zero_copy_sends`).
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let mut buf = buf;
+        if buf.bytes_init() >= MIN_ZERO_COPY_SEND && self.zero_copy_for(buf.bytes_init()) {
+            let (result, back) = self.write_zero_copy(buf).await;
+            match result {
+                Err(err) if refuses_zero_copy(&err) => {
+                    // This socket's kernel side cannot: plain sends from now on.
+                    self.zero_copy_sends.set(false);
+                    buf = back;
+                }
+                result => return (result, back),
+            }
+        }
         let completion = Op::new(StreamSend {
             socket: self.fd.clone(),
             buf,
@@ -124,6 +155,35 @@ impl StreamIo {
         })
         .await;
         (completion.result.map(|n| n as usize), completion.data.buf)
+    }
+
+    /// Whether a send of `len` bytes should be a zero-copy one.
+    fn zero_copy_for(&self, len: usize) -> bool {
+        self.zero_copy_sends.get()
+            && context::with(|ctx| ctx.driver.zero_copy_send_threshold())
+                .flatten()
+                .is_some_and(|min| len >= min)
+    }
+
+    /// One zero-copy send (`IORING_OP_SEND_ZC`): returns once the kernel is done with the
+    /// buffer (its notification), so the buffer comes back free to reuse. Dropped before
+    /// that, the driver keeps the buffer until the notification.
+    async fn write_zero_copy<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        context::with(|ctx| ctx.driver.count_zero_copy_send());
+        let mut op = StreamOp::new(StreamSendZc {
+            socket: self.fd.clone(),
+            buf,
+        });
+        // The first completion is the send's result; the notification, if any, follows.
+        let mut result = None;
+        while let Some(item) = std::future::poll_fn(|cx| op.poll_next(cx)).await {
+            result.get_or_insert(item.result);
+        }
+        let Some(data) = op.take_data() else {
+            unreachable!("an ended stream still holds its data");
+        };
+        let result = result.unwrap_or(Ok(0)).map(|n| n as usize);
+        (result, data.buf)
     }
 
     /// Sends until every initialised byte of `buf` is written.

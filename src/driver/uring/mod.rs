@@ -269,6 +269,7 @@ impl UringDriver {
             completion_queue_entries: entries,
             completion_queue_overflows: inner.cq_overflows,
             completions_dropped: dropped,
+            zero_copy_sends: 0,
             sqpoll: inner.sqpoll,
         }
     }

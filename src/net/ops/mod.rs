@@ -30,6 +30,7 @@ mod stream_recv;
 mod stream_recv_select;
 mod stream_send;
 mod stream_send_vectored;
+mod stream_send_zc;
 
 pub(crate) use accept::Accept;
 pub(crate) use ancillary::Control;
@@ -43,6 +44,7 @@ pub(crate) use stream_recv::StreamRecv;
 pub(crate) use stream_recv_select::StreamRecvSelect;
 pub(crate) use stream_send::StreamSend;
 pub(crate) use stream_send_vectored::StreamSendVectored;
+pub(crate) use stream_send_zc::StreamSendZc;
 
 /// Which system calls a stream's reads and writes use: `recv`/`send` (`IORING_OP_RECV`/`SEND`)
 /// on a socket, `read`/`write` (`IORING_OP_READ`/`WRITE`) on a pipe, which is no socket.

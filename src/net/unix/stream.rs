@@ -115,6 +115,7 @@ impl UnixStream {
         let mut io = StreamIo::new(SharedFd::new(fd)?);
         // A Unix receive stops early at bytes carrying descriptors, with more queued.
         io.short_read_drains = false;
+        io.zero_copy_sends.set(false);
         Ok(UnixStream { io })
     }
 
