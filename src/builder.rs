@@ -292,7 +292,7 @@ impl Builder {
 
     /// How long a triggered [shutdown](crate::shutdown) waits for the runtime's tasks to
     /// finish before it cancels those still running (default
-    /// [`DEFAULT_SHUTDOWN_GRACE`](crate::shutdown::DEFAULT_SHUTDOWN_GRACE), 10 s). Zero cancels
+    /// [`DEFAULT_SHUTDOWN_GRACE`], 10 s). Zero cancels
     /// at once, as a second trigger does.
     ///
     /// ```

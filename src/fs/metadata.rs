@@ -20,7 +20,7 @@ const STATX_DIOALIGN: u32 = 0x2000;
 pub(crate) const STATX_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME | STATX_DIOALIGN;
 
 /// A file's metadata, from `statx`: see [`File::metadata`](super::File::metadata) and
-/// [`fs::metadata`](super::metadata).
+/// [`fs::metadata`](super::metadata()).
 #[derive(Clone)]
 pub struct Metadata {
     stx: libc::statx,

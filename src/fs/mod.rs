@@ -8,7 +8,7 @@
 //! operation whose opcode the kernel lacks (`FTRUNCATE` before Linux 6.9, the path operations
 //! before 5.15) runs on the runtime's blocking pool instead, with the same result. On epoll,
 //! which cannot wait for a regular file, every file operation runs on the blocking pool.
-//! [`read_dir`] always does (there is no io_uring `getdents`). docs/backends.md lists which
+//! [`read_dir()`] always does (there is no io_uring `getdents`). docs/backends.md lists which
 //! path each operation takes.
 //!
 //! ```
