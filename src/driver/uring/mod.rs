@@ -37,6 +37,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -53,6 +54,16 @@ use super::recv_pool::{BUFFER_GROUP, RecvPool, RecvPoolConfig};
 use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
+
+/// Whether this kernel's `IORING_OP_SEND` takes a destination address (Linux 6.0, the release
+/// that added `IORING_OP_SEND_ZC`, which the opcode probe sees; there is no probe for the
+/// address itself). Set by each ring as it starts; every ring of a process has the same kernel.
+static SEND_TAKES_ADDRESS: AtomicBool = AtomicBool::new(false);
+
+/// Whether a datagram send may be a `SEND` with a destination address instead of a `SENDMSG`.
+pub(crate) fn send_takes_address() -> bool {
+    SEND_TAKES_ADDRESS.load(Ordering::Relaxed)
+}
 
 /// `user_data` of the poll kept armed on the core's wake eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -223,6 +234,7 @@ impl UringDriver {
         let registered_index = register_ring_fd(ring.as_raw_fd());
         let opcodes = setup::Opcodes::probe(&ring, denied);
         let msg_ring = opcodes.has(opcode::MsgRingData::CODE);
+        SEND_TAKES_ADDRESS.store(opcodes.has(opcode::SendZc::CODE), Ordering::Relaxed);
         let capacity = ring.params().cq_entries() as usize;
         unsettled().push(id);
         Ok(UringDriver {

@@ -1,5 +1,6 @@
 //! [`DatagramRecv`]: one datagram from a datagram socket (UDP today, Unix datagrams later),
-//! with its sender's address and its ancillary data, by `recvmsg`.
+//! with its sender's address and its ancillary data, by `recvmsg` (`recvfrom` on epoll when no
+//! ancillary data is asked for).
 //!
 //! Unlike [`StreamRecv`](super::StreamRecv), a receive shorter than its buffer says nothing of
 //! the socket's queue (the next datagram may be waiting), so it never marks the socket drained
@@ -118,6 +119,33 @@ unsafe impl<B: IoBufMut> Operation for DatagramRecv<B> {
     fn epoll_attempt(&mut self) -> io::Result<u32> {
         self.reset();
         let flags = self.syscall_flags();
+        if !self.flags.control {
+            // No ancillary data asked for: `recvfrom`, which spares the kernel importing a
+            // msghdr and an iovec. With `MSG_TRUNC` it still returns the full length.
+            let parts = &mut *self.parts;
+            let (name, name_len) = if self.flags.name {
+                (
+                    (&mut parts.name as *mut libc::sockaddr_storage).cast(),
+                    &mut parts.msg.msg_namelen as *mut libc::socklen_t,
+                )
+            } else {
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            };
+            // SAFETY: the iovec's base and length describe the buffer's writable memory; the
+            // address storage and its length (or two nulls) are valid for writes and owned by
+            // `self` for the call; the socket is open while `self.socket` lives.
+            let n = sys::cvt(unsafe {
+                libc::recvfrom(
+                    self.socket.raw(),
+                    parts.iov.iov_base,
+                    parts.iov.iov_len,
+                    flags,
+                    name,
+                    name_len,
+                )
+            })?;
+            return Ok(n as u32);
+        }
         // SAFETY: the msghdr and all it points to (iovec, address, control, buffer) are valid
         // and owned by `self` for the call; the socket is open while `self.socket` lives.
         let n = sys::cvt(unsafe { libc::recvmsg(self.socket.raw(), &mut self.parts.msg, flags) })?;

@@ -1,5 +1,7 @@
 //! [`DatagramSend`]: one datagram sent on a datagram socket (UDP, Unix datagrams),
-//! to a given address or the connected peer, optionally with ancillary data, by `sendmsg`.
+//! to a given address or the connected peer, optionally with ancillary data, by `sendmsg`; a
+//! datagram without ancillary data goes by the cheaper `send`/`sendto` (on io_uring, a `SEND`
+//! with a destination address, where the kernel has it: Linux 6.0).
 
 use std::io;
 
@@ -9,7 +11,7 @@ use socket2::SockAddr;
 use super::ancillary::Control;
 use super::clamp_len;
 use crate::buf::IoBuf;
-use crate::driver::{Direction, Operation, SharedFd, Source};
+use crate::driver::{Direction, Operation, SharedFd, Source, uring};
 use crate::sys;
 
 /// Sends never raise SIGPIPE (a Unix datagram socket whose peer is gone): an error instead.
@@ -90,8 +92,8 @@ impl<B: IoBuf> DatagramSend<B> {
     }
 }
 
-// SAFETY: the kernel reads the msghdr, iovec, address and control bytes, all inside `parts`, a
-// box the struct owns, and at most `iov_len <= bytes_init()` bytes of `buf`'s heap memory, which
+// SAFETY: the kernel reads the msghdr, iovec, address and control bytes (or, for a `SEND`, only
+// the address), all inside `parts`, a box the struct owns, and at most `iov_len <= bytes_init()` bytes of `buf`'s heap memory, which
 // `IoBuf` guarantees does not move with the struct.
 unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
@@ -100,7 +102,19 @@ unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
         } else {
             SEND_FLAGS
         };
-        opcode::SendMsg::new(types::Fd(self.socket.raw()), &self.parts.msg)
+        let fd = types::Fd(self.socket.raw());
+        if self.parts.control.is_empty() && uring::send_takes_address() {
+            let (ptr, len) = (self.buf.stable_ptr(), clamp_len(self.buf.bytes_init()));
+            let send = opcode::Send::new(fd, ptr, len).flags(flags);
+            return match &self.parts.target {
+                Some(target) => send
+                    .dest_addr(target.as_ptr().cast())
+                    .dest_addr_len(target.len())
+                    .build(),
+                None => send.build(),
+            };
+        }
+        opcode::SendMsg::new(fd, &self.parts.msg)
             .flags(flags as u32)
             .build()
     }
@@ -110,6 +124,30 @@ unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
     }
 
     fn epoll_attempt(&mut self) -> io::Result<u32> {
+        if self.parts.control.is_empty() {
+            let (ptr, len) = (
+                self.buf.stable_ptr(),
+                clamp_len(self.buf.bytes_init()) as usize,
+            );
+            let (name, name_len) = match &self.parts.target {
+                Some(target) => (target.as_ptr().cast(), target.len()),
+                None => (std::ptr::null(), 0),
+            };
+            // SAFETY: the buffer holds `len` initialised bytes (`IoBuf`); the address (or a
+            // null one) is valid and owned by `self` for the call; the socket is open while
+            // `self.socket` lives.
+            let n = sys::cvt(unsafe {
+                libc::sendto(
+                    self.socket.raw(),
+                    ptr.cast(),
+                    len,
+                    SEND_FLAGS,
+                    name,
+                    name_len,
+                )
+            })?;
+            return Ok(n as u32);
+        }
         // SAFETY: the msghdr and all it points to (iovec, address, control, buffer) are valid
         // and owned by `self` for the call; the socket is open while `self.socket` lives.
         let n = sys::cvt(unsafe { libc::sendmsg(self.socket.raw(), &self.parts.msg, SEND_FLAGS) })?;
