@@ -138,14 +138,17 @@ impl Builder {
         self
     }
 
-    /// The receive buffers of each core: `buffers` buffers (a power of two, at most 32768) of
-    /// `buffer_size` bytes each, lent to the core's receive streams
+    /// The receive buffers of each core: at most `buffers` buffers (a power of two, at most
+    /// 32768) of `buffer_size` bytes each, lent to the core's receive streams
     /// ([`TcpStream::recv_stream`](crate::net::TcpStream::recv_stream)) as data arrives and
     /// given back when the [`PooledBuf`](crate::buf::PooledBuf) holding it is dropped. The
     /// memory (`buffers * buffer_size` bytes per core) is reserved by the first receive stream
-    /// of a core and touched only as buffers are used. Defaults:
+    /// of a core, which puts 256 buffers in circulation; each time receives find them all lent
+    /// out, 256 more join, up to `buffers`. Only buffers in circulation are touched, so the
+    /// resident memory follows the core's peak demand. Defaults:
     /// [`DEFAULT_RECV_BUFFERS`](crate::buf::DEFAULT_RECV_BUFFERS) of
-    /// [`DEFAULT_RECV_BUFFER_SIZE`](crate::buf::DEFAULT_RECV_BUFFER_SIZE) bytes.
+    /// [`DEFAULT_RECV_BUFFER_SIZE`](crate::buf::DEFAULT_RECV_BUFFER_SIZE) bytes. The
+    /// `COREIO_RECV_BUFFERS` environment variable overrides the count.
     pub fn recv_buffers(mut self, buffers: u16, buffer_size: u32) -> Builder {
         self.recv_pool.buffers = buffers;
         self.recv_pool.buffer_size = buffer_size;
@@ -362,7 +365,14 @@ impl Builder {
                 self.blocking_threads
             )));
         }
-        let recv = self.recv_pool;
+        let mut recv = self.recv_pool;
+        if let Ok(text) = std::env::var("COREIO_RECV_BUFFERS") {
+            recv.buffers = text.trim().parse().map_err(|_| {
+                invalid(format!(
+                    "COREIO_RECV_BUFFERS={text:?} is not a buffer count"
+                ))
+            })?;
+        }
         if !recv.buffers.is_power_of_two() || recv.buffers > MAX_RECV_BUFFERS {
             return Err(invalid(format!(
                 "recv_buffers: the buffer count must be a power of two between 1 and \

@@ -41,7 +41,7 @@ pub(crate) use fd::SharedFd;
 pub(crate) use held::{Accepted, Claim, Held, OpShare, StandingClaim, Unread};
 pub(crate) use offload::BlockingCall;
 pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
-pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolConfig};
+pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolConfig, WaitPlace};
 pub use recv_pool::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RECV_BUFFERS, PooledBuf};
 // The streaming lifecycle's first users outside the driver arrive with multishot operations.
 #[allow(unused_imports)]

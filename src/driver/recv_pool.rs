@@ -36,8 +36,12 @@ use io_uring::types::BufRingEntry;
 
 use crate::buf::{IoBuf, IoBufMut};
 
-/// Buffers per core when `Builder::recv_buffers` is not called.
-pub const DEFAULT_RECV_BUFFERS: u16 = 512;
+/// The most buffers a core's pool grows to when `Builder::recv_buffers` is not called.
+pub const DEFAULT_RECV_BUFFERS: u16 = 4096;
+/// Buffers a pool starts with, and adds each time receives find it empty, up to its size:
+/// the pool's memory is reserved whole, but only the buffers in circulation are ever touched,
+/// so a quiet core keeps a small resident set and a busy one grows to its demand.
+pub(crate) const RECV_BUFFERS_STEP: u16 = 256;
 /// Bytes per buffer when `Builder::recv_buffers` is not called.
 pub const DEFAULT_RECV_BUFFER_SIZE: u32 = 16 * 1024;
 /// The kernel's limit on a provided buffer ring's entries.
@@ -71,11 +75,13 @@ pub(crate) struct RecvPool {
     layout: Layout,
     buffer_size: u32,
     buffers: u16,
+    /// Buffers put in circulation so far (ids `0..active`); grows by `RECV_BUFFERS_STEP`.
+    active: Cell<u16>,
     free: Free,
     /// Free buffers: in the kernel ring, or in the list.
     available: Cell<u32>,
-    /// Receives waiting for a buffer to come back.
-    waiters: RefCell<Vec<Waker>>,
+    /// Receives waiting for a buffer to come back, woken one per buffer, oldest first.
+    waiters: RefCell<Waiters>,
     /// io_uring: the kernel runs multishot receives over the ring (false once it refused one:
     /// receives then select a buffer one completion at a time).
     multishot: Cell<bool>,
@@ -121,18 +127,19 @@ impl RecvPool {
     /// A pool whose free buffers are a list (epoll, or io_uring without a buffer ring).
     pub(crate) fn with_list(config: RecvPoolConfig) -> io::Result<RecvPool> {
         let (memory, layout) = RecvPool::allocate(config)?;
-        // Popped from the end: buffer 0 first.
-        let list = (0..config.buffers).rev().collect();
-        Ok(RecvPool {
+        let pool = RecvPool {
             memory,
             layout,
             buffer_size: config.buffer_size,
             buffers: config.buffers,
-            free: Free::List(RefCell::new(list)),
-            available: Cell::new(u32::from(config.buffers)),
-            waiters: RefCell::new(Vec::new()),
+            active: Cell::new(0),
+            free: Free::List(RefCell::new(Vec::new())),
+            available: Cell::new(0),
+            waiters: RefCell::new(Waiters::default()),
             multishot: Cell::new(false),
-        })
+        };
+        pool.grow();
+        Ok(pool)
     }
 
     /// A pool whose free buffers sit in a provided buffer ring, every buffer in it; `register`
@@ -170,6 +177,7 @@ impl RecvPool {
             layout,
             buffer_size: config.buffer_size,
             buffers: config.buffers,
+            active: Cell::new(0),
             free: Free::Kernel(KernelRing {
                 entries,
                 layout: ring_layout,
@@ -177,14 +185,31 @@ impl RecvPool {
                 tail: Cell::new(0),
             }),
             available: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(Waiters::default()),
             multishot: Cell::new(true),
         };
         register(entries.as_ptr() as u64, config.buffers)?;
-        for id in 0..config.buffers {
-            pool.give_back(id);
-        }
+        pool.grow();
         Ok(pool)
+    }
+
+    /// Puts the next `RECV_BUFFERS_STEP` buffers in circulation (fewer at the end); false
+    /// once every buffer is. Called when a receive finds the pool empty, before it waits.
+    pub(crate) fn grow(&self) -> bool {
+        let active = self.active.get();
+        let added = RECV_BUFFERS_STEP.min(self.buffers - active);
+        if added == 0 {
+            return false;
+        }
+        self.active.set(active + added);
+        let ids = active..active + added;
+        match &self.free {
+            // The kernel takes from the ring's head: the lowest id first.
+            Free::Kernel(_) => ids.for_each(|id| self.give_back(id)),
+            // Popped from the end: the lowest id first.
+            Free::List(_) => ids.rev().for_each(|id| self.give_back(id)),
+        }
+        true
     }
 
     /// Whether the kernel picks this pool's buffers (a provided buffer ring).
@@ -209,21 +234,34 @@ impl RecvPool {
     }
 
     /// Free buffers right now.
-    #[cfg(test)]
     pub(crate) fn available(&self) -> u32 {
         self.available.get()
     }
 
-    /// Ready once a buffer is free; otherwise `cx`'s waker is woken when one comes back.
-    pub(crate) fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once a buffer is free; otherwise `cx`'s waker is queued (in `place`, which the
+    /// caller keeps between polls and hands to [`stop_waiting`](Self::stop_waiting) when it
+    /// goes) and woken when a buffer comes back. One waiter is woken per buffer, oldest first,
+    /// so a thousand receives waiting on a drained pool cost one wake per returned buffer, not
+    /// a thousand.
+    pub(crate) fn poll_available(
+        &self,
+        place: &mut Option<WaitPlace>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         if self.available.get() > 0 {
+            self.stop_waiting(place);
             return Poll::Ready(());
         }
-        let mut waiters = self.waiters.borrow_mut();
-        if !waiters.iter().any(|waker| waker.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
-        }
+        self.waiters.borrow_mut().wait(place, cx.waker());
         Poll::Pending
+    }
+
+    /// Leaves the queue of receives waiting for a buffer (a dropped receive, or one that found
+    /// a buffer), so that no wake is spent on it.
+    pub(crate) fn stop_waiting(&self, place: &mut Option<WaitPlace>) {
+        if let Some(place) = place.take() {
+            self.waiters.borrow_mut().cancel(place);
+        }
     }
 
     /// Takes a free buffer from the list; `None` when none is free or the kernel picks them.
@@ -281,9 +319,9 @@ impl RecvPool {
             Free::List(list) => list.borrow_mut().push(id),
         }
         self.available.set(self.available.get() + 1);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        let next = self.waiters.borrow_mut().pop_oldest();
         // Outside the borrow: a waker is foreign code.
-        for waker in waiters {
+        if let Some(waker) = next {
             waker.wake();
         }
     }
@@ -314,6 +352,65 @@ impl Drop for RecvPool {
             // SAFETY: allocated in `with_kernel_ring` with this layout; unregistered as above.
             unsafe { dealloc(ring.entries.as_ptr().cast(), ring.layout) };
         }
+    }
+}
+
+/// Where a receive waits in a pool's queue: a slot and the ticket it was given, so that a slot
+/// reused by a later waiter is told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WaitPlace {
+    key: usize,
+    ticket: u64,
+}
+
+/// The receives waiting for a buffer: their wakers, and the order they came in.
+#[derive(Default)]
+struct Waiters {
+    wakers: slab::Slab<(u64, Waker)>,
+    /// Slots, oldest first; a slot whose waiter left (or was woken) is skipped when popped.
+    order: std::collections::VecDeque<usize>,
+    next_ticket: u64,
+}
+
+impl Waiters {
+    /// Queues `waker`, or refreshes it in place when `place` is still queued.
+    fn wait(&mut self, place: &mut Option<WaitPlace>, waker: &Waker) {
+        if let Some(at) = place
+            && let Some((ticket, queued)) = self.wakers.get_mut(at.key)
+            && *ticket == at.ticket
+        {
+            if !queued.will_wake(waker) {
+                *queued = waker.clone();
+            }
+            return;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let key = self.wakers.insert((ticket, waker.clone()));
+        self.order.push_back(key);
+        *place = Some(WaitPlace { key, ticket });
+    }
+
+    fn cancel(&mut self, place: WaitPlace) {
+        if self
+            .wakers
+            .get(place.key)
+            .is_some_and(|(ticket, _)| *ticket == place.ticket)
+        {
+            self.wakers.remove(place.key);
+        }
+    }
+
+    /// The oldest waiter still queued, taken out of the queue.
+    fn pop_oldest(&mut self) -> Option<Waker> {
+        while let Some(key) = self.order.pop_front() {
+            // A slot left and taken again appears twice in `order`; either pop wakes a waiter
+            // that is queued, so no wake is lost.
+            if let Some((_, waker)) = self.wakers.try_remove(key) {
+                return Some(waker);
+            }
+        }
+        None
     }
 }
 
@@ -485,10 +582,69 @@ mod tests {
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);
-        assert!(pool.poll_available(&mut cx).is_pending());
+        let mut place = None;
+        assert!(pool.poll_available(&mut place, &mut cx).is_pending());
+        // Polled again while waiting: still one place in the queue.
+        assert!(pool.poll_available(&mut place, &mut cx).is_pending());
         drop(buf);
         assert!(flag.0.load(Ordering::SeqCst), "not woken");
-        assert!(pool.poll_available(&mut cx).is_ready());
+        assert!(pool.poll_available(&mut place, &mut cx).is_ready());
+        assert_eq!(place, None);
+    }
+
+    #[test]
+    fn one_waiter_is_woken_per_returned_buffer_oldest_first_and_none_lost() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let pool = Rc::new(RecvPool::with_list(config(2, 64)).unwrap());
+        let lent = [pool.take().unwrap(), pool.take().unwrap()];
+        let counts: Vec<_> = (0..5)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let mut places = vec![None; 5];
+        for (count, place) in counts.iter().zip(&mut places) {
+            let waker = Waker::from(Arc::clone(count));
+            let mut cx = Context::from_waker(&waker);
+            assert!(pool.poll_available(place, &mut cx).is_pending());
+        }
+        // The second waiter leaves; its slot is taken again by a sixth.
+        pool.stop_waiting(&mut places[1]);
+        let late = Arc::new(Count(AtomicUsize::new(0)));
+        let mut late_place = None;
+        let waker = Waker::from(Arc::clone(&late));
+        assert!(
+            pool.poll_available(&mut late_place, &mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let [a, b] = lent;
+        drop(a);
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+        assert_eq!(
+            woken.iter().sum::<usize>() + late.0.load(Ordering::SeqCst),
+            1,
+            "{woken:?}"
+        );
+        drop(b);
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+        let total = woken.iter().sum::<usize>() + late.0.load(Ordering::SeqCst);
+        assert_eq!(total, 2, "one wake per buffer: {woken:?}");
+        assert_eq!(woken[1], 0, "a waiter that left was woken");
+        // Three more buffers' worth of returns wake the rest (3 queued), none lost.
+        for _ in 0..3 {
+            drop(pool.take().unwrap());
+        }
+        let total = counts
+            .iter()
+            .map(|c| c.0.load(Ordering::SeqCst))
+            .sum::<usize>()
+            + late.0.load(Ordering::SeqCst);
+        assert_eq!(total, 5);
     }
 
     #[test]
@@ -502,6 +658,22 @@ mod tests {
             buf.set_init(3);
         }
         assert_eq!(&*buf, b"abc");
+    }
+
+    #[test]
+    fn a_pool_puts_its_buffers_in_circulation_a_step_at_a_time() {
+        let max = RECV_BUFFERS_STEP * 2 + 3;
+        let pool = Rc::new(RecvPool::with_list(config(max, 64)).unwrap());
+        assert_eq!(pool.available(), u32::from(RECV_BUFFERS_STEP));
+        let mut lent: Vec<_> = std::iter::from_fn(|| pool.take()).collect();
+        assert_eq!(lent.len(), usize::from(RECV_BUFFERS_STEP));
+        assert!(pool.grow());
+        assert!(pool.grow());
+        lent.extend(std::iter::from_fn(|| pool.take()));
+        assert_eq!(lent.len(), usize::from(max));
+        assert!(!pool.grow(), "grew past its size");
+        let ids: std::collections::HashSet<_> = lent.iter().map(|b| b.stable_ptr()).collect();
+        assert_eq!(ids.len(), usize::from(max), "a buffer lent twice");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::task::{Context, Poll, ready};
 use io_uring::cqueue;
 
 use crate::buf::PooledBuf;
-use crate::driver::{Claim, RecvPool, SharedFd, StandingClaim, StreamOp};
+use crate::driver::{Claim, RecvPool, SharedFd, StandingClaim, StreamOp, WaitPlace};
 use crate::net::ops::{StreamRecv, StreamRecvSelect};
 use crate::net::stream_io::StreamIo;
 use crate::{context, coop};
@@ -58,6 +58,8 @@ use crate::{context, coop};
 pub struct RecvStream<'a> {
     io: &'a StreamIo,
     pool: Option<Rc<RecvPool>>,
+    /// Its place in the pool's queue of receives waiting for a buffer (list mode).
+    waiting: Option<WaitPlace>,
     state: State<'a>,
 }
 
@@ -80,6 +82,7 @@ impl<'a> RecvStream<'a> {
         RecvStream {
             io,
             pool: None,
+            waiting: None,
             state: State::Idle,
         }
     }
@@ -159,7 +162,10 @@ impl<'a> RecvStream<'a> {
             self.state = State::Ring(RingReceiver::new(pool));
             return Poll::Ready(Ok(()));
         }
-        ready!(pool.poll_available(cx));
+        if pool.available() == 0 {
+            pool.grow();
+        }
+        ready!(pool.poll_available(&mut self.waiting, cx));
         let Some(buf) = pool.take() else {
             unreachable!("a free buffer was just reported");
         };
@@ -178,6 +184,14 @@ impl<'a> RecvStream<'a> {
 pub(crate) struct RingReceiver {
     pool: Rc<RecvPool>,
     armed: Option<Armed>,
+    /// Its place in the pool's queue of receives waiting for a buffer.
+    waiting: Option<WaitPlace>,
+}
+
+impl Drop for RingReceiver {
+    fn drop(&mut self) {
+        self.pool.stop_waiting(&mut self.waiting);
+    }
 }
 
 /// An armed selecting receive. `_claim` is declared first so that it drops first: from the
@@ -195,7 +209,11 @@ impl RingReceiver {
     /// A receiver over `pool`, whose free buffers must be in a kernel ring.
     pub(crate) fn new(pool: Rc<RecvPool>) -> RingReceiver {
         debug_assert!(pool.in_kernel());
-        RingReceiver { pool, armed: None }
+        RingReceiver {
+            pool,
+            armed: None,
+            waiting: None,
+        }
     }
 
     /// Drops the armed receive, if any (it becomes an orphan of the socket, whose items are
@@ -218,7 +236,7 @@ impl RingReceiver {
         loop {
             let Some(armed) = &mut self.armed else {
                 // Wait for a free buffer before arming: an empty ring only ends the receive.
-                ready!(self.pool.poll_available(cx));
+                ready!(self.pool.poll_available(&mut self.waiting, cx));
                 let op = StreamRecvSelect::new(fd.clone(), Rc::clone(&self.pool));
                 let multishot = op.is_multishot();
                 self.armed = Some(Armed {
@@ -263,8 +281,13 @@ impl RingReceiver {
                         "a receive reported {n} bytes without the buffer it used"
                     )))));
                 }
-                // The ring was empty: wait for a buffer to come back, then re-arm.
-                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => self.armed = None,
+                // The ring ran empty: the core's receives want more buffers than circulate, so
+                // the pool grows if it may (else this waits for a buffer to come back); then
+                // the receive is armed again.
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.armed = None;
+                    self.pool.grow();
+                }
                 // The driver cancelled it, this stream having as many buffers waiting as it
                 // may (`StreamOperation::QUEUE_LIMIT`): the consumer caught up, re-arm.
                 Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => self.armed = None,
@@ -278,6 +301,14 @@ impl RingReceiver {
                     return Poll::Ready(Some(Err(err)));
                 }
             }
+        }
+    }
+}
+
+impl Drop for RecvStream<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.stop_waiting(&mut self.waiting);
         }
     }
 }
