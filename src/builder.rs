@@ -38,6 +38,9 @@ pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
 /// 31. It is a prime, like [`DEFAULT_EVENT_INTERVAL`], so neither check falls into step with
 /// periodic task patterns or with the other.
 pub const DEFAULT_REMOTE_QUEUE_INTERVAL: u32 = 31;
+/// Whether [`Builder::multishot_accept`] is on unless set: decided by measurement
+/// (docs/benchmarks-micro.md, "Multishot accept").
+const DEFAULT_MULTISHOT_ACCEPT: bool = false;
 /// Longest [`Builder::spin_before_park`]: beyond this, spinning is a busy loop, not a wait.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 
@@ -77,6 +80,7 @@ pub struct Builder {
     blocking_shutdown_timeout: Duration,
     shutdown_grace: Duration,
     deny_uring_opcodes: Vec<String>,
+    multishot_accept: bool,
 }
 
 impl Default for Builder {
@@ -103,6 +107,7 @@ impl Builder {
             blocking_shutdown_timeout: DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             deny_uring_opcodes: Vec::new(),
+            multishot_accept: DEFAULT_MULTISHOT_ACCEPT,
         }
     }
 
@@ -122,6 +127,18 @@ impl Builder {
     /// twice as many).
     pub fn ring_entries(mut self, entries: u32) -> Builder {
         self.ring_entries = entries;
+        self
+    }
+
+    /// Whether listeners accept through one multishot accept (`IORING_ACCEPT_MULTISHOT`, Linux
+    /// 5.19+) that serves connection after connection, rather than one accept per connection
+    /// (io_uring only; epoll accepts as always). A kernel that refuses it is detected at the
+    /// first accept and the core goes back to one-shot accepts. The `COREIO_MULTISHOT_ACCEPT`
+    /// environment variable (`1` or `0`) overrides this. See `docs/backends.md` for what it
+    /// changes: with it, the kernel takes connections off the backlog as they arrive, whether
+    /// or not an accept is waiting, and the listener keeps them until one is.
+    pub fn multishot_accept(mut self, enabled: bool) -> Builder {
+        self.multishot_accept = enabled;
         self
     }
 
@@ -314,6 +331,8 @@ impl Builder {
                 backend,
                 ring_entries: self.ring_entries,
                 denied_opcodes,
+                multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
+                    .unwrap_or(self.multishot_accept),
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

@@ -417,3 +417,28 @@ impl<T: Operation> Drop for Claim<'_, T> {
         self.stop_waiting();
     }
 }
+
+/// The owner of a counted operation that outlives any one future (a listener's armed multishot
+/// accept, `crate::net::ops::AcceptMulti`), counted in the socket's [`Held`] as a waiting future
+/// for as long as it lives. Drop it just before the operation: from then until the operation's
+/// data is released, the operation counts as an orphan, so that what it still takes is waited
+/// for and handed out as a dropped one-shot accept's is.
+pub(crate) struct Owner {
+    fd: SharedFd,
+}
+
+impl Owner {
+    /// Counts an owner on the socket `fd`; the operation it owns holds an [`OpShare`] of it.
+    pub(crate) fn new(fd: SharedFd) -> Owner {
+        let held = fd.held();
+        held.futures.set(held.futures.get().wrapping_add(1));
+        Owner { fd }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let held = self.fd.held();
+        held.futures.set(held.futures.get().wrapping_sub(1));
+    }
+}

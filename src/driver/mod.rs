@@ -26,6 +26,7 @@ mod select;
 pub(crate) mod uring;
 mod wake;
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -37,14 +38,12 @@ use std::time::Duration;
 use crate::blocking::BlockingPool;
 
 pub(crate) use fd::SharedFd;
-pub(crate) use held::{Accepted, Claim, OpShare, Unread};
+pub(crate) use held::{Accepted, Claim, OpShare, Owner, Unread};
 pub(crate) use offload::BlockingCall;
 pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
-// The streaming lifecycle's first users outside the driver arrive with multishot operations.
-#[allow(unused_imports)]
-pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
+pub(crate) use op_stream::{StreamOp, StreamOperation};
 pub use select::Backend;
-pub(crate) use select::{ResolvedBackend, resolve};
+pub(crate) use select::{ResolvedBackend, resolve, switch_from_env};
 pub use uring::{RingSetupCause, RingSetupError};
 pub(crate) use uring::{optional_opcodes, settled};
 pub(crate) use wake::WakeTarget;
@@ -110,6 +109,9 @@ pub(crate) struct DriverConfig {
     pub(crate) ring_entries: u32,
     /// Optional io_uring opcodes to treat as missing (`Builder::deny_uring_opcodes`).
     pub(crate) denied_opcodes: Vec<u8>,
+    /// Accept with one multishot accept per listener (`Builder::multishot_accept`); io_uring
+    /// only.
+    pub(crate) multishot_accept: bool,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -119,6 +121,9 @@ pub(crate) struct Driver {
     offloaded: offload::Offloaded,
     /// The runtime's blocking pool, where operations without a ring or readiness form run.
     pool: BlockingPool,
+    /// Listeners accept through a multishot accept: asked for, on io_uring, and not refused
+    /// by the kernel yet (`refuse_multishot_accept`).
+    multishot_accept: Cell<bool>,
 }
 
 /// The backend.
@@ -147,10 +152,12 @@ impl Driver {
                 &config.denied_opcodes,
             )?),
         };
+        let multishot_accept = config.multishot_accept && matches!(io, Io::IoUring(_));
         Ok(Driver {
             io,
             offloaded: offload::Offloaded::new(wake_fd)?,
             pool,
+            multishot_accept: Cell::new(multishot_accept),
         })
     }
 
@@ -258,7 +265,6 @@ impl Driver {
     /// Starts a streaming operation: on io_uring, queues its entry once; on epoll, makes one
     /// attempt (each item of an epoll stream is one attempt). Refused like `start` for a
     /// descriptor of another driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn start_stream<T: StreamOperation>(
         &self,
         op: &mut T,
@@ -269,7 +275,6 @@ impl Driver {
 
     /// The next completion of streaming operation `key` of driver `owner` (`None` inside once
     /// it ended); `None` when this is not that driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn poll_stream(
         &self,
         key: usize,
@@ -284,7 +289,6 @@ impl Driver {
 
     /// The future of streaming operation `key` of driver `owner` was dropped; gives the data
     /// back when this is not that driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn abandon_stream<T: StreamOperation>(
         &self,
         key: usize,
@@ -423,6 +427,20 @@ impl Driver {
             && driver.id() == registration.owner
         {
             driver.deregister_open(fd, token);
+        }
+    }
+
+    /// Whether listeners on this core accept through a multishot accept
+    /// (`crate::net::ops::AcceptMulti`).
+    pub(crate) fn multishot_accept(&self) -> bool {
+        self.multishot_accept.get()
+    }
+
+    /// The kernel refused a multishot accept (it predates Linux 5.19): this core's listeners
+    /// use one-shot accepts from now on.
+    pub(crate) fn refuse_multishot_accept(&self) {
+        if self.multishot_accept.replace(false) {
+            log::info!("coreio: the kernel refused a multishot accept; using one-shot accepts");
         }
     }
 
