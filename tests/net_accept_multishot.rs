@@ -314,3 +314,74 @@ async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output
     .await;
     (ra.unwrap(), rb.unwrap())
 }
+
+/// Not a test: the connection rate of one accepting core, for `docs/backends.md`. A client
+/// thread opens and closes `COREIO_ACCEPT_RATE_N` connections (default 20000), 4 at a time;
+/// the server accepts and drops each. Run it in release, A/B with the switch:
+///
+/// ```text
+/// COREIO_MULTISHOT_ACCEPT=1 cargo test --release --test net_accept_multishot accept_rate -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "a measurement, not a test"]
+fn accept_rate() {
+    let n: usize = std::env::var("COREIO_ACCEPT_RATE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let addr: SocketAddr = addr_rx.recv().unwrap();
+        let start = std::time::Instant::now();
+        let mut open = std::collections::VecDeque::new();
+        for _ in 0..n {
+            open.push_back(std::net::TcpStream::connect(addr).unwrap());
+            if open.len() > 4 {
+                open.pop_front();
+            }
+        }
+        drop(open);
+        start.elapsed()
+    });
+    let overflows = listen_overflows();
+    // The kernel may drop a handshake when the backlog overflows (`ListenOverflows`): the
+    // server stops after a second without a connection rather than waiting for it.
+    let accepted = Builder::new()
+        .block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut accepted = 0;
+            while let Ok(result) = timeout(Duration::from_secs(1), listener.accept()).await {
+                drop(result.unwrap());
+                accepted += 1;
+            }
+            accepted
+        })
+        .unwrap();
+    let elapsed = client.join().unwrap();
+    let overflows = listen_overflows() - overflows;
+    println!(
+        "accept_rate: accepted {accepted} of {n} (listen overflows meanwhile, system-wide: {overflows})"
+    );
+    println!(
+        "accept_rate: backend {:?}, multishot {:?}: {n} connections in {elapsed:?}, {:.0}/s",
+        std::env::var("COREIO_BACKEND").unwrap_or_else(|_| "auto".into()),
+        std::env::var("COREIO_MULTISHOT_ACCEPT").unwrap_or_else(|_| "default".into()),
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// `TcpExt: ListenOverflows` of /proc/net/netstat: handshakes dropped for a full backlog.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}

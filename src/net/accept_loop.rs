@@ -47,7 +47,7 @@ use std::time::Duration;
 use socket2::{SockAddr, SockRef};
 
 use crate::driver::{Claim, Owner, SharedFd, StreamOp};
-use crate::net::ops::{Accept, AcceptMulti, peer_of};
+use crate::net::ops::{Accept, AcceptMulti, peer_of, unspecified_peer};
 use crate::shutdown::or_shutdown;
 use crate::{context, coop};
 
@@ -123,13 +123,15 @@ impl Acceptor {
     /// Lets the armed multishot accept go, if any (the driver cancels it; what it still
     /// accepts is kept in the socket's holding area). Returns whether one was armed.
     pub(crate) fn disarm(&self) -> bool {
-        let armed = self.multi.get().and_then(|multi| multi.armed.borrow_mut().take());
+        let armed = self
+            .multi
+            .get()
+            .and_then(|multi| multi.armed.borrow_mut().take());
         armed.is_some()
     }
 }
 
 impl Multi {
-
     fn poll_multi(&self, listener: &SharedFd, cx: &mut Context<'_>) -> Poll<MultiItem> {
         let mut slot = self.armed.borrow_mut();
         loop {
@@ -286,9 +288,15 @@ async fn accept_until_done(
             match next.await {
                 MultiItem::Accepted(fd) => match peer_of(&fd) {
                     Ok(peer) => Ok(AcceptedFd { fd, peer }),
-                    // The peer reset it before we looked (ENOTCONN): a connection aborted
-                    // before it was accepted, as ECONNABORTED is for a one-shot accept.
-                    Err(_) => continue,
+                    Err(_) => match unspecified_peer(&fd) {
+                        // The peer reset the connection before `getpeername` (ENOTCONN): it
+                        // is still served (what the peer sent before is readable), with an
+                        // unspecified address of its family, since the kernel no longer
+                        // tells the real one.
+                        Some(peer) => Ok(AcceptedFd { fd, peer }),
+                        // Not an IP socket: skipped, as an aborted connection is.
+                        None => continue,
+                    },
                 },
                 MultiItem::Failed(err) => Err(err),
                 MultiItem::Refused => {

@@ -48,10 +48,20 @@ impl AcceptMulti {
 }
 
 /// The peer address of an accepted connection, which a multishot accept does not report:
-/// `getpeername` (about a fifth of a microsecond). `ENOTCONN` means the peer already reset
+/// `getpeername` (one system call per connection). `ENOTCONN` means the peer already reset
 /// the connection (a one-shot accept would have reported the address it had).
 pub(crate) fn peer_of(fd: &OwnedFd) -> io::Result<SockAddr> {
     SockRef::from(fd).peer_addr()
+}
+
+/// The unspecified address (`0.0.0.0:0`, `[::]:0`) of an accepted IP socket's family.
+pub(crate) fn unspecified_peer(fd: &OwnedFd) -> Option<SockAddr> {
+    let local = SockRef::from(fd).local_addr().ok()?.as_socket()?;
+    let ip: std::net::IpAddr = match local {
+        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    Some(std::net::SocketAddr::new(ip, 0).into())
 }
 
 // SAFETY: the entry gives the kernel no pointer at all: no address storage, the listener's fd
@@ -88,12 +98,13 @@ unsafe impl StreamOperation for AcceptMulti {
     fn orphan_item(&mut self, cqe: Cqe) {
         // A connection nobody took: queue it for the listener's next accept. If the listener
         // is gone, this share is the socket's last owner and closes it with the socket.
-        // Errors took nothing; a connection whose peer has reset it already is closed here.
+        // Errors took nothing. A connection whose peer has reset it already is kept with an
+        // unspecified address, as the accept loop serves it (a non-IP one is closed here).
         if cqe.result < 0 {
             return;
         }
         let fd = Accept::accepted(cqe.result as u32);
-        if let Ok(peer) = peer_of(&fd) {
+        if let Some(peer) = peer_of(&fd).ok().or_else(|| unspecified_peer(&fd)) {
             self.listener.held().keep_accepted(Accepted { fd, peer });
         }
     }

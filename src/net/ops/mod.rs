@@ -35,7 +35,7 @@ mod stream_send;
 mod stream_send_vectored;
 
 pub(crate) use accept::Accept;
-pub(crate) use accept_multi::{AcceptMulti, peer_of};
+pub(crate) use accept_multi::{AcceptMulti, peer_of, unspecified_peer};
 pub(crate) use ancillary::Control;
 pub(crate) use connect::Connect;
 pub(crate) use datagram_recv::{Datagram, DatagramRecv, RecvFlags};
