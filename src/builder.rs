@@ -39,6 +39,9 @@ pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
 /// 31. It is a prime, like [`DEFAULT_EVENT_INTERVAL`], so neither check falls into step with
 /// periodic task patterns or with the other.
 pub const DEFAULT_REMOTE_QUEUE_INTERVAL: u32 = 31;
+/// Whether [`Builder::multishot_accept`] is on unless set: decided by measurement
+/// (docs/benchmarks-micro.md, "Multishot accept").
+const DEFAULT_MULTISHOT_ACCEPT: bool = false;
 /// Longest [`Builder::spin_before_park`]: beyond this, spinning is a busy loop, not a wait.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 /// The largest receive buffer `Builder::recv_buffers` accepts (the kernel's limit on one
@@ -87,6 +90,7 @@ pub struct Builder {
     recv_pool: RecvPoolConfig,
     sqpoll: Option<Duration>,
     zero_copy_sends: Option<usize>,
+    multishot_accept: bool,
 }
 
 impl Default for Builder {
@@ -116,6 +120,7 @@ impl Builder {
             recv_pool: RecvPoolConfig::default(),
             sqpoll: None,
             zero_copy_sends: None,
+            multishot_accept: DEFAULT_MULTISHOT_ACCEPT,
         }
     }
 
@@ -188,6 +193,18 @@ impl Builder {
     /// (bytes; `0` turns it off) overrides this.
     pub fn zero_copy_sends(mut self, min_len: usize) -> Builder {
         self.zero_copy_sends = Some(min_len);
+        self
+    }
+
+    /// Whether listeners accept through one multishot accept (`IORING_ACCEPT_MULTISHOT`, Linux
+    /// 5.19+) that serves connection after connection, rather than one accept per connection
+    /// (io_uring only; epoll accepts as always). A kernel that refuses it is detected at the
+    /// first accept and the core goes back to one-shot accepts. The `COREIO_MULTISHOT_ACCEPT`
+    /// environment variable (`1` or `0`) overrides this. See `docs/backends.md` for what it
+    /// changes: with it, the kernel takes connections off the backlog as they arrive, whether
+    /// or not an accept is waiting, and the listener keeps them until one is.
+    pub fn multishot_accept(mut self, enabled: bool) -> Builder {
+        self.multishot_accept = enabled;
         self
     }
 
@@ -388,7 +405,7 @@ impl Builder {
             )));
         }
         let recv_pool = RecvPoolConfig {
-            multishot: driver::env_switch("COREIO_MULTISHOT_RECV")?.unwrap_or(recv.multishot),
+            multishot: driver::switch_from_env("COREIO_MULTISHOT_RECV")?.unwrap_or(recv.multishot),
             ..recv
         };
         if let Some(idle) = self.sqpoll
@@ -437,6 +454,8 @@ impl Builder {
                 recv_pool,
                 sqpoll: self.sqpoll,
                 zero_copy_sends,
+                multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
+                    .unwrap_or(self.multishot_accept),
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

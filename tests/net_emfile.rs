@@ -290,3 +290,28 @@ both_backends! {
         util::assert_child_ok(&out, &format!("EMFILE child ({backend})"));
     }
 }
+
+/// The same scenario on io_uring's multishot accept (`COREIO_MULTISHOT_ACCEPT=1`): the kernel
+/// ends the multishot accept with EMFILE, the listener backs off and arms a new one.
+#[test]
+fn accept_recovers_from_emfile_multishot() {
+    if util::child_role().as_deref() == Some(ROLE) {
+        child(Backend::IoUring);
+        return;
+    }
+    let backend_env = util::child_backend_env(Backend::IoUring);
+    let mut env = vec![
+        ("COREIO_BACKEND", backend_env.as_str()),
+        ("COREIO_MULTISHOT_ACCEPT", "1"),
+    ];
+    if !util::backend_overridden() {
+        env.push((EXPECT_ENV, "1"));
+    }
+    let out = util::run_child(
+        "accept_recovers_from_emfile_multishot",
+        ROLE,
+        &env,
+        Duration::from_secs(60),
+    );
+    util::assert_child_ok(&out, "EMFILE child (io_uring, multishot accept)");
+}

@@ -369,7 +369,8 @@ impl Drop for OpShare {
 }
 
 /// A waiter that stays for many operations' results, counted like a [`Claim`] while it lives:
-/// a receive stream (`net::RecvStream`) whose multishot receive stays armed across its items.
+/// a receive stream (`net::RecvStream`) whose multishot receive stays armed across its items,
+/// a listener's armed multishot accept (`net::ops::AcceptMulti`).
 /// Dropped before the operation it waits on, as a `Claim` is, so that the operation counts as
 /// an orphan from then on.
 pub(crate) struct StandingClaim {

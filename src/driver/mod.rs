@@ -27,6 +27,7 @@ mod select;
 pub(crate) mod uring;
 mod wake;
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -41,13 +42,11 @@ pub(crate) use fd::SharedFd;
 pub(crate) use held::{Accepted, Claim, Held, OpShare, StandingClaim, Unread};
 pub(crate) use offload::BlockingCall;
 pub(crate) use op::{Cqe, Direction, Op, Operation, Source};
+pub(crate) use op_stream::{StreamOp, StreamOperation};
 pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolConfig, WaitPlace};
 pub use recv_pool::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RECV_BUFFERS, PooledBuf};
-// The streaming lifecycle's first users outside the driver arrive with multishot operations.
-#[allow(unused_imports)]
-pub(crate) use op_stream::{StreamItem, StreamOp, StreamOperation};
 pub use select::Backend;
-pub(crate) use select::{ResolvedBackend, env_switch, resolve};
+pub(crate) use select::{ResolvedBackend, resolve, switch_from_env};
 pub use uring::{RingSetupCause, RingSetupError};
 pub(crate) use uring::{optional_opcodes, settled};
 pub(crate) use wake::WakeTarget;
@@ -121,6 +120,9 @@ pub(crate) struct DriverConfig {
     /// io_uring: stream writes of at least this many bytes are zero-copy sends
     /// (`Builder::zero_copy_sends`).
     pub(crate) zero_copy_sends: Option<usize>,
+    /// Accept with one multishot accept per listener (`Builder::multishot_accept`); io_uring
+    /// only.
+    pub(crate) multishot_accept: bool,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -137,6 +139,9 @@ pub(crate) struct Driver {
     zero_copy_sends: Option<usize>,
     /// Zero-copy sends started so far (`stats::RingStats::zero_copy_sends`).
     zero_copy_sent: std::cell::Cell<u64>,
+    /// Listeners accept through a multishot accept: asked for, on io_uring, and not refused
+    /// by the kernel yet (`refuse_multishot_accept`).
+    multishot_accept: Cell<bool>,
 }
 
 /// The backend.
@@ -166,6 +171,7 @@ impl Driver {
                 config.sqpoll,
             )?),
         };
+        let multishot_accept = config.multishot_accept && matches!(io, Io::IoUring(_));
         Ok(Driver {
             offloaded: offload::Offloaded::new(wake_fd)?,
             pool,
@@ -176,6 +182,7 @@ impl Driver {
                 Io::Epoll(_) => false,
             }),
             zero_copy_sent: std::cell::Cell::new(0),
+            multishot_accept: Cell::new(multishot_accept),
             io,
         })
     }
@@ -326,7 +333,6 @@ impl Driver {
     /// Starts a streaming operation: on io_uring, queues its entry once; on epoll, makes one
     /// attempt (each item of an epoll stream is one attempt). Refused like `start` for a
     /// descriptor of another driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn start_stream<T: StreamOperation>(
         &self,
         op: &mut T,
@@ -337,7 +343,6 @@ impl Driver {
 
     /// The next completion of streaming operation `key` of driver `owner` (`None` inside once
     /// it ended); `None` when this is not that driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn poll_stream(
         &self,
         key: usize,
@@ -352,7 +357,6 @@ impl Driver {
 
     /// The future of streaming operation `key` of driver `owner` was dropped; gives the data
     /// back when this is not that driver.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn abandon_stream<T: StreamOperation>(
         &self,
         key: usize,
@@ -502,6 +506,20 @@ impl Driver {
                 ..driver.stats()
             }),
             Io::Epoll(_) => None,
+        }
+    }
+
+    /// Whether listeners on this core accept through a multishot accept
+    /// (`crate::net::ops::AcceptMulti`).
+    pub(crate) fn multishot_accept(&self) -> bool {
+        self.multishot_accept.get()
+    }
+
+    /// The kernel refused a multishot accept (it predates Linux 5.19): this core's listeners
+    /// use one-shot accepts from now on.
+    pub(crate) fn refuse_multishot_accept(&self) {
+        if self.multishot_accept.replace(false) {
+            log::info!("coreio: the kernel refused a multishot accept; using one-shot accepts");
         }
     }
 

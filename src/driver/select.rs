@@ -1,5 +1,7 @@
 //! Which backend a core runs: the user's choice ([`Backend`], `COREIO_BACKEND`), and resolving
-//! `Auto` into a [`ResolvedBackend`] by probing io_uring once per process.
+//! `Auto` into a [`ResolvedBackend`] by probing io_uring once per process. The on/off switches
+//! of the environment (`COREIO_MULTISHOT_ACCEPT`, `COREIO_MULTISHOT_RECV`) are read here too
+//! ([`switch_from_env`]).
 
 // This module owns that decision and nothing after it: it builds no driver and keeps no ring (the
 // probe's ring is dropped at once). A resolved backend has no `Auto`, so nothing past this point
@@ -43,6 +45,26 @@ impl Backend {
                 )),
             },
         }
+    }
+}
+
+/// Reads an on/off switch from the environment variable `var` (`1`/`on`/`true`/`yes` or
+/// `0`/`off`/`false`/`no`), which overrides the builder's setting: `COREIO_MULTISHOT_ACCEPT`,
+/// `COREIO_MULTISHOT_RECV`, for A/B runs without a rebuild. An unknown value is an error naming the accepted ones.
+pub(crate) fn switch_from_env(var: &str) -> io::Result<Option<bool>> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    match std::env::var(var) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(invalid(format!("{var} is not valid UTF-8; use 1 or 0")))
+        }
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "on" | "true" | "yes" => Ok(Some(true)),
+            "0" | "off" | "false" | "no" => Ok(Some(false)),
+            other => Err(invalid(format!(
+                "{var}={other:?} is not a switch; use 1 or 0"
+            ))),
+        },
     }
 }
 
@@ -101,20 +123,4 @@ pub(crate) fn resolve(requested: Backend, ring_entries: u32) -> io::Result<Resol
 
 fn probe_uring(ring_entries: u32) -> Result<(), RingSetupError> {
     build_ring(ring_entries).map(drop)
-}
-
-/// An on/off switch read from the environment variable `name` (`0`/`1`, `false`/`true`, `off`/
-/// `on`), which overrides the `Builder` setting it names; `None` when unset.
-pub(crate) fn env_switch(name: &str) -> io::Result<Option<bool>> {
-    let Some(value) = std::env::var_os(name) else {
-        return Ok(None);
-    };
-    match value.to_str().map(str::trim) {
-        Some("1" | "true" | "on") => Ok(Some(true)),
-        Some("0" | "false" | "off") => Ok(Some(false)),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name}={value:?} is not a switch; use 0 or 1"),
-        )),
-    }
 }

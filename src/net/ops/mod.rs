@@ -6,6 +6,9 @@
 //! operation completes), the buffer, and any address storage (boxed, so its address survives
 //! the struct being moved into the driver as an orphan).
 //!
+//! [`AcceptMulti`] is the one streaming operation ([`StreamOperation`](crate::driver::StreamOperation)):
+//! a multishot accept that a listener keeps armed across accepts (`crate::net::accept_loop`).
+//!
 //! [`StreamRecv`] and [`Accept`] are cancel-safe: their socket is an
 //! [`OpShare`](crate::driver::OpShare), which counts them in the socket's holding area (see
 //! `crate::driver::held`), and an orphan that completed with a result (bytes, an error, a
@@ -18,6 +21,7 @@
 // This module owns that parity; it must never hand the kernel a pointer into the struct itself.
 
 mod accept;
+mod accept_multi;
 mod addr;
 mod ancillary;
 mod connect;
@@ -33,6 +37,7 @@ mod stream_send_vectored;
 mod stream_send_zc;
 
 pub(crate) use accept::Accept;
+pub(crate) use accept_multi::{AcceptMulti, peer_of, unspecified_peer};
 pub(crate) use ancillary::Control;
 pub(crate) use connect::Connect;
 pub(crate) use datagram_recv::{Datagram, DatagramRecv, RecvFlags};

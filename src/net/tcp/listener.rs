@@ -1,6 +1,5 @@
 //! [`TcpListener`]: a per-core listening socket that keeps accepting through fd exhaustion.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +9,7 @@ use super::into_std::{IntoStdError, Reason};
 use super::socket::with_addr;
 use super::{TcpSocket, TcpStream};
 use crate::driver::SharedFd;
-use crate::net::accept_loop::accept_with_backoff;
+use crate::net::accept_loop::{Acceptor, accept_with_backoff};
 use crate::net::port_claim::PortClaim;
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
@@ -34,8 +33,8 @@ const LISTEN_BACKLOG: u32 = 4096;
 pub struct TcpListener {
     fd: SharedFd,
     local_addr: SocketAddr,
-    /// Whether the current run of resource failures has been logged already.
-    starved: Cell<bool>,
+    /// The accepting state: logged resource failures, the armed multishot accept.
+    acceptor: Acceptor,
     /// This process's claim on the address, for listeners made by `bind`.
     claim: Option<PortClaim>,
 }
@@ -98,7 +97,7 @@ impl TcpListener {
         Ok(TcpListener {
             fd: SharedFd::new(fd)?,
             local_addr,
-            starved: Cell::new(false),
+            acceptor: Acceptor::default(),
             claim,
         })
     }
@@ -112,14 +111,22 @@ impl TcpListener {
     /// Fails, giving the listener back, while accepts whose futures were dropped are still
     /// finishing or have left connections nobody has accepted yet (accept them first); see
     /// [`IntoStdError`].
+    ///
+    /// On io_uring with [multishot accept](crate::Builder::multishot_accept), a listener that
+    /// has accepted keeps a multishot accept armed in the kernel, and the std listener must
+    /// not share the backlog with it: the first `into_std` cancels it and fails (the
+    /// [`IntoStdError`] for held connections); once the cancellation has finished, within a
+    /// pass of the core loop, a retry after [`yield_now`](crate::yield_now) succeeds, or
+    /// fails again if the multishot accept took connections meanwhile (accept them first).
     pub fn into_std(self) -> Result<std::net::TcpListener, IntoStdError<TcpListener>> {
+        self.acceptor.disarm();
         if !self.fd.held().is_clear() {
             return Err(IntoStdError::new(self, Reason::Held));
         }
         let TcpListener {
             fd,
             local_addr,
-            starved,
+            acceptor,
             claim,
         } = self;
         match fd.try_into_owned() {
@@ -128,7 +135,7 @@ impl TcpListener {
                 TcpListener {
                     fd,
                     local_addr,
-                    starved,
+                    acceptor,
                     claim,
                 },
                 Reason::InFlight,
@@ -157,7 +164,7 @@ impl TcpListener {
     /// with an error for which [`is_shutdown_error`](crate::shutdown::is_shutdown_error) is
     /// true (kind `Other`, "the runtime is shutting down"): end the accept loop on it.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let accepted = accept_with_backoff(&self.fd, &self.starved, &self.local_addr).await?;
+        let accepted = accept_with_backoff(&self.fd, &self.acceptor, &self.local_addr).await?;
         let peer = accepted
             .peer
             .as_socket()
@@ -184,8 +191,8 @@ impl AsRawFd for TcpListener {
 /// # Panics
 ///
 /// Where `into_std` would fail (dropped accepts still finishing, or connections they took that
-/// nobody has accepted yet): a descriptor given away then would lose those connections. Use
-/// `into_std` to get the listener back instead.
+/// nobody has accepted yet, or a multishot accept being cancelled): a descriptor given away
+/// then would lose those connections. Use `into_std` to get the listener back instead.
 impl IntoRawFd for TcpListener {
     fn into_raw_fd(self) -> RawFd {
         match self.into_std() {

@@ -1,6 +1,5 @@
 //! [`UnixListener`]: a listening Unix stream socket owned by one core.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -10,7 +9,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use super::{UnixSocketAddr, UnixStream, naming};
 use crate::driver::SharedFd;
-use crate::net::accept_loop::accept_with_backoff;
+use crate::net::accept_loop::{Acceptor, accept_with_backoff};
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -39,8 +38,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 pub struct UnixListener {
     fd: SharedFd,
     local_addr: UnixSocketAddr,
-    /// Whether the current run of resource failures has been logged already.
-    starved: Cell<bool>,
+    /// The accepting state: logged resource failures, the armed multishot accept.
+    acceptor: Acceptor,
 }
 
 impl UnixListener {
@@ -92,7 +91,7 @@ impl UnixListener {
         Ok(UnixListener {
             fd: SharedFd::new(fd)?,
             local_addr,
-            starved: Cell::new(false),
+            acceptor: Acceptor::default(),
         })
     }
 
@@ -117,7 +116,7 @@ impl UnixListener {
     /// with an error for which [`is_shutdown_error`](crate::shutdown::is_shutdown_error) is
     /// true (kind `Other`, "the runtime is shutting down"): end the accept loop on it.
     pub async fn accept(&self) -> io::Result<(UnixStream, UnixSocketAddr)> {
-        let accepted = accept_with_backoff(&self.fd, &self.starved, &self.local_addr).await?;
+        let accepted = accept_with_backoff(&self.fd, &self.acceptor, &self.local_addr).await?;
         let stream = UnixStream::from_fd(accepted.fd)?;
         let peer = UnixSocketAddr::from_sock_addr(accepted.peer)?;
         Ok((stream, peer))
