@@ -463,7 +463,7 @@ impl PooledBuf {
         self
     }
 
-    /// Number of received bytes (as `len()` through `Deref`).
+    /// The buffer's size in bytes (the received bytes are `len()`, through `Deref`).
     pub fn capacity(&self) -> usize {
         self.bytes_total()
     }

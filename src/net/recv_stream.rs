@@ -28,7 +28,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::cqueue;
 
-use crate::buf::PooledBuf;
+use crate::buf::{DEFAULT_RECV_BUFFER_SIZE, PooledBuf};
 use crate::driver::{Claim, RecvPool, SharedFd, StandingClaim, StreamOp, WaitPlace};
 use crate::net::ops::{StreamRecv, StreamRecvSelect};
 use crate::net::stream_io::StreamIo;
@@ -141,7 +141,10 @@ impl<'a> RecvStream<'a> {
             // A dropped read (or receive stream) left bytes, or is still finishing: they come
             // first, as for a plain read.
             ready!(Pin::new(&mut held.settled()).poll(cx));
-            let capacity = self.pool.as_ref().map_or(16 * 1024, |p| p.buffer_size());
+            let capacity = self
+                .pool
+                .as_ref()
+                .map_or(DEFAULT_RECV_BUFFER_SIZE, |p| p.buffer_size());
             let mut kept = Vec::with_capacity(capacity as usize);
             if let Some(result) = held.read_into(&mut kept) {
                 return Poll::Ready(Err(Some(result.map(|_| PooledBuf::owned(kept)))));
