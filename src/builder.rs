@@ -15,7 +15,10 @@ use crate::blocking::{
     DEFAULT_BLOCKING_SHUTDOWN_TIMEOUT, DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS,
 };
 use crate::core::CoreId;
-use crate::driver::{self, Backend, DriverConfig, MAX_RECV_BUFFERS, RecvPoolConfig};
+use crate::driver::uring::FileTableConfig;
+use crate::driver::{
+    self, Backend, DEFAULT_REGISTER_AFTER, DriverConfig, MAX_RECV_BUFFERS, RecvPoolConfig,
+};
 use crate::net::MIN_ZERO_COPY_SEND;
 use crate::runtime::{self, CoreConfig, Runtime};
 use crate::shutdown::{DEFAULT_SHUTDOWN_GRACE, Shutdown};
@@ -91,6 +94,7 @@ pub struct Builder {
     sqpoll: Option<Duration>,
     zero_copy_sends: Option<usize>,
     multishot_accept: bool,
+    registered_files: FileTableConfig,
 }
 
 impl Default for Builder {
@@ -121,6 +125,7 @@ impl Builder {
             sqpoll: None,
             zero_copy_sends: None,
             multishot_accept: DEFAULT_MULTISHOT_ACCEPT,
+            registered_files: FileTableConfig::default(),
         }
     }
 
@@ -205,6 +210,24 @@ impl Builder {
     /// or not an accept is waiting, and the listener keeps them until one is.
     pub fn multishot_accept(mut self, enabled: bool) -> Builder {
         self.multishot_accept = enabled;
+        self
+    }
+
+    /// io_uring: each core's registered file table has `slots` slots (default
+    /// [`DEFAULT_REGISTERED_FILES`], capped by `RLIMIT_NOFILE`; `0` means no table), and a
+    /// socket takes one once it has started `register_after` operations (default
+    /// [`DEFAULT_REGISTER_AFTER`], at least 1). The operations of a registered socket name its
+    /// slot instead of its descriptor, which saves the kernel a descriptor lookup and a file
+    /// reference count on each. A socket that finds the table full, or a kernel without sparse
+    /// tables (before 5.19), uses its descriptor as always. A registered socket's connection is
+    /// let go by the kernel when the core next submits after the socket closes (see
+    /// `docs/architecture.md`). The `COREIO_REGISTERED_FILES` environment variable (`slots` or
+    /// `slots:register_after`; `0` for none) overrides this.
+    pub fn registered_files(mut self, slots: u32, register_after: u32) -> Builder {
+        self.registered_files = FileTableConfig {
+            slots,
+            register_after,
+        };
         self
     }
 
@@ -436,6 +459,12 @@ impl Builder {
                  got {min}"
             )));
         }
+        let registered_files = registered_files_from_env()?.unwrap_or(self.registered_files);
+        if registered_files.register_after == 0 {
+            return Err(invalid(
+                "registered_files: a socket registers after at least 1 operation, got 0".into(),
+            ));
+        }
         let requested = Backend::from_env()?.unwrap_or(self.backend);
         let backend = driver::resolve(requested, self.ring_entries)?;
         let from_env = std::env::var("COREIO_URING_DENY").unwrap_or_default();
@@ -456,6 +485,7 @@ impl Builder {
                 zero_copy_sends,
                 multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
                     .unwrap_or(self.multishot_accept),
+                registered_files: (registered_files.slots > 0).then_some(registered_files),
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,
@@ -541,6 +571,31 @@ where
     F::Output: 'static,
 {
     Builder::new().cores(1).block_on(future)
+}
+
+/// `COREIO_REGISTERED_FILES`: `slots` or `slots:register_after` (`0` for no table); `None`
+/// when unset.
+fn registered_files_from_env() -> io::Result<Option<FileTableConfig>> {
+    const VAR: &str = "COREIO_REGISTERED_FILES";
+    let Ok(text) = std::env::var(VAR) else {
+        return Ok(None);
+    };
+    let (slots, after) = match text.trim().split_once(':') {
+        Some((slots, after)) => (slots, Some(after)),
+        None => (text.trim(), None),
+    };
+    let parse = |field: &str| field.trim().parse::<u32>().ok();
+    let slots = parse(slots);
+    let after = after.map_or(Some(DEFAULT_REGISTER_AFTER), parse);
+    match (slots, after) {
+        (Some(slots), Some(register_after)) => Ok(Some(FileTableConfig {
+            slots,
+            register_after,
+        })),
+        _ => Err(invalid(format!(
+            "{VAR}={text:?} is not `slots` or `slots:register_after` (`0` for no table)"
+        ))),
+    }
 }
 
 fn invalid(message: String) -> io::Error {

@@ -163,7 +163,9 @@ pub use builder::{
     Builder, DEFAULT_EVENT_INTERVAL, DEFAULT_REMOTE_QUEUE_INTERVAL, DEFAULT_RING_ENTRIES,
     MAX_RING_ENTRIES, MAX_SPIN_BEFORE_PARK, block_on,
 };
-pub use driver::{Backend, RingSetupCause, RingSetupError};
+pub use driver::{
+    Backend, DEFAULT_REGISTER_AFTER, DEFAULT_REGISTERED_FILES, RingSetupCause, RingSetupError,
+};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 pub use join_set::JoinSet;
 

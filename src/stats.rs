@@ -38,6 +38,12 @@ pub struct RingStats {
     /// A kernel thread polls the ring's submission queue (`Builder::sqpoll`, when the kernel
     /// allowed it).
     pub sqpoll: bool,
+    /// Slots in the ring's registered file table (`Builder::registered_files`); zero when it
+    /// has none (switched off, or refused by the kernel).
+    pub file_table_slots: u32,
+    /// Sockets registered in that table now: their operations skip the kernel's descriptor
+    /// lookup. A slot whose emptying update has not completed still counts.
+    pub registered_files: u32,
 }
 
 /// The counters of the calling core's io_uring ring; `None` outside a runtime or on epoll.

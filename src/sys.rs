@@ -117,3 +117,15 @@ pub(crate) fn set_allowed_cpus(cpus: &[usize]) -> io::Result<()> {
 pub(crate) fn clamp_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX).min(i32::MAX as u32)
 }
+
+/// The soft `RLIMIT_NOFILE`: how many descriptors this process may have open; `None` if the
+/// kernel does not say.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the kernel to fill.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }).ok()?;
+    Some(limit.rlim_cur)
+}

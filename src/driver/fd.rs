@@ -80,6 +80,17 @@ impl SharedFd {
         &self.inner.held
     }
 
+    /// What its driver knows of the descriptor.
+    pub(crate) fn registration(&self) -> &Registration {
+        &self.inner.registration.0
+    }
+
+    /// io_uring: the descriptor's slot in its ring's registered file table, once registered
+    /// there; operations name it instead of the descriptor (`uring_target!`).
+    pub(crate) fn fixed_slot(&self) -> Option<u32> {
+        self.inner.registration.0.fixed.index()
+    }
+
     /// The epoll token, on the epoll backend.
     pub(crate) fn epoll_token(&self) -> Option<usize> {
         self.inner.registration.0.epoll_token

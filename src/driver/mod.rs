@@ -47,8 +47,8 @@ pub(crate) use recv_pool::{BUFFER_GROUP, MAX_RECV_BUFFERS, RecvPool, RecvPoolCon
 pub use recv_pool::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_RECV_BUFFERS, PooledBuf};
 pub use select::Backend;
 pub(crate) use select::{ResolvedBackend, resolve, switch_from_env};
-pub use uring::{RingSetupCause, RingSetupError};
-pub(crate) use uring::{optional_opcodes, settled};
+pub use uring::{DEFAULT_REGISTER_AFTER, DEFAULT_REGISTERED_FILES, RingSetupCause, RingSetupError};
+pub(crate) use uring::{optional_opcodes, settled, uring_target};
 pub(crate) use wake::WakeTarget;
 
 /// Identifies one driver for the life of the process: ids are never reused, unlike addresses.
@@ -89,6 +89,8 @@ pub(crate) enum Started {
 pub(crate) struct Registration {
     pub(crate) owner: DriverId,
     pub(crate) epoll_token: Option<usize>,
+    /// io_uring: the descriptor's slot in the ring's registered file table, once it has one.
+    pub(crate) fixed: uring::FixedUse,
 }
 
 /// The error of an operation on a descriptor that another runtime registered.
@@ -123,6 +125,9 @@ pub(crate) struct DriverConfig {
     /// Accept with one multishot accept per listener (`Builder::multishot_accept`); io_uring
     /// only.
     pub(crate) multishot_accept: bool,
+    /// io_uring: the registered file table's shape (`Builder::registered_files`); `None` for
+    /// no table.
+    pub(crate) registered_files: Option<uring::FileTableConfig>,
 }
 
 /// One core's driver: its backend, and the operations it runs on the blocking pool.
@@ -169,6 +174,7 @@ impl Driver {
                 wake_fd,
                 &config.denied_opcodes,
                 config.sqpoll,
+                config.registered_files,
             )?),
         };
         let multishot_accept = config.multishot_accept && matches!(io, Io::IoUring(_));
@@ -269,6 +275,9 @@ impl Driver {
         };
         match &self.io {
             Io::IoUring(driver) if opcode.is_none_or(|code| driver.supports(code)) => {
+                if let Source::Readiness(fd, _) = op.source() {
+                    driver.note_operation(&fd.registration().fixed, fd.raw());
+                }
                 Poll::Ready(match submit(driver, op.uring_entry()) {
                     Ok(key) => Started::Submitted {
                         key,
@@ -400,6 +409,7 @@ impl Driver {
         Ok(Registration {
             owner: self.id(),
             epoll_token,
+            fixed: uring::FixedUse::default(),
         })
     }
 
@@ -480,21 +490,32 @@ impl Driver {
 
     /// Forgets a registered descriptor that is being closed (closing removes it from the epoll
     /// interest list). Only in its own driver: elsewhere the same token names another fd.
+    /// On io_uring, empties its slot of the ring's file table first, if it has one.
     pub(crate) fn deregister_fd(&self, registration: &Registration) {
-        if let (Io::Epoll(driver), Some(token)) = (&self.io, registration.epoll_token)
-            && driver.id() == registration.owner
-        {
-            driver.deregister(token);
+        match (&self.io, registration.epoll_token) {
+            (Io::Epoll(driver), Some(token)) if driver.id() == registration.owner => {
+                driver.deregister(token);
+            }
+            (Io::IoUring(driver), _) if driver.id() == registration.owner => {
+                driver.let_go_of_slot(&registration.fixed);
+            }
+            _ => {}
         }
     }
 
     /// Forgets a registered descriptor `fd` that stays open (it moves to another core),
     /// removing it from this driver's epoll set first. Only in its own driver.
+    /// On io_uring, empties its slot of the ring's file table first, so that the ring no
+    /// longer holds the file when its new owner closes it.
     pub(crate) fn release_fd(&self, registration: &Registration, fd: RawFd) {
-        if let (Io::Epoll(driver), Some(token)) = (&self.io, registration.epoll_token)
-            && driver.id() == registration.owner
-        {
-            driver.deregister_open(fd, token);
+        match (&self.io, registration.epoll_token) {
+            (Io::Epoll(driver), Some(token)) if driver.id() == registration.owner => {
+                driver.deregister_open(fd, token);
+            }
+            (Io::IoUring(driver), _) if driver.id() == registration.owner => {
+                driver.let_go_of_slot(&registration.fixed);
+            }
+            _ => {}
         }
     }
 

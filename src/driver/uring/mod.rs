@@ -27,6 +27,7 @@
 // anywhere but in `park` and `shutdown`, never run user code while `inner` is borrowed, and never
 // free an orphan's data before its completion.
 
+mod fixed_files;
 mod setup;
 mod stream;
 #[cfg(test)]
@@ -46,6 +47,8 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{EnterFlags, IoUring, opcode, squeue, types};
 use slab::Slab;
 
+pub use fixed_files::{DEFAULT_REGISTER_AFTER, DEFAULT_REGISTERED_FILES};
+pub(crate) use fixed_files::{FileTableConfig, FixedUse, uring_target};
 pub use setup::{RingSetupCause, RingSetupError};
 pub(crate) use setup::{build_ring, optional_opcodes};
 
@@ -54,6 +57,7 @@ use super::recv_pool::{BUFFER_GROUP, RecvPool, RecvPoolConfig};
 use super::{Cqe, DriverId, EventfdWake, Operation};
 use crate::panic::Payload;
 use crate::sys;
+use fixed_files::{EMPTY_SLOT, FileSlot, FileTable};
 
 /// Whether this kernel's `IORING_OP_SEND` takes a destination address (Linux 6.0, the release
 /// that added `IORING_OP_SEND_ZC`, which the opcode probe sees; there is no probe for the
@@ -97,6 +101,11 @@ enum Lifecycle {
     /// its `item` function (which releases what it produced), and the terminal one releases
     /// the data.
     StreamOrphaned(stream::StreamOrphan),
+    /// An update registering a socket in the ring's file table (`fixed_files`). It has no
+    /// future; the slot holds the descriptor array the kernel reads.
+    FileRegister(Rc<FileSlot>),
+    /// An update emptying this slot of the file table. It has no future.
+    FileEmpty(u32),
 }
 
 impl Lifecycle {
@@ -110,7 +119,9 @@ impl Lifecycle {
             | Lifecycle::Waiting(_)
             | Lifecycle::Orphaned(_)
             | Lifecycle::RingWake(_)
-            | Lifecycle::StreamOrphaned(_) => true,
+            | Lifecycle::StreamOrphaned(_)
+            | Lifecycle::FileRegister(_)
+            | Lifecycle::FileEmpty(_) => true,
         }
     }
 }
@@ -217,6 +228,8 @@ struct Inner {
     /// is unregistered at shutdown (leaked if the shutdown gave up), because the kernel may
     /// write into its buffers until then.
     recv_pool: Option<Rc<RecvPool>>,
+    /// The registered file table's bookkeeping, when the ring has one (`fixed_files`).
+    files: Option<FileTable>,
 }
 
 impl UringDriver {
@@ -228,8 +241,14 @@ impl UringDriver {
         wake_fd: RawFd,
         denied: &[u8],
         sqpoll: Option<Duration>,
+        files: Option<FileTableConfig>,
     ) -> io::Result<UringDriver> {
         let (ring, flags) = setup::build_ring_with(entries, sqpoll)?;
+        // With a polling thread the kernel runs updates on its own time, so an emptying
+        // update could not have run by the time the socket closes (`let_go_of_slot`).
+        let files = files
+            .filter(|_| !flags.sqpoll)
+            .and_then(|config| register_file_table(&ring, config));
         log::debug!("io_uring ring with {entries} entries, flags {flags:?}");
         let registered_index = register_ring_fd(ring.as_raw_fd());
         let opcodes = setup::Opcodes::probe(&ring, denied);
@@ -255,6 +274,7 @@ impl UringDriver {
                 to_cancel: Vec::new(),
                 shut_down: false,
                 recv_pool: None,
+                files,
             }),
         })
     }
@@ -283,6 +303,80 @@ impl UringDriver {
             completions_dropped: dropped,
             zero_copy_sends: 0,
             sqpoll: inner.sqpoll,
+            file_table_slots: inner.files.as_ref().map_or(0, FileTable::slots),
+            registered_files: inner.files.as_ref().map_or(0, FileTable::taken),
+        }
+    }
+
+    /// Counts an operation about to start on descriptor `fd`, whose registration is `fixed`;
+    /// the one that reaches the table's threshold queues the update registering it
+    /// (`fixed_files`). Operations keep naming the descriptor until that update succeeded.
+    pub(crate) fn note_operation(&self, fixed: &FixedUse, fd: RawFd) {
+        if fixed.has_slot() {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        if inner.shut_down {
+            return;
+        }
+        let Some(slot) = inner
+            .files
+            .as_mut()
+            .and_then(|files| files.note_operation(fixed, fd))
+        else {
+            return;
+        };
+        let key = inner.ops.insert(Lifecycle::Submitted);
+        let entry = opcode::FilesUpdate::new(slot.fds(), 1)
+            .offset(slot.index() as i32)
+            .build()
+            .user_data(key as u64);
+        inner.ops[key] = Lifecycle::FileRegister(Rc::clone(&slot));
+        if inner.push(&entry).is_err() {
+            // The ring takes no entries: the socket keeps its descriptor.
+            inner.ops.remove(key);
+            if let Some(files) = inner.files.as_mut() {
+                files.registered(&slot, -libc::EBUSY);
+            }
+        }
+    }
+
+    /// The socket whose registration is `fixed` closes or leaves the core: empties its slot, if
+    /// it has one, before returning. The update is queued behind the rest of the batch (which
+    /// may hold this socket's registration) and submitted at once, so the kernel has run it by
+    /// the time the caller closes the descriptor or hands it on: the table no longer holds the
+    /// file, and a closed listener's port is free at once.
+    pub(crate) fn let_go_of_slot(&self, fixed: &FixedUse) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.shut_down {
+            // The table goes with the ring.
+            return;
+        }
+        let Some(index) = FileTable::let_go(fixed) else {
+            return;
+        };
+        let key = inner.ops.insert(Lifecycle::FileEmpty(index));
+        let entry = opcode::FilesUpdate::new(&EMPTY_SLOT, 1)
+            .offset(index as i32)
+            .build()
+            .user_data(key as u64);
+        if inner.push(&entry).is_err() {
+            inner.ops.remove(key);
+            // The ring refuses entries even after flushing its batch (it is broken): a
+            // system call empties the slot.
+            let result = inner
+                .ring
+                .submitter()
+                .register_files_update(index, &[EMPTY_SLOT])
+                .map_or_else(|err| -err.raw_os_error().unwrap_or(libc::EIO), |n| n as i32);
+            if let Some(files) = inner.files.as_mut() {
+                files.emptied(index, result);
+            }
+        } else if let Err(err) = inner.submit_now() {
+            log::warn!(
+                "submitting a file table update failed ({err}); the socket's file stays open \
+                 until the core's next batch"
+            );
         }
     }
 
@@ -401,8 +495,12 @@ impl UringDriver {
                 *lifecycle = Lifecycle::Waiting(cx.waker().clone());
                 Poll::Pending
             }
-            Lifecycle::Orphaned(_) | Lifecycle::RingWake(_) | Lifecycle::StreamOrphaned(_) => {
-                unreachable!("an orphan or a ring wake has no future to poll it")
+            Lifecycle::Orphaned(_)
+            | Lifecycle::RingWake(_)
+            | Lifecycle::StreamOrphaned(_)
+            | Lifecycle::FileRegister(_)
+            | Lifecycle::FileEmpty(_) => {
+                unreachable!("an orphan, a ring wake or a file table update has no future")
             }
             Lifecycle::Streaming(_) => unreachable!("a streaming operation is polled as a stream"),
         }
@@ -748,6 +846,7 @@ impl Inner {
                             &mut self.ops,
                             &mut self.deferred,
                             &mut self.to_cancel,
+                            self.files.as_mut(),
                             key as usize,
                             completion,
                         ),
@@ -776,6 +875,7 @@ fn complete_op(
     ops: &mut Slab<Lifecycle>,
     deferred: &mut Vec<Deferred>,
     to_cancel: &mut Vec<usize>,
+    files: Option<&mut FileTable>,
     key: usize,
     cqe: Cqe,
 ) {
@@ -824,8 +924,38 @@ fn complete_op(
                 deferred.push(Deferred::WakeByEventfd(fallback));
             }
         }
+        Lifecycle::FileRegister(slot) => {
+            ops.remove(key);
+            if let Some(files) = files {
+                files.registered(&slot, cqe.result);
+            }
+        }
+        Lifecycle::FileEmpty(index) => {
+            ops.remove(key);
+            if let Some(files) = files {
+                files.emptied(index, cqe.result);
+            }
+        }
         Lifecycle::Completed(_) => debug_assert!(false, "operation {key} completed twice"),
         Lifecycle::Streaming(_) | Lifecycle::StreamOrphaned(_) => unreachable!("handled above"),
+    }
+}
+
+/// Registers a sparse file table of `config.slots` slots, capped by `RLIMIT_NOFILE` (the kernel
+/// refuses a larger one); `None`, with a debug line, when the kernel refuses it (before 5.19),
+/// which only costs each operation its descriptor lookup.
+fn register_file_table(ring: &IoUring, config: FileTableConfig) -> Option<FileTable> {
+    let limit = sys::open_files_limit().unwrap_or(u64::from(config.slots));
+    let slots = config.slots.min(u32::try_from(limit).unwrap_or(u32::MAX));
+    if slots == 0 {
+        return None;
+    }
+    match ring.submitter().register_files_sparse(slots) {
+        Ok(()) => Some(FileTable::new(FileTableConfig { slots, ..config })),
+        Err(err) => {
+            log::debug!("no registered file table ({err}); operations name descriptors");
+            None
+        }
     }
 }
 

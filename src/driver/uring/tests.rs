@@ -285,6 +285,7 @@ fn the_streaming_lifecycle_holds_against_random_completion_orders() {
                             &mut inner.ops,
                             &mut inner.deferred,
                             &mut inner.to_cancel,
+                            inner.files.as_mut(),
                             key,
                             cqe,
                         );

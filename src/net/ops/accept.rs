@@ -3,9 +3,10 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::addr::{AddrBuf, STORAGE_LEN};
+use crate::driver::uring_target;
 use crate::driver::{Accepted, Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -39,13 +40,11 @@ impl Accept {
 // moves of the struct.
 unsafe impl Operation for Accept {
     fn uring_entry(&mut self) -> squeue::Entry {
-        opcode::Accept::new(
-            types::Fd(self.listener.raw()),
-            (&mut self.peer.storage as *mut libc::sockaddr_storage).cast(),
-            &mut self.peer.len,
-        )
-        .flags(ACCEPT_FLAGS)
-        .build()
+        let storage = (&mut self.peer.storage as *mut libc::sockaddr_storage).cast();
+        let len: *mut libc::socklen_t = &mut self.peer.len;
+        uring_target!(self.listener, |fd| opcode::Accept::new(fd, storage, len)
+            .flags(ACCEPT_FLAGS)
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

@@ -18,10 +18,11 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 use socket2::{SockAddr, SockRef};
 
 use super::Accept;
+use crate::driver::uring_target;
 use crate::driver::{
     Accepted, Cqe, Direction, OpShare, Operation, SharedFd, Source, StreamOperation,
 };
@@ -69,9 +70,9 @@ pub(crate) fn unspecified_peer(fd: &OwnedFd) -> Option<SockAddr> {
 // completion.
 unsafe impl Operation for AcceptMulti {
     fn uring_entry(&mut self) -> squeue::Entry {
-        opcode::AcceptMulti::new(types::Fd(self.listener.raw()))
+        uring_target!(self.listener, |fd| opcode::AcceptMulti::new(fd)
             .flags(ACCEPT_FLAGS)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

@@ -3,9 +3,10 @@
 use std::io;
 use std::net::SocketAddr;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 use socket2::SockAddr;
 
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -30,12 +31,9 @@ impl Connect {
 // SAFETY: the kernel reads only `addr`, a box the struct owns.
 unsafe impl Operation for Connect {
     fn uring_entry(&mut self) -> squeue::Entry {
-        opcode::Connect::new(
-            types::Fd(self.socket.raw()),
-            self.addr.as_ptr().cast(),
-            self.addr.len(),
-        )
-        .build()
+        let (addr, len) = (self.addr.as_ptr().cast(), self.addr.len());
+        uring_target!(self.socket, |fd| opcode::Connect::new(fd, addr, len)
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

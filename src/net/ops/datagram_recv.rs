@@ -13,12 +13,13 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 use socket2::SockAddr;
 
 use super::ancillary::{CONTROL_LEN, Control};
 use super::clamp_len;
 use crate::buf::IoBufMut;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -107,9 +108,11 @@ impl<B: IoBufMut> DatagramRecv<B> {
 unsafe impl<B: IoBufMut> Operation for DatagramRecv<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         self.reset();
-        opcode::RecvMsg::new(types::Fd(self.socket.raw()), &mut self.parts.msg)
-            .flags(self.syscall_flags() as u32)
-            .build()
+        let flags = self.syscall_flags() as u32;
+        let msg: *mut libc::msghdr = &mut self.parts.msg;
+        uring_target!(self.socket, |fd| opcode::RecvMsg::new(fd, msg)
+            .flags(flags)
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

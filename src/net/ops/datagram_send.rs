@@ -5,12 +5,13 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 use socket2::SockAddr;
 
 use super::ancillary::Control;
 use super::clamp_len;
 use crate::buf::IoBuf;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source, uring};
 use crate::sys;
 
@@ -102,10 +103,10 @@ unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
         } else {
             SEND_FLAGS
         };
-        let fd = types::Fd(self.socket.raw());
         if self.parts.control.is_empty() && uring::send_takes_address() {
             let (ptr, len) = (self.buf.stable_ptr(), clamp_len(self.buf.bytes_init()));
-            let send = opcode::Send::new(fd, ptr, len).flags(flags);
+            let send = uring_target!(self.socket, |fd| opcode::Send::new(fd, ptr, len)
+                .flags(flags));
             return match &self.parts.target {
                 Some(target) => send
                     .dest_addr(target.as_ptr().cast())
@@ -114,9 +115,9 @@ unsafe impl<B: IoBuf> Operation for DatagramSend<B> {
                 None => send.build(),
             };
         }
-        opcode::SendMsg::new(fd, &self.parts.msg)
+        uring_target!(self.socket, |fd| opcode::SendMsg::new(fd, &self.parts.msg)
             .flags(flags as u32)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

@@ -10,11 +10,12 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::clamp_len;
 use super::send_fds::{MAX_FDS, Msg};
 use crate::buf::IoBufMut;
+use crate::driver::uring_target;
 use crate::driver::{Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -77,9 +78,9 @@ impl<B: IoBufMut> RecvFds<B> {
 unsafe impl<B: IoBufMut> Operation for RecvFds<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let hdr = self.header();
-        opcode::RecvMsg::new(types::Fd(self.socket.raw()), hdr)
+        uring_target!(self.socket, |fd| opcode::RecvMsg::new(fd, hdr)
             .flags(RECV_FLAGS as u32)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

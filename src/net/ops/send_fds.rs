@@ -10,10 +10,11 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::clamp_len;
 use crate::buf::IoBuf;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -187,9 +188,9 @@ impl<B: IoBuf> SendFds<B> {
 unsafe impl<B: IoBuf> Operation for SendFds<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let hdr = self.header();
-        opcode::SendMsg::new(types::Fd(self.socket.raw()), hdr)
+        uring_target!(self.socket, |fd| opcode::SendMsg::new(fd, hdr)
             .flags(SEND_FLAGS as u32)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

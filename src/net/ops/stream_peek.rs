@@ -7,10 +7,11 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::clamp_len;
 use crate::buf::IoBufMut;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -31,9 +32,10 @@ impl<B> StreamPeek<B> {
 unsafe impl<B: IoBufMut> Operation for StreamPeek<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_total());
-        opcode::Recv::new(types::Fd(self.socket.raw()), self.buf.stable_mut_ptr(), len)
+        let ptr = self.buf.stable_mut_ptr();
+        uring_target!(self.socket, |fd| opcode::Recv::new(fd, ptr, len)
             .flags(libc::MSG_PEEK)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {

@@ -6,10 +6,11 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::{Calls, clamp_len};
 use crate::buf::IoBufMut;
+use crate::driver::uring_target;
 use crate::driver::{Direction, OpShare, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -53,12 +54,12 @@ impl<B> StreamRecv<B> {
 unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_total());
-        let (fd, ptr) = (types::Fd(self.socket.raw()), self.buf.stable_mut_ptr());
-        match self.calls {
+        let ptr = self.buf.stable_mut_ptr();
+        uring_target!(self.socket, |fd| match self.calls {
             Calls::Socket => opcode::Recv::new(fd, ptr, len).build(),
             // Offset -1: the file's current position, as read(2); a pipe has none.
             Calls::Pipe => opcode::Read::new(fd, ptr, len).offset(u64::MAX).build(),
-        }
+        })
     }
 
     fn source(&self) -> Source<'_> {

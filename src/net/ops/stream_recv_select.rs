@@ -15,8 +15,9 @@
 use std::io;
 use std::rc::Rc;
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue};
 
+use crate::driver::uring_target;
 use crate::driver::{BUFFER_GROUP, Cqe, Direction, OpShare, Operation, RecvPool, SharedFd};
 use crate::driver::{Source, StreamOperation};
 
@@ -47,15 +48,15 @@ impl StreamRecvSelect {
 // pool) until no operation of the ring is left in the kernel.
 unsafe impl Operation for StreamRecvSelect {
     fn uring_entry(&mut self) -> squeue::Entry {
-        let fd = types::Fd(self.socket.raw());
-        if self.multishot {
+        let size = self.pool.buffer_size();
+        uring_target!(self.socket, |fd| if self.multishot {
             opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
         } else {
-            opcode::Recv::new(fd, std::ptr::null_mut(), self.pool.buffer_size())
+            opcode::Recv::new(fd, std::ptr::null_mut(), size)
                 .buf_group(BUFFER_GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
-        }
+        })
     }
 
     fn source(&self) -> Source<'_> {

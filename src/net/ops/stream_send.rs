@@ -2,10 +2,11 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::{Calls, clamp_len};
 use crate::buf::IoBuf;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -25,12 +26,12 @@ pub(crate) struct StreamSend<B> {
 unsafe impl<B: IoBuf> Operation for StreamSend<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_init());
-        let (fd, ptr) = (types::Fd(self.socket.raw()), self.buf.stable_ptr());
-        match self.calls {
+        let ptr = self.buf.stable_ptr();
+        uring_target!(self.socket, |fd| match self.calls {
             Calls::Socket => opcode::Send::new(fd, ptr, len).flags(SEND_FLAGS).build(),
             // Offset -1: the file's current position, as write(2); a pipe has none.
             Calls::Pipe => opcode::Write::new(fd, ptr, len).offset(u64::MAX).build(),
-        }
+        })
     }
 
     fn source(&self) -> Source<'_> {

@@ -7,9 +7,10 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use crate::buf::IoBuf;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source};
 use crate::sys;
 
@@ -67,9 +68,12 @@ impl<B: IoBuf> StreamSendVectored<B> {
 // guarantees stays put while the buffers, owned by `self`, live.
 unsafe impl<B: IoBuf> Operation for StreamSendVectored<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
-        opcode::SendMsg::new(types::Fd(self.socket.raw()), &self.gather.header)
-            .flags(SEND_FLAGS as u32)
-            .build()
+        uring_target!(self.socket, |fd| opcode::SendMsg::new(
+            fd,
+            &self.gather.header
+        )
+        .flags(SEND_FLAGS as u32)
+        .build())
     }
 
     fn source(&self) -> Source<'_> {

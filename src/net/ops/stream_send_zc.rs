@@ -15,10 +15,11 @@
 
 use std::io;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
 use super::clamp_len;
 use crate::buf::IoBuf;
+use crate::driver::uring_target;
 use crate::driver::{Direction, Operation, SharedFd, Source, StreamOperation};
 
 /// A zero-copy send of a buffer's initialised bytes.
@@ -32,9 +33,10 @@ pub(crate) struct StreamSendZc<B> {
 unsafe impl<B: IoBuf> Operation for StreamSendZc<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_init());
-        opcode::SendZc::new(types::Fd(self.socket.raw()), self.buf.stable_ptr(), len)
+        let ptr = self.buf.stable_ptr();
+        uring_target!(self.socket, |fd| opcode::SendZc::new(fd, ptr, len)
             .flags(libc::MSG_NOSIGNAL)
-            .build()
+            .build())
     }
 
     fn source(&self) -> Source<'_> {
