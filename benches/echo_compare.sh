@@ -46,7 +46,9 @@
 # since it is a thread of the server process), coreio-zc (COREIO_ZERO_COPY_MIN from ZC_MIN,
 # default 8192: writes that large are zero-copy sends), coreio-nofixed and coreio-owned-nofixed
 # (coreio and coreio-owned with COREIO_REGISTERED_FILES=0: no registered file table, for the
-# A/B of registered files) and
+# A/B of registered files), coreio-owned-nopf (coreio-owned with COREIO_RECV_POLL_FIRST=0: a
+# receive after one that emptied the socket tries before it waits, for the A/B of
+# IORING_RECVSEND_POLL_FIRST) and
 # the peers benches/target/release/peer-NAME from benches/peers. With fewer than two usable CPUs
 # or no working taskset, nothing is pinned (with a warning). Run it on a quiet machine: the
 # figures are only as steady as the machine is.
@@ -70,7 +72,7 @@ invocation=$(shell_quote "$0" "$@")
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_servers="coreio coreio-owned coreio-nofixed coreio-owned-nofixed coreio-sqpoll coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
+all_servers="coreio coreio-owned coreio-nofixed coreio-owned-nofixed coreio-owned-nopf coreio-sqpoll coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
 
 # Seconds each run costs beyond duration + warm-up (start, banner, connect, stop); an estimate.
 run_overhead_s=1
@@ -384,6 +386,7 @@ start_server() {
   coreio-owned) env_vars=(COREIO_BACKEND=uring) args=(--recv owned) ;;
   coreio-nofixed) env_vars=(COREIO_BACKEND=uring COREIO_REGISTERED_FILES=0) ;;
   coreio-owned-nofixed) env_vars=(COREIO_BACKEND=uring COREIO_REGISTERED_FILES=0) args=(--recv owned) ;;
+  coreio-owned-nopf) env_vars=(COREIO_BACKEND=uring COREIO_RECV_POLL_FIRST=0) args=(--recv owned) ;;
   coreio-sqpoll) env_vars=(COREIO_BACKEND=uring) args=(--sqpoll-ms "${SQPOLL_MS:-10}") ;;
   coreio-zc) env_vars=(COREIO_BACKEND=uring "COREIO_ZERO_COPY_MIN=${ZC_MIN:-8192}") ;;
   coreio-epoll-owned) env_vars=(COREIO_BACKEND=epoll) args=(--recv owned) ;;
@@ -416,7 +419,7 @@ start_server() {
   fi
   local want=
   case $name in
-  coreio | coreio-spin | coreio-owned | coreio-nofixed | coreio-owned-nofixed | coreio-sqpoll | coreio-zc) want="backend io_uring" ;;
+  coreio | coreio-spin | coreio-owned | coreio-nofixed | coreio-owned-nofixed | coreio-owned-nopf | coreio-sqpoll | coreio-zc) want="backend io_uring" ;;
   coreio-epoll | coreio-epoll-owned) want="backend epoll" ;;
   esac
   if [[ -n $want && $line != *"$want"* ]]; then

@@ -486,6 +486,7 @@ impl Builder {
                 multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
                     .unwrap_or(self.multishot_accept),
                 registered_files: (registered_files.slots > 0).then_some(registered_files),
+                recv_poll_first: driver::switch_from_env("COREIO_RECV_POLL_FIRST")?.unwrap_or(true),
             },
             event_interval: self.event_interval,
             remote_queue_interval: self.remote_queue_interval,

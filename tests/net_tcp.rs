@@ -641,3 +641,47 @@ both_backends! {
         });
     }
 }
+
+both_backends! {
+    // io_uring: a read after one that emptied the socket (a short read) asks the kernel to wait
+    // for data before it tries (`IORING_RECVSEND_POLL_FIRST`); whether the data comes later or
+    // is already there when it starts, the read returns it.
+    fn a_read_after_one_that_emptied_the_socket_gets_the_next_bytes(backend: Backend) {
+        block_on(backend, async {
+            let (client, server) = pair().await;
+            let client = Rc::new(client);
+            for msg in 0..4u64 {
+                let (res, _) = client.write_all(pattern(1, msg, 10)).await;
+                res.unwrap();
+                let (res, buf) = server.read(Vec::with_capacity(100)).await;
+                assert_eq!(res.unwrap(), 10, "a short read: the socket is empty now");
+                check_pattern(1, msg, 0, &buf);
+                if msg % 2 == 0 {
+                    // The next bytes come while the read waits.
+                    let late = coreio::spawn({
+                        let client = Rc::clone(&client);
+                        async move {
+                            sleep(Duration::from_millis(20)).await;
+                            client.write_all(pattern(2, msg, 10)).await.0.unwrap();
+                        }
+                    });
+                    let (res, buf) = timeout(Duration::from_secs(20), server.read(Vec::with_capacity(100)))
+                        .await
+                        .expect("the read never saw the late bytes");
+                    assert_eq!(res.unwrap(), 10);
+                    check_pattern(2, msg, 0, &buf);
+                    late.await.unwrap();
+                } else {
+                    // The next bytes are there before the read starts.
+                    client.write_all(pattern(2, msg, 10)).await.0.unwrap();
+                    sleep(Duration::from_millis(5)).await;
+                    let (res, buf) = timeout(Duration::from_secs(20), server.read(Vec::with_capacity(100)))
+                        .await
+                        .expect("the read never saw the queued bytes");
+                    assert_eq!(res.unwrap(), 10);
+                    check_pattern(2, msg, 0, &buf);
+                }
+            }
+        });
+    }
+}

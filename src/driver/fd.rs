@@ -91,6 +91,16 @@ impl SharedFd {
         self.inner.registration.0.fixed.index()
     }
 
+    /// io_uring: whether the last stream receive emptied the socket (see
+    /// `Registration::read_drained`).
+    pub(crate) fn read_drained(&self) -> bool {
+        self.inner.registration.0.read_drained.get()
+    }
+
+    pub(crate) fn set_read_drained(&self, drained: bool) {
+        self.inner.registration.0.read_drained.set(drained);
+    }
+
     /// The epoll token, on the epoll backend.
     pub(crate) fn epoll_token(&self) -> Option<usize> {
         self.inner.registration.0.epoll_token

@@ -91,6 +91,10 @@ pub(crate) struct Registration {
     pub(crate) epoll_token: Option<usize>,
     /// io_uring: the descriptor's slot in the ring's registered file table, once it has one.
     pub(crate) fixed: uring::FixedUse,
+    /// io_uring: the last stream receive on the descriptor returned less than it asked for,
+    /// so the socket was empty; the next one waits for data before it tries
+    /// (`IORING_RECVSEND_POLL_FIRST`).
+    pub(crate) read_drained: Cell<bool>,
 }
 
 /// The error of an operation on a descriptor that another runtime registered.
@@ -125,6 +129,9 @@ pub(crate) struct DriverConfig {
     /// Accept with one multishot accept per listener (`Builder::multishot_accept`); io_uring
     /// only.
     pub(crate) multishot_accept: bool,
+    /// io_uring: a stream receive after one that emptied the socket waits for data before it
+    /// tries (`COREIO_RECV_POLL_FIRST`).
+    pub(crate) recv_poll_first: bool,
     /// io_uring: the registered file table's shape (`Builder::registered_files`); `None` for
     /// no table.
     pub(crate) registered_files: Option<uring::FileTableConfig>,
@@ -175,6 +182,7 @@ impl Driver {
                 &config.denied_opcodes,
                 config.sqpoll,
                 config.registered_files,
+                config.recv_poll_first,
             )?),
         };
         let multishot_accept = config.multishot_accept && matches!(io, Io::IoUring(_));
@@ -410,6 +418,7 @@ impl Driver {
             owner: self.id(),
             epoll_token,
             fixed: uring::FixedUse::default(),
+            read_drained: Cell::new(false),
         })
     }
 

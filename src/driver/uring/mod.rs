@@ -69,6 +69,25 @@ pub(crate) fn send_takes_address() -> bool {
     SEND_TAKES_ADDRESS.load(Ordering::Relaxed)
 }
 
+/// Whether a stream receive known to find the socket empty asks the kernel to wait for data
+/// before it tries (`IORING_RECVSEND_POLL_FIRST`, Linux 5.19; as for [`SEND_TAKES_ADDRESS`],
+/// the `SEND_ZC` probe of 6.0 stands for it), saving the receive attempt bound to fail. Set by
+/// each ring as it starts, from `COREIO_RECV_POLL_FIRST` (a process-wide switch).
+static RECV_POLL_FIRST: AtomicBool = AtomicBool::new(false);
+
+/// The `ioprio` flag of [`RECV_POLL_FIRST`] (`IORING_RECVSEND_POLL_FIRST` in the kernel's uapi).
+const RECVSEND_POLL_FIRST: u16 = 1;
+
+/// The `ioprio` of a stream receive: [`RECVSEND_POLL_FIRST`] when the socket's last receive
+/// emptied it and the kernel takes the flag, nothing otherwise.
+pub(crate) fn recv_ioprio(socket_drained: bool) -> u16 {
+    if socket_drained && RECV_POLL_FIRST.load(Ordering::Relaxed) {
+        RECVSEND_POLL_FIRST
+    } else {
+        0
+    }
+}
+
 /// `user_data` of the poll kept armed on the core's wake eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` of cancellation requests, whose own completions carry no information we need.
@@ -242,6 +261,7 @@ impl UringDriver {
         denied: &[u8],
         sqpoll: Option<Duration>,
         files: Option<FileTableConfig>,
+        recv_poll_first: bool,
     ) -> io::Result<UringDriver> {
         let (ring, flags) = setup::build_ring_with(entries, sqpoll)?;
         // With a polling thread the kernel runs updates on its own time, so an emptying
@@ -254,6 +274,10 @@ impl UringDriver {
         let opcodes = setup::Opcodes::probe(&ring, denied);
         let msg_ring = opcodes.has(opcode::MsgRingData::CODE);
         SEND_TAKES_ADDRESS.store(opcodes.has(opcode::SendZc::CODE), Ordering::Relaxed);
+        RECV_POLL_FIRST.store(
+            recv_poll_first && opcodes.has(opcode::SendZc::CODE),
+            Ordering::Relaxed,
+        );
         let capacity = ring.params().cq_entries() as usize;
         unsettled().push(id);
         Ok(UringDriver {

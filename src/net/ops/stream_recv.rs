@@ -11,7 +11,7 @@ use io_uring::{opcode, squeue};
 use super::{Calls, clamp_len};
 use crate::buf::IoBufMut;
 use crate::driver::uring_target;
-use crate::driver::{Direction, OpShare, Operation, SharedFd, Source};
+use crate::driver::{Direction, OpShare, Operation, SharedFd, Source, uring};
 use crate::sys;
 
 /// Receives into a buffer's capacity.
@@ -55,8 +55,9 @@ unsafe impl<B: IoBufMut> Operation for StreamRecv<B> {
     fn uring_entry(&mut self) -> squeue::Entry {
         let len = clamp_len(self.buf.bytes_total());
         let ptr = self.buf.stable_mut_ptr();
+        let ioprio = uring::recv_ioprio(self.short_read_drains && self.socket.read_drained());
         uring_target!(self.socket, |fd| match self.calls {
-            Calls::Socket => opcode::Recv::new(fd, ptr, len).build(),
+            Calls::Socket => opcode::Recv::new(fd, ptr, len).ioprio(ioprio).build(),
             // Offset -1: the file's current position, as read(2); a pipe has none.
             Calls::Pipe => opcode::Read::new(fd, ptr, len).offset(u64::MAX).build(),
         })
@@ -113,9 +114,16 @@ impl<B: IoBufMut> StreamRecv<B> {
     /// Records the bytes a successful receive wrote and gives the buffer back.
     pub(crate) fn finish(self, result: &io::Result<u32>) -> B {
         let StreamRecv {
-            socket, mut buf, ..
+            socket,
+            mut buf,
+            short_read_drains,
+            calls,
         } = self;
         if let Ok(n) = result {
+            // Whether the socket is empty now, for the next receive's `uring_entry` (on epoll,
+            // `epoll_drained` says it).
+            let short = *n > 0 && (*n as usize) < buf.bytes_total();
+            socket.set_read_drained(short_read_drains && calls == Calls::Socket && short);
             // SAFETY: the kernel reported writing `n` bytes from the buffer's start.
             unsafe { buf.set_init(*n as usize) };
         }
