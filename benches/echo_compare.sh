@@ -224,6 +224,10 @@ meta_machine=$(uname -srm)
 meta_cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
 meta_cpu=${meta_cpu:-unknown}
 meta_nproc=$(nproc)
+meta_revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD 2>/dev/null; then
+  meta_revision="$meta_revision-dirty"
+fi
 meta_command=$invocation
 for var in REPS DURATION WARMUP CONNS SIZES SERVERS OPEN_RATE RESULTS_DIR; do
   if [[ -n ${!var-} ]]; then
@@ -251,7 +255,8 @@ write_report() {
     --md "$out_dir/benchmarks.md" --svg "$out_dir/benchmarks-echo.svg" \
     --servers "$servers_list" --conns "$conns_list" --sizes "$sizes_list" \
     --date "$meta_date" --machine "$meta_machine" --cpu-model "$meta_cpu" \
-    --nproc "$meta_nproc" --command "$meta_command" "${pinned_arg[@]}"
+    --nproc "$meta_nproc" --command "$meta_command" --revision "${meta_revision:-unknown}" \
+    "${pinned_arg[@]}"
   if ((write_doc)); then
     mkdir -p docs
     cp "$out_dir/benchmarks.md" docs/benchmarks.md
@@ -271,7 +276,7 @@ if ((report_only)); then
   write_report
   exit 0
 fi
-declare -p meta_date meta_machine meta_cpu meta_nproc meta_command pinned_arg \
+declare -p meta_date meta_machine meta_cpu meta_nproc meta_command meta_revision pinned_arg \
   servers_list conns_list sizes_list >"$out_dir/meta.env"
 
 [[ -x $bench_bin ]] || die "no load generator at $bench_bin"

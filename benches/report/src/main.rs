@@ -5,7 +5,7 @@
 //! echo_report --results DIR/results.jsonl [--failures DIR/failures.tsv]
 //!             [--binary-sizes DIR/binary-sizes.tsv] --md OUT.md [--svg OUT.svg]
 //!             [--servers "coreio tokio-ct .."] [--conns "1 16 .."] [--sizes "64 .."]
-//!             [--date D] [--machine M] [--cpu-model C] [--nproc N] [--command CMD]
+//!             [--date D] [--machine M] [--cpu-model C] [--nproc N] [--command CMD] [--revision R]
 //!             [--pinned "SERVER_CPU CLIENT_CPU"]
 //! ```
 //!
@@ -29,7 +29,7 @@ use markdown::{Failure, Meta};
 const USAGE: &str = "\
 usage: echo_report --results FILE --md OUT.md [--svg OUT.svg] [--failures FILE]
                    [--binary-sizes FILE] [--servers LIST] [--conns LIST] [--sizes LIST]
-                   [--date D] [--machine M] [--cpu-model C] [--nproc N] [--command CMD]
+                   [--date D] [--machine M] [--cpu-model C] [--nproc N] [--command CMD] [--revision R]
                    [--pinned \"SERVER_CPU CLIENT_CPU\"]
 
 Writes the echo benchmark report from echo_compare.sh's results (see benches/echo_compare.sh).
@@ -111,6 +111,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             "--cpu-model" => o.meta.cpu_model = Some(value),
             "--nproc" => o.meta.nproc = Some(value),
             "--command" => o.meta.command = Some(value),
+            "--revision" => o.meta.revision = Some(value),
             "--pinned" => {
                 let cpus: Vec<&str> = value.split_whitespace().collect();
                 match cpus[..] {

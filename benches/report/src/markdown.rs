@@ -51,6 +51,8 @@ pub struct Meta {
     pub date: Option<String>,
     pub machine: Option<String>,
     pub cpu_model: Option<String>,
+    /// The coreio revision measured (`git describe`-style, `-dirty` when the tree had changes).
+    pub revision: Option<String>,
     pub nproc: Option<String>,
     pub command: Option<String>,
     /// (server CPU, load generator CPU) when both were pinned with taskset.
@@ -143,6 +145,7 @@ fn header(out: &mut String, input: &Input) {
         na(&meta.nproc)
     );
     let _ = writeln!(out, "- Command: `{}`", na(&meta.command));
+    let _ = writeln!(out, "- coreio revision: `{}`", na(&meta.revision));
     let _ = writeln!(
         out,
         "- Each run: {} s measured after {} s of warm-up; {} repetition(s), servers interleaved \
