@@ -270,6 +270,8 @@ write_report() {
 if ((report_only)); then
   # Metadata of this invocation, not of the original run, unless the run left its own.
   if [[ -f $out_dir/meta.env ]]; then
+    # A run recorded before the revision was kept measured an unknown one.
+    meta_revision=unknown
     # shellcheck source=/dev/null
     source "$out_dir/meta.env"
   fi
