@@ -73,6 +73,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 all_servers="coreio coreio-owned coreio-nofixed coreio-owned-nofixed coreio-owned-nopf coreio-sqpoll coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
+# The grid's servers unless --servers names others: coreio's defaults on each backend and the peers;
+# the coreio variants above are for A/B runs.
+default_servers="coreio coreio-epoll tokio-ct tokio-mt smol monoio glommio uring-raw"
 
 # Seconds each run costs beyond duration + warm-up (start, banner, connect, stop); an estimate.
 run_overhead_s=1
@@ -145,7 +148,7 @@ else
   reps=${opt_reps:-3} duration=${opt_duration:-3} warmup=${opt_warmup:-1}
   conns_list=${opt_conns:-"1 16 64 256 1000"} sizes_list=${opt_sizes:-"64 1024 16384"}
 fi
-servers_list=${opt_servers:-$all_servers}
+servers_list=${opt_servers:-$default_servers}
 open_rate=${open_rate:-0}
 
 [[ $reps =~ ^[1-9][0-9]*$ ]] || die "--reps takes a positive whole number, got '$reps'"
