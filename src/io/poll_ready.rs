@@ -26,9 +26,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 
-use crate::driver::{Direction, Op, Operation, SharedFd, Source};
+use crate::driver::{Direction, Op, Operation, SharedFd, Source, uring_target};
 use crate::{context, coop, sys};
 
 fn events(direction: Direction) -> i16 {
@@ -139,7 +139,7 @@ pub(crate) struct PollReady {
 unsafe impl Operation for PollReady {
     fn uring_entry(&mut self) -> squeue::Entry {
         let events = events(self.direction) as u16 as u32;
-        opcode::PollAdd::new(types::Fd(self.fd.raw()), events).build()
+        uring_target!(self.fd, |fd| opcode::PollAdd::new(fd, events).build())
     }
 
     fn source(&self) -> Source<'_> {
