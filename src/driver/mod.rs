@@ -372,6 +372,21 @@ impl Driver {
         }
     }
 
+    /// Ends streaming operation `key` of driver `owner` before returning, when the kernel can
+    /// cancel synchronously (see `UringDriver::end_stream_now`): the completions its future has
+    /// not taken, the terminal one last. `None` when it could not (another driver, a kernel
+    /// before 6.0): the caller lets the operation go the usual way.
+    pub(crate) fn end_stream_now(
+        &self,
+        key: usize,
+        owner: DriverId,
+    ) -> Option<std::collections::VecDeque<Cqe>> {
+        match &self.io {
+            Io::IoUring(driver) if driver.id() == owner => driver.end_stream_now(key),
+            _ => None,
+        }
+    }
+
     /// The future of streaming operation `key` of driver `owner` was dropped; gives the data
     /// back when this is not that driver.
     pub(crate) fn abandon_stream<T: StreamOperation>(

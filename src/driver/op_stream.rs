@@ -145,6 +145,28 @@ impl<T: StreamOperation> StreamOp<T> {
         }
     }
 
+    /// Ends the operation before returning where the kernel allows (`Driver::end_stream_now`),
+    /// handing each completion its future had not taken to
+    /// [`StreamOperation::orphan_item`], as for a dropped stream; the data stays here, with
+    /// nothing of it left in the kernel, and drops with `self`. Returns whether it ended so;
+    /// if not, dropping `self` lets it go the usual way (cancelled, ending later).
+    pub(crate) fn end_now(&mut self) -> bool {
+        let State::InRing { key, driver: owner } = self.state else {
+            return matches!(self.state, State::Ended);
+        };
+        let Some(queue) = context::with(|ctx| ctx.driver.end_stream_now(key, owner)).flatten()
+        else {
+            return false;
+        };
+        self.state = State::Ended;
+        if let Some(data) = self.data.as_mut() {
+            for cqe in queue {
+                data.orphan_item(cqe);
+            }
+        }
+        true
+    }
+
     fn end_with(&mut self, result: io::Result<u32>) -> Poll<Option<StreamItem>> {
         self.state = State::Ended;
         Poll::Ready(Some(StreamItem { result, flags: 0 }))

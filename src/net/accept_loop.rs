@@ -120,14 +120,28 @@ enum MultiItem {
 }
 
 impl Acceptor {
-    /// Lets the armed multishot accept go, if any (the driver cancels it; what it still
-    /// accepts is kept in the socket's holding area). Returns whether one was armed.
+    /// Lets the armed multishot accept go, if any. It is ended before this returns where the
+    /// kernel cancels synchronously (Linux 6.0), so that the kernel no longer holds the
+    /// listening socket (its port is free once the listener closes) and `into_std` can hand the
+    /// socket on at once; otherwise the driver cancels it and it ends a pass of the core loop
+    /// later. Either way what it accepted and nobody took is kept in the socket's holding area.
+    /// Returns whether one was armed.
     pub(crate) fn disarm(&self) -> bool {
         let armed = self
             .multi
             .get()
             .and_then(|multi| multi.armed.borrow_mut().take());
-        armed.is_some()
+        let Some(mut armed) = armed else {
+            return false;
+        };
+        armed.stream.end_now();
+        true
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.disarm();
     }
 }
 

@@ -16,10 +16,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use io_uring::types::{CancelBuilder, Timespec};
 use io_uring::{opcode, squeue};
 
-use super::{CANCEL_TOKEN, Deferred, Lifecycle, UringDriver};
+use super::{CANCEL_TOKEN, Deferred, Inner, Lifecycle, UringDriver};
 use crate::driver::{Cqe, StreamOperation};
 
 /// The completions of a live streaming operation that its future has not taken yet.
@@ -50,6 +52,11 @@ impl Stream {
         self.ended |= !cqe.more();
         self.queue.push_back(cqe);
         self.waker.take()
+    }
+
+    /// The completions not taken yet, once the operation is over.
+    pub(super) fn into_queue(self) -> VecDeque<Cqe> {
+        self.queue
     }
 
     /// Whether the queue reached its limit with the operation still in the kernel and no
@@ -119,6 +126,61 @@ impl UringDriver {
         Poll::Pending
     }
 
+    /// Ends streaming operation `key` now: submits the batch (its entry may not have reached
+    /// the kernel yet), cancels it synchronously (`IORING_REGISTER_SYNC_CANCEL`, Linux 6.0) and
+    /// reaps, so that its terminal completion has arrived. Frees its slot and gives the
+    /// completions its future had not taken, the terminal one last. `None`, changing nothing
+    /// for the operation, when the kernel refuses or the operation did not end in time: the
+    /// caller then lets it go asynchronously (`abandon_stream`).
+    ///
+    /// For a listener whose drop must release its socket at once: the kernel holds a reference
+    /// to the file while the operation is armed.
+    pub(crate) fn end_stream_now(&self, key: usize) -> Option<VecDeque<Cqe>> {
+        /// Longer than any cancellation of a socket operation takes; a kernel that needs more
+        /// leaves the operation to the asynchronous path.
+        const SYNC_CANCEL_LIMIT: Duration = Duration::from_secs(1);
+        let mut inner = self.inner.borrow_mut();
+        let ended = |inner: &Inner| match inner.ops.get(key) {
+            Some(Lifecycle::Streaming(stream)) => Some(stream.ended),
+            _ => None,
+        };
+        if !ended(&inner)? {
+            if let Err(err) = inner.submit_now() {
+                log::debug!("submitting before a synchronous cancel failed: {err}");
+                return None;
+            }
+            let limit = Timespec::new()
+                .sec(SYNC_CANCEL_LIMIT.as_secs())
+                .nsec(SYNC_CANCEL_LIMIT.subsec_nanos());
+            let cancelled = inner
+                .ring
+                .submitter()
+                .register_sync_cancel(Some(limit), CancelBuilder::user_data(key as u64));
+            match cancelled {
+                Ok(()) => {}
+                // It completed meanwhile: its terminal completion is in the queue.
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(err) => {
+                    log::debug!("no synchronous cancel ({err}); the operation ends later");
+                    return None;
+                }
+            }
+            // The cancelled operation's completion is posted by task work (the ring defers it
+            // to the submitter, `DEFER_TASKRUN`), which an enter asking for events runs.
+            if let Err(err) = inner.enter(Some(Duration::ZERO)) {
+                log::debug!("reaping after a synchronous cancel failed: {err}");
+            }
+            inner.reap();
+            if !ended(&inner)? {
+                return None;
+            }
+        }
+        let Some(Lifecycle::Streaming(stream)) = inner.ops.try_remove(key) else {
+            unreachable!("checked just above");
+        };
+        Some((*stream).into_queue())
+    }
+
     /// The future of streaming operation `key` was dropped: release what its queued
     /// completions produced, and either drop its data (it already ended) or keep the data and
     /// cancel it, releasing each completion still to come.
@@ -126,7 +188,14 @@ impl UringDriver {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         let Some(Lifecycle::Streaming(stream)) = inner.ops.get_mut(key) else {
-            unreachable!("a live streaming operation keeps its slot until it ends");
+            // Only a shutdown that gave up waiting forgets a live slot (`shutdown_within`): the
+            // kernel may still use the data, so it is leaked with the rest.
+            assert!(
+                inner.shut_down,
+                "a live streaming operation keeps its slot until it ends"
+            );
+            std::mem::forget(data);
+            return;
         };
         let ended = stream.ended;
         let queued = std::mem::take(&mut stream.queue);

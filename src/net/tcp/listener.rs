@@ -114,10 +114,12 @@ impl TcpListener {
     ///
     /// On io_uring with [multishot accept](crate::Builder::multishot_accept), a listener that
     /// has accepted keeps a multishot accept armed in the kernel, and the std listener must
-    /// not share the backlog with it: the first `into_std` cancels it and fails (the
-    /// [`IntoStdError`] for held connections); once the cancellation has finished, within a
-    /// pass of the core loop, a retry after [`yield_now`](crate::yield_now) succeeds, or
-    /// fails again if the multishot accept took connections meanwhile (accept them first).
+    /// not share the backlog with it: `into_std` cancels it first. On Linux 6.0 and later
+    /// the cancellation finishes before `into_std` goes on (`IORING_REGISTER_SYNC_CANCEL`), so
+    /// it succeeds unless the multishot accept holds connections nobody accepted (accept them
+    /// first). On older kernels the first `into_std` fails, and a retry after
+    /// [`yield_now`](crate::yield_now) succeeds once the cancellation has finished, within a
+    /// pass of the core loop.
     pub fn into_std(self) -> Result<std::net::TcpListener, IntoStdError<TcpListener>> {
         self.acceptor.disarm();
         if !self.fd.held().is_clear() {
