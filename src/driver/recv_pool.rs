@@ -127,19 +127,31 @@ impl RecvPool {
     /// A pool whose free buffers are a list (epoll, or io_uring without a buffer ring).
     pub(crate) fn with_list(config: RecvPoolConfig) -> io::Result<RecvPool> {
         let (memory, layout) = RecvPool::allocate(config)?;
-        let pool = RecvPool {
+        let pool = RecvPool::assemble(config, memory, layout, Free::List(RefCell::default()));
+        pool.grow();
+        Ok(pool)
+    }
+
+    /// A pool over `memory` (of `layout`) with nothing in circulation yet, whose free buffers
+    /// go to `free`; multishot receives when the kernel picks the buffers.
+    fn assemble(
+        config: RecvPoolConfig,
+        memory: NonNull<u8>,
+        layout: Layout,
+        free: Free,
+    ) -> RecvPool {
+        let multishot = matches!(free, Free::Kernel(_));
+        RecvPool {
             memory,
             layout,
             buffer_size: config.buffer_size,
             buffers: config.buffers,
             active: Cell::new(0),
-            free: Free::List(RefCell::new(Vec::new())),
+            free,
             available: Cell::new(0),
             waiters: RefCell::new(Waiters::default()),
-            multishot: Cell::new(false),
-        };
-        pool.grow();
-        Ok(pool)
+            multishot: Cell::new(multishot),
+        }
     }
 
     /// A pool whose free buffers sit in a provided buffer ring, every buffer in it; `register`
@@ -172,22 +184,13 @@ impl RecvPool {
             unsafe { dealloc(memory.as_ptr(), layout) };
             return Err(io::ErrorKind::OutOfMemory.into());
         };
-        let pool = RecvPool {
-            memory,
-            layout,
-            buffer_size: config.buffer_size,
-            buffers: config.buffers,
-            active: Cell::new(0),
-            free: Free::Kernel(KernelRing {
-                entries,
-                layout: ring_layout,
-                mask: config.buffers - 1,
-                tail: Cell::new(0),
-            }),
-            available: Cell::new(0),
-            waiters: RefCell::new(Waiters::default()),
-            multishot: Cell::new(true),
-        };
+        let free = Free::Kernel(KernelRing {
+            entries,
+            layout: ring_layout,
+            mask: config.buffers - 1,
+            tail: Cell::new(0),
+        });
+        let pool = RecvPool::assemble(config, memory, layout, free);
         register(entries.as_ptr() as u64, config.buffers)?;
         pool.grow();
         Ok(pool)
