@@ -219,10 +219,10 @@ impl Builder {
     /// [`DEFAULT_REGISTER_AFTER`], at least 1). The operations of a registered socket name its
     /// slot instead of its descriptor, which saves the kernel a descriptor lookup and a file
     /// reference count on each. A socket that finds the table full, or a kernel without sparse
-    /// tables (before 5.19), uses its descriptor as always. A registered socket's connection is
-    /// let go by the kernel when the core next submits after the socket closes (see
-    /// `docs/architecture.md`). The `COREIO_REGISTERED_FILES` environment variable (`slots` or
-    /// `slots:register_after`; `0` for none) overrides this.
+    /// tables (before 5.19), or a ring with [`sqpoll`](Builder::sqpoll), uses its descriptor as
+    /// always. Closing a registered socket costs one `io_uring_enter`, which empties its slot
+    /// before the descriptor closes (`docs/architecture.md`). The `COREIO_REGISTERED_FILES`
+    /// environment variable (`slots` or `slots:register_after`; `0` for none) overrides this.
     pub fn registered_files(mut self, slots: u32, register_after: u32) -> Builder {
         self.registered_files = FileTableConfig {
             slots,

@@ -211,6 +211,8 @@ impl Orphan for ClosedByKernel {
 /// One core's ring and its in-flight operations.
 pub(crate) struct UringDriver {
     id: DriverId,
+    /// The ring has a registered file table (`Inner::files`), known without a borrow.
+    file_table: bool,
     inner: RefCell<Inner>,
 }
 
@@ -282,6 +284,7 @@ impl UringDriver {
         unsettled().push(id);
         Ok(UringDriver {
             id,
+            file_table: files.is_some(),
             inner: RefCell::new(Inner {
                 ring,
                 registered_index,
@@ -336,7 +339,7 @@ impl UringDriver {
     /// the one that reaches the table's threshold queues the update registering it
     /// (`fixed_files`). Operations keep naming the descriptor until that update succeeded.
     pub(crate) fn note_operation(&self, fixed: &FixedUse, fd: RawFd) {
-        if fixed.has_slot() {
+        if !self.file_table || fixed.has_slot() {
             return;
         }
         let mut inner = self.inner.borrow_mut();
