@@ -214,7 +214,7 @@ impl Builder {
     }
 
     /// io_uring: each core's registered file table has `slots` slots (default
-    /// [`DEFAULT_REGISTERED_FILES`], capped by `RLIMIT_NOFILE`; `0` means no table), and a
+    /// [`DEFAULT_REGISTERED_FILES`](crate::DEFAULT_REGISTERED_FILES), capped by `RLIMIT_NOFILE`; `0` means no table), and a
     /// socket takes one once it has started `register_after` operations (default
     /// [`DEFAULT_REGISTER_AFTER`], at least 1). The operations of a registered socket name its
     /// slot instead of its descriptor, which saves the kernel a descriptor lookup and a file
