@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use coreio::net::{TcpListener, UnixListener, UnixStream};
+use coreio::net::{TcpListener, UnixListener, UnixSocketAddr, UnixStream};
 use coreio::shutdown::is_shutdown_error;
 use coreio::time::{sleep, timeout};
 use coreio::{Backend, Builder};
@@ -298,6 +298,28 @@ both_backends! {
             let (_late, late_addrs) = connect_clients(addr, 1);
             let (_stream, peer) = timeout(PATIENCE, again.accept()).await.unwrap().unwrap();
             assert_eq!(peer, late_addrs[0]);
+        });
+    }
+
+    fn a_dropped_abstract_unix_listener_frees_its_name_before_the_drop_returns(backend: Backend) {
+        // An abstract name has no file to unlink: it is free exactly when the kernel lets go
+        // of the socket, so an armed multishot accept that still held it would keep the name.
+        let name = format!("coreio-test-{}-accept-multishot-abstract", std::process::id());
+        let addr = UnixSocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        block_on(backend, async move {
+            let listener = UnixListener::bind_addr(&addr).unwrap();
+            let connect = async { UnixStream::connect_addr(&addr).await.unwrap() };
+            let (accepted, _client) = futures_join(listener.accept(), connect).await;
+            accepted.unwrap();
+            drop(listener);
+            if !sync_cancel_expected() {
+                settle().await;
+            }
+            // No yield in between on Linux 6.0+.
+            let again = UnixListener::bind_addr(&addr).expect("the dropped listener kept its name");
+            let connect = async { UnixStream::connect_addr(&addr).await.unwrap() };
+            let (accepted, _client) = futures_join(timeout(PATIENCE, again.accept()), connect).await;
+            accepted.unwrap().unwrap();
         });
     }
 
