@@ -43,7 +43,9 @@
 # coreio-epoll-owned (the same with --recv owned: a buffer per connection instead of the
 # core's receive pool, for the A/B of multishot receives), coreio-sqpoll (--sqpoll-ms, from
 # SQPOLL_MS, default 10: a kernel thread polls the submission queue; its CPU is the server's,
-# since it is a thread of the server process), coreio-zc (COREIO_ZERO_COPY_MIN from ZC_MIN,
+# since it is a thread of the server process), coreio-sqpoll-apart (the same with its thread
+# bound by --sqpoll-cpus to SQPOLL_CPUS, by default a third CPU where there is one and else the
+# load generator's), coreio-zc (COREIO_ZERO_COPY_MIN from ZC_MIN,
 # default 8192: writes that large are zero-copy sends), coreio-nofixed and coreio-owned-nofixed
 # (coreio and coreio-owned with COREIO_REGISTERED_FILES=0: no registered file table, for the
 # A/B of registered files), coreio-owned-nopf (coreio-owned with COREIO_RECV_POLL_FIRST=0: a
@@ -72,7 +74,7 @@ invocation=$(shell_quote "$0" "$@")
 cd "$(dirname "$0")/.."
 root=$PWD
 
-all_servers="coreio coreio-owned coreio-nofixed coreio-owned-nofixed coreio-owned-nopf coreio-sqpoll coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
+all_servers="coreio coreio-owned coreio-nofixed coreio-owned-nofixed coreio-owned-nopf coreio-sqpoll coreio-sqpoll-apart coreio-zc coreio-spin coreio-epoll coreio-epoll-owned tokio-ct tokio-mt smol monoio glommio uring-raw"
 # The grid's servers unless --servers names others: coreio's defaults on each backend and the peers;
 # the coreio variants above are for A/B runs.
 default_servers="coreio coreio-epoll tokio-ct tokio-mt smol monoio glommio uring-raw"
@@ -398,6 +400,10 @@ start_server() {
   coreio-owned-nofixed) env_vars=(COREIO_BACKEND=uring COREIO_REGISTERED_FILES=0) args=(--recv owned) ;;
   coreio-owned-nopf) env_vars=(COREIO_BACKEND=uring COREIO_RECV_POLL_FIRST=0) args=(--recv owned) ;;
   coreio-sqpoll) env_vars=(COREIO_BACKEND=uring) args=(--sqpoll-ms "${SQPOLL_MS:-10}") ;;
+  coreio-sqpoll-apart)
+    env_vars=(COREIO_BACKEND=uring)
+    args=(--sqpoll-ms "${SQPOLL_MS:-10}" --sqpoll-cpus "${SQPOLL_CPUS:-${cpus[2]:-${cpus[1]:-${cpus[0]}}}}")
+    ;;
   coreio-zc) env_vars=(COREIO_BACKEND=uring "COREIO_ZERO_COPY_MIN=${ZC_MIN:-8192}") ;;
   coreio-epoll-owned) env_vars=(COREIO_BACKEND=epoll) args=(--recv owned) ;;
   esac
@@ -429,7 +435,7 @@ start_server() {
   fi
   local want=
   case $name in
-  coreio | coreio-spin | coreio-owned | coreio-nofixed | coreio-owned-nofixed | coreio-owned-nopf | coreio-sqpoll | coreio-zc) want="backend io_uring" ;;
+  coreio | coreio-spin | coreio-owned | coreio-nofixed | coreio-owned-nofixed | coreio-owned-nopf | coreio-sqpoll | coreio-sqpoll-apart | coreio-zc) want="backend io_uring" ;;
   coreio-epoll | coreio-epoll-owned) want="backend epoll" ;;
   esac
   if [[ -n $want && $line != *"$want"* ]]; then

@@ -62,7 +62,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT | --unix PATH] [--udp] [--cores N] [--backend auto|uring|epoll]
             [--spin-us N] [--accept-cores K] [--balance PERCENT] [--recv pooled|owned]
-            [--sqpoll-ms N]
+            [--sqpoll-ms N [--sqpoll-cpus LIST]]
 
 An echo server: TCP with one SO_REUSEPORT listener per core (the default), a Unix stream
 socket (--unix) or UDP (--udp).
@@ -94,6 +94,9 @@ options:
   --sqpoll-ms N      io_uring: a kernel thread polls each core's submission queue and
                      sleeps after N idle milliseconds (1 to 10000; default off): no
                      io_uring_enter to submit while it is awake, at the cost of its CPU
+  --sqpoll-cpus LIST with --sqpoll-ms: bind the i-th core's polling thread to the i-th CPU
+                     of LIST (comma-separated CPU ids, reused in turn when shorter than
+                     the cores); unbound, a thread shares its core's CPUs
   -h, --help         print this help
 
 Ctrl-C or SIGTERM stops the server; it prints what each core served and exits 0. Exit status
@@ -128,6 +131,7 @@ struct Options {
     balance: Option<LoadBalance>,
     pooled_recv: bool,
     sqpoll: Option<Duration>,
+    sqpoll_cpus: Option<Vec<usize>>,
 }
 
 /// `--recv`: whether stream connections receive into the core's pooled buffers (set once,
@@ -168,6 +172,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut udp = false;
     let mut pooled_recv = true;
     let mut sqpoll = None;
+    let mut sqpoll_cpus = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -264,6 +269,18 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     }
                 }
             }
+            "--sqpoll-cpus" => {
+                let text = value()?;
+                let cpus: Result<Vec<usize>, _> = text.split(',').map(str::parse).collect();
+                match cpus {
+                    Ok(cpus) if !cpus.is_empty() => sqpoll_cpus = Some(cpus),
+                    _ => {
+                        return Err(format!(
+                            "--sqpoll-cpus takes comma-separated CPU ids, got {text:?}"
+                        ));
+                    }
+                }
+            }
             "--recv" => {
                 let text = value()?;
                 pooled_recv = match text.as_str() {
@@ -302,6 +319,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         balance,
         pooled_recv,
         sqpoll,
+        sqpoll_cpus,
     }))
 }
 
@@ -325,6 +343,9 @@ fn run(options: Options) -> Result<(), String> {
     POOLED_RECV.store(options.pooled_recv, Ordering::Relaxed);
     if let Some(idle) = options.sqpoll {
         builder = builder.sqpoll(idle);
+    }
+    if let Some(cpus) = options.sqpoll_cpus {
+        builder = builder.sqpoll_cpus(cpus);
     }
     if let Some(cores) = options.cores {
         builder = builder.cores(cores);

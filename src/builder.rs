@@ -92,6 +92,7 @@ pub struct Builder {
     deny_uring_opcodes: Vec<String>,
     recv_pool: RecvPoolConfig,
     sqpoll: Option<Duration>,
+    sqpoll_cpus: Option<Vec<usize>>,
     zero_copy_sends: Option<usize>,
     multishot_accept: bool,
     registered_files: FileTableConfig,
@@ -123,6 +124,7 @@ impl Builder {
             deny_uring_opcodes: Vec::new(),
             recv_pool: RecvPoolConfig::default(),
             sqpoll: None,
+            sqpoll_cpus: None,
             zero_copy_sends: None,
             multishot_accept: DEFAULT_MULTISHOT_ACCEPT,
             registered_files: FileTableConfig::default(),
@@ -184,6 +186,31 @@ impl Builder {
     /// [`stats::ring`](crate::stats::ring) says which.
     pub fn sqpoll(mut self, idle: Duration) -> Builder {
         self.sqpoll = Some(idle);
+        self
+    }
+
+    /// io_uring: binds the polling threads of [`sqpoll`](Builder::sqpoll) to CPUs
+    /// (`IORING_SETUP_SQ_AFF`): the `i`-th core's thread to the `i`-th of `cpus`, starting over
+    /// when there are fewer CPUs than cores ([`block_on`](Builder::block_on) takes the first).
+    /// Unbound, a polling thread runs where its core's thread may, which on a core pinned to
+    /// one CPU means sharing that CPU with the core it serves; bound to a CPU of its own (a
+    /// hyperthread sibling, a housekeeping CPU) it takes nothing from it. A CPU may be listed
+    /// for several cores, and need not be in the process's affinity mask (only in its cpuset).
+    ///
+    /// [`build`](Builder::build) refuses an empty list, a CPU this machine does not have, and
+    /// the setting without `sqpoll`; a kernel that refuses the CPU runs the thread unbound,
+    /// with a warning, and [`stats::ring`](crate::stats::ring) says where each thread runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let polled = coreio::Builder::new().cores(1).sqpoll(Duration::from_millis(10));
+    /// assert!(polled.clone().sqpoll_cpus([0]).build().is_ok());
+    /// assert!(polled.sqpoll_cpus([usize::MAX]).build().is_err());
+    /// assert!(coreio::Builder::new().sqpoll_cpus([0]).build().is_err());
+    /// ```
+    pub fn sqpoll_cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Builder {
+        self.sqpoll_cpus = Some(cpus.into_iter().collect());
         self
     }
 
@@ -353,8 +380,9 @@ impl Builder {
     ///
     /// Errors (`InvalidInput` unless said otherwise): zero cores; more cores than the process
     /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
-    /// entries, event interval, remote queue interval or blocking threads out of range; an
-    /// unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
+    /// entries, event interval, remote queue interval or blocking threads out of range; a
+    /// `sqpoll` idle time out of range, or `sqpoll_cpus` empty, naming a CPU this machine does
+    /// not have, or set without `sqpoll`; an unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
     /// [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
@@ -439,6 +467,7 @@ impl Builder {
                  got {idle:?}"
             )));
         }
+        let sqpoll_cpus = self.checked_sqpoll_cpus()?;
         let zero_copy_sends = match std::env::var("COREIO_ZERO_COPY_MIN") {
             Ok(text) => match text.trim().parse::<usize>() {
                 Ok(0) => None,
@@ -482,6 +511,7 @@ impl Builder {
                 denied_opcodes,
                 recv_pool,
                 sqpoll: self.sqpoll,
+                sqpoll_cpus,
                 zero_copy_sends,
                 multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
                     .unwrap_or(self.multishot_accept),
@@ -501,6 +531,30 @@ impl Builder {
                 thread_name: self.thread_name.clone(),
             },
         })
+    }
+
+    /// [`sqpoll_cpus`](Builder::sqpoll_cpus), checked: empty when not set.
+    fn checked_sqpoll_cpus(&self) -> io::Result<Vec<usize>> {
+        let Some(cpus) = &self.sqpoll_cpus else {
+            return Ok(Vec::new());
+        };
+        if self.sqpoll.is_none() {
+            return Err(invalid(
+                "sqpoll_cpus binds the polling threads of Builder::sqpoll, which is not set".into(),
+            ));
+        }
+        if cpus.is_empty() {
+            return Err(invalid(
+                "sqpoll_cpus needs at least one CPU, got none".into(),
+            ));
+        }
+        let online = online_cpus();
+        if let Some(cpu) = cpus.iter().find(|cpu| !online.contains(cpu)) {
+            return Err(invalid(format!(
+                "sqpoll_cpus: CPU {cpu} does not exist on this machine (CPUs: {online:?})"
+            )));
+        }
+        Ok(cpus.clone())
     }
 
     fn select_cores(&self) -> io::Result<Vec<CoreId>> {

@@ -378,7 +378,7 @@ where
         shutdown.clone(),
     );
     let wake = handle.wake_target();
-    let driver = match Driver::new(&config.driver, wake.eventfd(), blocking.clone()) {
+    let driver = match Driver::new(&config.driver, index, wake.eventfd(), blocking.clone()) {
         Ok(driver) => driver,
         Err(error) => return (Err(io_error(error)), CoreCounts::default()),
     };

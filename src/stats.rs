@@ -38,6 +38,9 @@ pub struct RingStats {
     /// A kernel thread polls the ring's submission queue (`Builder::sqpoll`, when the kernel
     /// allowed it).
     pub sqpoll: bool,
+    /// The CPU the kernel bound that thread to (`Builder::sqpoll_cpus`); `None` when it is
+    /// not bound (not asked, or refused: the warning in the log says why).
+    pub sqpoll_cpu: Option<usize>,
     /// Slots in the ring's registered file table (`Builder::registered_files`); zero when it
     /// has none (switched off, or refused by the kernel).
     pub file_table_slots: u32,

@@ -2,6 +2,8 @@
 //! other: sockets, timers, files, a wake from another core, and I/O after the thread went to
 //! sleep (its idle time passed), which the next submission must wake. On epoll the setting
 //! does nothing; under `COREIO_BACKEND=epoll` these run there and check the same behaviour.
+//! `Builder::sqpoll_cpus` binds each core's polling thread to the CPU asked for, and bad
+//! input is refused at build.
 
 #[macro_use]
 mod util;
@@ -25,6 +27,122 @@ fn builder(backend: Backend) -> Builder {
 /// refused one).
 fn sqpoll_on() -> bool {
     coreio::stats::ring().is_some_and(|ring| ring.sqpoll)
+}
+
+/// The CPUs each of this process's submission-queue polling threads (`iou-sqp-PID`) may run
+/// on, as `/proc` lists them (`Cpus_allowed_list`), sorted.
+fn polling_threads_cpus() -> Vec<String> {
+    let mut cpus = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // The thread ended meanwhile.
+        };
+        if !comm.starts_with("iou-sqp-") {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(task.join("status")) else {
+            continue;
+        };
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .expect("a task's status lists its CPUs");
+        cpus.push(allowed.trim().to_owned());
+    }
+    cpus.sort();
+    cpus
+}
+
+both_backends! {
+    fn a_polling_thread_runs_on_the_cpu_asked_for(backend: Backend) {
+        // The last CPU the process may use: on a machine of several, not the CPU a
+        // one-core runtime's thread would pick first.
+        let cpu = *util::allowed_cpus().last().unwrap();
+        builder(backend)
+            .sqpoll_cpus([cpu])
+            .block_on(async move {
+                util::assert_backend(backend);
+                if !util::on_uring() {
+                    assert!(polling_threads_cpus().is_empty(), "a polling thread on epoll");
+                    return;
+                }
+                if !sqpoll_on() {
+                    eprintln!("note: this kernel refused SQPOLL; nothing to bind");
+                    return;
+                }
+                assert_eq!(coreio::stats::ring().unwrap().sqpoll_cpu, Some(cpu));
+                // It serves the ring as an unbound one does. That it ran at all also means it
+                // named and bound itself: the kernel's thread does both as it starts.
+                let (client, server) = pair().await;
+                let (res, _) = server.write_all(pattern(3, 0, 5000)).await;
+                res.unwrap();
+                let (res, buf) =
+                    timeout(PATIENCE, client.read_exact(Vec::with_capacity(5000))).await.unwrap();
+                res.unwrap();
+                check_pattern(3, 0, 0, &buf);
+                assert_eq!(polling_threads_cpus(), vec![cpu.to_string()]);
+            })
+            .unwrap();
+    }
+
+    fn each_core_s_polling_thread_takes_its_own_cpu_in_turn(backend: Backend) {
+        // Two cores (or one), their threads bound in the reverse order of the cores' CPUs,
+        // then a list shorter than the cores: it starts over.
+        let rt = builder(backend).cores(util::two_or_fewer_cores()).build().unwrap();
+        let cores: Vec<usize> = rt.cores().iter().map(|core| core.0).collect();
+        let reversed: Vec<usize> = cores.iter().rev().copied().collect();
+        for cpus in [reversed, vec![cores[0]]] {
+            let rt = builder(backend)
+                .cores(cores.len())
+                .sqpoll_cpus(cpus.clone())
+                .build()
+                .unwrap();
+            let bound: Vec<Option<Option<usize>>> = rt
+                .run(|_| async { coreio::stats::ring().filter(|ring| ring.sqpoll).map(|ring| ring.sqpoll_cpu) })
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            if rt.backend() != Backend::IoUring {
+                assert!(bound.iter().all(Option::is_none), "{bound:?}");
+                continue;
+            }
+            if bound.iter().any(Option::is_none) {
+                eprintln!("note: this kernel refused SQPOLL; nothing to bind");
+                return;
+            }
+            let expected: Vec<Option<Option<usize>>> =
+                (0..cores.len()).map(|i| Some(Some(cpus[i % cpus.len()]))).collect();
+            assert_eq!(bound, expected, "cores {cores:?}, sqpoll_cpus {cpus:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_polling_thread_cpus_are_refused() {
+    let polled = || Builder::new().cores(1).sqpoll(Duration::from_millis(5));
+    let cases = [
+        (polled().sqpoll_cpus([]), "at least one CPU"),
+        (
+            polled().sqpoll_cpus([0, 100_000]),
+            "CPU 100000 does not exist",
+        ),
+        (
+            Builder::new().cores(1).sqpoll_cpus([0]),
+            "Builder::sqpoll, which is not set",
+        ),
+    ];
+    for (builder, expected) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    // block_on checks the same settings.
+    let err = polled()
+        .sqpoll_cpus([100_000])
+        .block_on(async {})
+        .unwrap_err();
+    assert!(err.to_string().contains("sqpoll_cpus"), "{err}");
 }
 
 both_backends! {

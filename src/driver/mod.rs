@@ -123,6 +123,9 @@ pub(crate) struct DriverConfig {
     /// io_uring: a submission-queue polling thread idling this long before it sleeps
     /// (`Builder::sqpoll`).
     pub(crate) sqpoll: Option<Duration>,
+    /// The CPUs to bind those threads to, the `i`-th core's to the `i`-th CPU, cycling
+    /// (`Builder::sqpoll_cpus`); empty leaves them unbound.
+    pub(crate) sqpoll_cpus: Vec<usize>,
     /// io_uring: stream writes of at least this many bytes are zero-copy sends
     /// (`Builder::zero_copy_sends`).
     pub(crate) zero_copy_sends: Option<usize>,
@@ -165,10 +168,12 @@ enum Io {
 }
 
 impl Driver {
-    /// Builds the driver on the calling (core) thread; `wake_fd` is the core's wake eventfd,
-    /// which remote wakers write to; `pool` runs the operations offloaded to it.
+    /// Builds the driver of the `index`-th core on the calling (core) thread; `wake_fd` is the
+    /// core's wake eventfd, which remote wakers write to; `pool` runs the operations offloaded
+    /// to it.
     pub(crate) fn new(
         config: &DriverConfig,
+        index: usize,
         wake_fd: RawFd,
         pool: BlockingPool,
     ) -> io::Result<Driver> {
@@ -180,7 +185,11 @@ impl Driver {
                 config.ring_entries,
                 wake_fd,
                 &config.denied_opcodes,
-                config.sqpoll,
+                config.sqpoll.map(|idle| uring::SqPoll {
+                    idle,
+                    cpu: (!config.sqpoll_cpus.is_empty())
+                        .then(|| config.sqpoll_cpus[index % config.sqpoll_cpus.len()] as u32),
+                }),
                 config.registered_files,
                 config.recv_poll_first,
             )?),

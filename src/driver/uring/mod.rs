@@ -50,7 +50,7 @@ use slab::Slab;
 pub use fixed_files::{DEFAULT_REGISTER_AFTER, DEFAULT_REGISTERED_FILES};
 pub(crate) use fixed_files::{FileTableConfig, FixedUse, uring_target};
 pub use setup::{RingSetupCause, RingSetupError};
-pub(crate) use setup::{build_ring, optional_opcodes};
+pub(crate) use setup::{SqPoll, build_ring, optional_opcodes};
 
 use super::op::Orphan;
 use super::recv_pool::{BUFFER_GROUP, RecvPool, RecvPoolConfig};
@@ -225,6 +225,8 @@ struct Inner {
     /// A kernel thread polls the submission queue (`Builder::sqpoll`): entering the kernel is
     /// only needed to wait, to wake that thread once it slept, or to flush overflows.
     sqpoll: bool,
+    /// The CPU that thread is bound to (`Builder::sqpoll_cpus`), when the kernel bound it.
+    sqpoll_cpu: Option<u32>,
     /// The optional opcodes this kernel has (file and path operations; the others are
     /// required): one without its opcode runs on the blocking pool instead.
     opcodes: setup::Opcodes,
@@ -261,7 +263,7 @@ impl UringDriver {
         entries: u32,
         wake_fd: RawFd,
         denied: &[u8],
-        sqpoll: Option<Duration>,
+        sqpoll: Option<SqPoll>,
         files: Option<FileTableConfig>,
         recv_poll_first: bool,
     ) -> io::Result<UringDriver> {
@@ -290,6 +292,7 @@ impl UringDriver {
                 registered_index,
                 msg_ring,
                 sqpoll: flags.sqpoll,
+                sqpoll_cpu: flags.sqpoll_cpu,
                 opcodes,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
@@ -330,6 +333,7 @@ impl UringDriver {
             completions_dropped: dropped,
             zero_copy_sends: 0,
             sqpoll: inner.sqpoll,
+            sqpoll_cpu: inner.sqpoll_cpu.map(|cpu| cpu as usize),
             file_table_slots: inner.files.as_ref().map_or(0, FileTable::slots),
             registered_files: inner.files.as_ref().map_or(0, FileTable::taken),
         }

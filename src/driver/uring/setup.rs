@@ -162,6 +162,8 @@ fn memlock_limit() -> Option<u64> {
 pub(crate) struct RingFlags {
     /// A kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`).
     pub(crate) sqpoll: bool,
+    /// That thread is bound to this CPU (`IORING_SETUP_SQ_AFF`).
+    pub(crate) sqpoll_cpu: Option<u32>,
     pub(crate) single_issuer: bool,
     pub(crate) defer_taskrun: bool,
     pub(crate) coop_taskrun: bool,
@@ -173,6 +175,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     // 6.1+: completions run only when this core enters the kernel; no IPIs.
     RingFlags {
         sqpoll: false,
+        sqpoll_cpu: None,
         single_issuer: true,
         defer_taskrun: true,
         coop_taskrun: false,
@@ -181,6 +184,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     // 6.0: single issuer without deferred task work.
     RingFlags {
         sqpoll: false,
+        sqpoll_cpu: None,
         single_issuer: true,
         defer_taskrun: false,
         coop_taskrun: true,
@@ -189,6 +193,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     // 5.19.
     RingFlags {
         sqpoll: false,
+        sqpoll_cpu: None,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: true,
@@ -197,6 +202,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     // 5.18.
     RingFlags {
         sqpoll: false,
+        sqpoll_cpu: None,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: false,
@@ -204,6 +210,7 @@ const SETUP_LADDER: [RingFlags; 5] = [
     },
     RingFlags {
         sqpoll: false,
+        sqpoll_cpu: None,
         single_issuer: false,
         defer_taskrun: false,
         coop_taskrun: false,
@@ -230,31 +237,58 @@ pub(crate) fn build_ring(entries: u32) -> Result<(IoUring, RingFlags), RingSetup
     build_ring_with(entries, None)
 }
 
-/// [`build_ring`], with a submission-queue polling thread that sleeps after `sqpoll` idle
-/// when asked (`Builder::sqpoll`). A kernel that refuses it (too old, or not permitted) gets
-/// the ring without one, and a warning: the mode is an optimisation, never a requirement.
+/// A submission-queue polling thread for one ring (`Builder::sqpoll`, `Builder::sqpoll_cpus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SqPoll {
+    /// How long the thread polls without work before it sleeps.
+    pub(crate) idle: Duration,
+    /// The CPU to bind it to; `None` lets it run wherever the ring's thread may.
+    pub(crate) cpu: Option<u32>,
+}
+
+/// [`build_ring`], with a submission-queue polling thread when asked (`sqpoll`). A kernel that
+/// refuses the CPU (one outside the process's cpuset, say) gets a thread that is not bound,
+/// and one that refuses the thread gets the ring without one, each with a warning: the mode
+/// is an optimisation, never a requirement.
 pub(crate) fn build_ring_with(
     entries: u32,
-    sqpoll: Option<Duration>,
+    sqpoll: Option<SqPoll>,
 ) -> Result<(IoUring, RingFlags), RingSetupError> {
-    let Some(idle) = sqpoll else {
+    let Some(sqpoll) = sqpoll else {
         return build_ring_from(entries, SETUP_LADDER.iter().copied(), None);
     };
     // Deferred task work needs the submitting task to run it, which a polling thread is not.
-    let ladder = SETUP_LADDER
-        .iter()
-        .filter(|flags| !flags.defer_taskrun)
-        .map(|flags| RingFlags {
-            sqpoll: true,
-            ..*flags
-        });
-    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
-    build_ring_from(entries, ladder, Some(idle_ms)).or_else(|err| {
+    let polled = |cpu| {
+        SETUP_LADDER
+            .iter()
+            .filter(|flags| !flags.defer_taskrun)
+            .map(move |flags| RingFlags {
+                sqpoll: true,
+                sqpoll_cpu: cpu,
+                ..*flags
+            })
+    };
+    let idle_ms = u32::try_from(sqpoll.idle.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let unbound = || {
+        build_ring_from(entries, polled(None), Some(idle_ms)).or_else(|err| {
+            log::warn!(
+                "coreio: the kernel refused a submission-queue polling thread ({err}); running \
+                 without one"
+            );
+            build_ring_from(entries, SETUP_LADDER.iter().copied(), None)
+        })
+    };
+    let Some(cpu) = sqpoll.cpu else {
+        return unbound();
+    };
+    build_ring_from(entries, polled(Some(cpu)), Some(idle_ms)).or_else(|err| {
         log::warn!(
-            "coreio: the kernel refused a submission-queue polling thread ({err}); running \
-             without one"
+            "coreio: the kernel refused to bind the submission-queue polling thread to CPU \
+             {cpu} ({err}; is the CPU in this process's cpuset?); running it unbound"
         );
-        build_ring_from(entries, SETUP_LADDER.iter().copied(), None)
+        unbound()
     })
 }
 
@@ -271,6 +305,9 @@ fn build_ring_from(
         builder.setup_cqsize(entries.saturating_mul(2));
         if let Some(idle_ms) = sqpoll_idle_ms {
             builder.setup_sqpoll(idle_ms);
+        }
+        if let Some(cpu) = flags.sqpoll_cpu {
+            builder.setup_sqpoll_cpu(cpu);
         }
         if flags.single_issuer {
             builder.setup_single_issuer();
@@ -415,4 +452,28 @@ fn check_capabilities(ring: &IoUring) -> Result<(), RingSetupError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_polling_thread_the_kernel_will_not_bind_runs_unbound() {
+        let unbound = SqPoll {
+            idle: Duration::from_millis(5),
+            cpu: None,
+        };
+        let Ok((_ring, expected)) = build_ring_with(8, Some(unbound)) else {
+            return; // No io_uring on this machine: nothing to fall back from.
+        };
+        // No CPU has this id: the kernel refuses the binding (EINVAL), not the thread.
+        let nowhere = SqPoll {
+            cpu: Some(100_000),
+            ..unbound
+        };
+        let (_ring, flags) = build_ring_with(8, Some(nowhere)).expect("the unbound fallback");
+        assert_eq!(flags, expected);
+        assert_eq!(flags.sqpoll_cpu, None);
+    }
 }
