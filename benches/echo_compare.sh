@@ -412,7 +412,7 @@ start_server() {
     >"$slog" 2>&1 &
   server_pid=$!
   for ((i = 0; i < 100; i++)); do
-    line=$(grep -m 1 ' echo on ' "$slog" || true)
+    line=$(grep -m 1 ' echo on ' "$slog" 2>/dev/null || true)
     [[ -n $line ]] && break
     if ! kill -0 "$server_pid" 2>/dev/null; then
       local status=0
