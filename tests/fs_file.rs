@@ -2,6 +2,7 @@
 //! blocking pool under epoll, and the blocking pool under io_uring with the file opcodes
 //! denied (what a kernel without them runs).
 
+#[macro_use]
 mod util;
 
 use std::cell::Cell;
@@ -56,31 +57,19 @@ where
         .expect("the runtime failed to start")
 }
 
+/// Each test on every path: io_uring, epoll, and io_uring with the file opcodes denied (the
+/// blocking pool's fallback).
 macro_rules! all_paths {
-    ($( fn $name:ident($path:ident) $body:block )*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                fn body($path: Path) $body
-
-                #[test]
-                fn io_uring() {
-                    body(Path::Ring)
-                }
-
-                #[test]
-                fn epoll() {
-                    body(Path::Epoll)
-                }
-
-                #[test]
-                fn io_uring_pool_fallback() {
-                    body(Path::RingWithoutFileOpcodes)
-                }
-            }
-        )*
+    ($($fns:tt)*) => {
+        each_path! {
+            Path;
+            [
+                io_uring => Path::Ring,
+                epoll => Path::Epoll,
+                io_uring_pool_fallback => Path::RingWithoutFileOpcodes,
+            ]
+            $($fns)*
+        }
     };
 }
 

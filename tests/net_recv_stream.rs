@@ -55,31 +55,18 @@ where
         .expect("the runtime failed to start")
 }
 
+/// Each test on every receive path.
 macro_rules! all_paths {
-    ($( fn $name:ident($path:ident) $body:block )*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                fn body($path: Path) $body
-
-                #[test]
-                fn io_uring_multishot() {
-                    body(Path::RingMultishot)
-                }
-
-                #[test]
-                fn io_uring_list() {
-                    body(Path::RingList)
-                }
-
-                #[test]
-                fn epoll() {
-                    body(Path::Epoll)
-                }
-            }
-        )*
+    ($($fns:tt)*) => {
+        each_path! {
+            Path;
+            [
+                io_uring_multishot => Path::RingMultishot,
+                io_uring_list => Path::RingList,
+                epoll => Path::Epoll,
+            ]
+            $($fns)*
+        }
     };
 }
 

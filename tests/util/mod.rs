@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: the `both_backends!` macro, runtime shortcuts,
+//! Helpers shared by the integration tests: the `both_backends!` and `each_path!` macros, runtime shortcuts,
 //! connected socket pairs, data patterns, drop guards and child-process plumbing.
 //!
 //! Every test binary includes this module with `#[macro_use] mod util;` and uses a different
@@ -43,6 +43,32 @@ macro_rules! both_backends {
                 }
             }
         )*
+    };
+}
+
+/// `both_backends!` for tests that run on more paths than the two backends (a backend with a
+/// setting switched, say). Given first the paths' type and a list `[test => value, ...]`,
+/// generates for each `fn name(path) { body }` a module `name` with one test per entry, named
+/// `test`, that runs the body with `path = value`. A file writes its list once, in a macro of
+/// its own that calls this one.
+macro_rules! each_path {
+    ($ty:ty; $paths:tt $( fn $name:ident($path:ident) $body:block )*) => {
+        $( each_path!(@one $ty; $paths $name $path $body); )*
+    };
+    (@one $ty:ty; [$( $test:ident => $value:expr ),+ $(,)?] $name:ident $path:ident $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($path: $ty) $body
+
+            $(
+                #[test]
+                fn $test() {
+                    body($value)
+                }
+            )+
+        }
     };
 }
 
