@@ -3,7 +3,8 @@
 //! receive over a provided buffer ring, io_uring reading into buffers taken from the pool
 //! (`Builder::multishot_recv(false)`, as on a kernel without the ring), and epoll. A pool too
 //! small for the data makes receives wait (never lose or reorder bytes); a dropped stream
-//! leaves what it took for the next read; a buffer may outlive its runtime.
+//! leaves what it took for the next read, on this core or, handed off, on another; a buffer
+//! may outlive its runtime.
 
 #[macro_use]
 mod util;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use coreio::buf::{IoBuf, PooledBuf};
 use coreio::net::{TcpStream, UnixStream};
 use coreio::time::timeout;
-use coreio::{Backend, Builder};
+use coreio::{Backend, Builder, mesh};
 use futures_lite::StreamExt;
 
 use util::{check_pattern, pair, pattern};
@@ -33,21 +34,42 @@ enum Path {
     Epoll,
 }
 
+/// A runtime builder on `path`, with `buffers` receive buffers of `size`.
+fn builder(path: Path, buffers: u16, size: u32) -> Builder {
+    let (backend, multishot) = path.settings();
+    Builder::new()
+        .backend(backend)
+        .multishot_recv(multishot)
+        .recv_buffers(buffers, size)
+}
+
+impl Path {
+    /// The backend and the multishot switch of this path.
+    fn settings(self) -> (Backend, bool) {
+        match self {
+            Path::RingMultishot => (Backend::IoUring, true),
+            Path::RingList => (Backend::IoUring, false),
+            Path::Epoll => (Backend::Epoll, false),
+        }
+    }
+
+    /// Whether the current core receives with multishot receives: this path asks for them,
+    /// and neither `COREIO_BACKEND` nor `COREIO_MULTISHOT_RECV` overrides that.
+    fn multishot_in_effect(self) -> bool {
+        self.settings().1
+            && util::on_uring()
+            && std::env::var("COREIO_MULTISHOT_RECV").map_or(true, |v| v.trim() != "0")
+    }
+}
+
 /// Runs `future` on a one-core runtime on `path`, with `buffers` receive buffers of `size`.
 fn run<F>(path: Path, buffers: u16, size: u32, future: F) -> F::Output
 where
     F: std::future::Future + 'static,
     F::Output: 'static,
 {
-    let (backend, multishot) = match path {
-        Path::RingMultishot => (Backend::IoUring, true),
-        Path::RingList => (Backend::IoUring, false),
-        Path::Epoll => (Backend::Epoll, false),
-    };
-    Builder::new()
-        .backend(backend)
-        .multishot_recv(multishot)
-        .recv_buffers(buffers, size)
+    let (backend, _) = path.settings();
+    builder(path, buffers, size)
         .block_on(async move {
             util::assert_backend(backend);
             future.await
@@ -256,6 +278,96 @@ all_paths! {
             check_pattern(5, 0, 0, &all[..1500]);
             check_pattern(5, 1, 0, &all[1500..]);
         });
+    }
+
+    fn bytes_a_dropped_receive_stream_took_travel_with_a_handoff_to_another_core(path) {
+        // Received into pool buffers on the first core, queued for a stream that is then
+        // dropped: the bytes must reach the core that adopts the socket, first and in order,
+        // and the first core's buffers must all come back.
+        let rt = builder(path, 8, 4096).cores(util::two_or_fewer_cores()).build().unwrap();
+        let cores = rt.cores().to_vec();
+        let (first, last) = (cores[0], *cores.last().unwrap());
+        let done = coreio::sync::Event::new();
+        let outputs = rt.run(|core| {
+            let done = done.clone();
+            async move {
+                if core != first {
+                    done.wait().await;
+                    return;
+                }
+                // Set however this core's part ends, a panic included, so the other core stops.
+                struct SetOnDrop(coreio::sync::Event);
+                impl Drop for SetOnDrop {
+                    fn drop(&mut self) {
+                        self.0.set();
+                    }
+                }
+                let _done = SetOnDrop(done);
+                let (client, server) = pair().await;
+                let mut sent = pattern(6, 0, 6000);
+                {
+                    let mut incoming = client.recv_stream();
+                    let poll = futures_lite::future::poll_once(incoming.next()).await;
+                    assert!(poll.is_none(), "data before any was sent");
+                    // The armed receive takes the first part; a multishot receive goes on
+                    // taking the others (queued in the driver for the stream), while on the
+                    // other paths they wait in the socket.
+                    for (i, part) in sent.chunks(1500).enumerate() {
+                        let (res, _) = server.write_all(part.to_vec()).await;
+                        res.unwrap();
+                        if i == 0 || path.multishot_in_effect() {
+                            let fd = client.as_raw_fd();
+                            util::reaped_until("the receive taking the data", || {
+                                util::queued(fd) == 0
+                            })
+                            .await;
+                        }
+                    }
+                }
+                let mut client = client;
+                let handoff = loop {
+                    match client.into_handoff() {
+                        Ok(handoff) => break handoff,
+                        Err(err) => {
+                            assert!(err.to_string().contains("in flight"), "{err}");
+                            client = err.into_inner();
+                            coreio::yield_now().await;
+                        }
+                    }
+                };
+                // Every pool buffer is back: eight connections of this core can each hold
+                // one at once (a buffer kept back would make the last receive wait forever).
+                let mut held = Vec::new();
+                for conn in 0..8 {
+                    let (other_client, other_server) = pair().await;
+                    let (res, _) = other_server.write_all(pattern(7, conn, 10)).await;
+                    res.unwrap();
+                    let mut other = other_client.recv_stream();
+                    let buf = timeout(PATIENCE, other.next())
+                        .await
+                        .expect("a pool buffer never came back")
+                        .unwrap()
+                        .unwrap();
+                    drop(other);
+                    held.push((buf, other_client, other_server));
+                }
+                drop(held);
+                let adopted = mesh::submit_to(last, move || async move {
+                    let stream = handoff.adopt().expect("adopt");
+                    let (res, buf) =
+                        timeout(PATIENCE, stream.read_exact(Vec::with_capacity(6000))).await.unwrap();
+                    res.unwrap();
+                    (coreio::current_core().unwrap(), buf)
+                });
+                let (served_on, received) = adopted.await.unwrap();
+                assert_eq!(served_on, last);
+                assert!(received == sent, "the bytes were lost or reordered");
+                sent.clear();
+            }
+        });
+        for output in outputs {
+            output.unwrap();
+        }
     }
 
     fn a_reset_connection_is_an_error_item(path) {
