@@ -11,6 +11,7 @@ use super::{TcpSocket, TcpStream};
 use crate::driver::SharedFd;
 use crate::net::accept_loop::{Acceptor, accept_with_backoff};
 use crate::net::port_claim::PortClaim;
+use crate::net::{AcceptNext, Accepting, Incoming};
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -172,6 +173,18 @@ impl TcpListener {
             .as_socket()
             .ok_or_else(|| io::Error::other("accepted a non-IP peer"))?;
         Ok((TcpStream::from_fd(accepted.fd)?, peer))
+    }
+
+    /// The listener's connections as a stream of [`accept`](TcpListener::accept) results,
+    /// which ends once the runtime shuts down: see [`Incoming`].
+    pub fn incoming(&self) -> Incoming<'_, (TcpStream, SocketAddr)> {
+        Incoming::new(self)
+    }
+}
+
+impl AcceptNext<(TcpStream, SocketAddr)> for TcpListener {
+    fn accept_next(&self) -> Accepting<'_, (TcpStream, SocketAddr)> {
+        Box::pin(self.accept())
     }
 }
 

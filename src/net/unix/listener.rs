@@ -10,6 +10,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use super::{UnixSocketAddr, UnixStream, naming};
 use crate::driver::SharedFd;
 use crate::net::accept_loop::{Acceptor, accept_with_backoff};
+use crate::net::{AcceptNext, Accepting, Incoming};
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -120,6 +121,18 @@ impl UnixListener {
         let stream = UnixStream::from_fd(accepted.fd)?;
         let peer = UnixSocketAddr::from_sock_addr(accepted.peer)?;
         Ok((stream, peer))
+    }
+
+    /// The listener's connections as a stream of [`accept`](UnixListener::accept) results,
+    /// which ends once the runtime shuts down: see [`Incoming`].
+    pub fn incoming(&self) -> Incoming<'_, (UnixStream, UnixSocketAddr)> {
+        Incoming::new(self)
+    }
+}
+
+impl AcceptNext<(UnixStream, UnixSocketAddr)> for UnixListener {
+    fn accept_next(&self) -> Accepting<'_, (UnixStream, UnixSocketAddr)> {
+        Box::pin(self.accept())
     }
 }
 
