@@ -23,8 +23,11 @@
 #   --servers "LIST"  any of coreio coreio-epoll tokio-ct coreio-oneshot (SERVERS, default the
 #                     first three); coreio-oneshot is coreio on io_uring with
 #                     COREIO_MULTISHOT_RECV=0: its reads wait on a readiness poll and call
-#                     recv(2), as before the poll forms read from a multishot receive
-#   --loads "LIST"    any of wrk h2load (LOADS, default both)
+#                     recv(2), as before the poll forms read from a multishot receive;
+#                     coreio-multiaccept is coreio with COREIO_MULTISHOT_ACCEPT=1 (one
+#                     multishot accept per listener), for the wrk-close load
+#   --loads "LIST"    any of wrk h2load wrk-close (LOADS, default wrk h2load); wrk-close is wrk
+#                     with `Connection: close`, so that every request is a new connection
 #   --quick           1 rep of 2 s (options given after it still win)
 #   --out DIR         results directory (default ${CARGO_TARGET_DIR:-target}/http-compare/<UTC time>/)
 #   --doc             write the summary to docs/benchmarks-http.md
@@ -131,6 +134,7 @@ run() {
   coreio) COREIO_BACKEND=uring taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   coreio-epoll) COREIO_BACKEND=epoll taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   coreio-oneshot) COREIO_BACKEND=uring COREIO_MULTISHOT_RECV=0 taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
+  coreio-multiaccept) COREIO_BACKEND=uring COREIO_MULTISHOT_ACCEPT=1 taskset -c "${cpus[0]}" "$coreio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   tokio-ct) taskset -c "${cpus[0]}" "$tokio_bin" --addr 127.0.0.1:0 --cores 1 >"$log" 2>&1 & ;;
   *) echo "http_compare: unknown server $name" >&2; exit 2 ;;
   esac
@@ -146,7 +150,7 @@ run() {
     exit 1
   fi
   case $name in
-  coreio | coreio-oneshot) grep -q "backend io_uring" "$log" || echo "http_compare: warning: coreio is not on io_uring: $(head -n 1 "$log")" >&2 ;;
+  coreio | coreio-oneshot | coreio-multiaccept) grep -q "backend io_uring" "$log" || echo "http_compare: warning: coreio is not on io_uring: $(head -n 1 "$log")" >&2 ;;
   coreio-epoll) grep -q 'backend epoll' "$log" || echo "http_compare: warning: coreio-epoll is not on epoll: $(head -n 1 "$log")" >&2 ;;
   esac
   local url=http://$addr$url_path hz before after report
@@ -155,6 +159,9 @@ run() {
   case $load in
   wrk)
     report=$(taskset -c "${cpus[1]}" wrk -t1 -c"$connections" -d"${duration}s" --latency "$url" 2>&1) ;;
+  wrk-close)
+    report=$(taskset -c "${cpus[1]}" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+      -H 'Connection: close' "$url" 2>&1) ;;
   h2load)
     report=$(taskset -c "${cpus[1]}" h2load -t1 -c"$connections" -m"$streams" -D "$duration" \
       --log-file="$out/$tag.log" "$url" 2>&1) ;;
@@ -168,7 +175,7 @@ run() {
   cp "$log" "$out/$tag.server.txt"
   local completed rps p99 errors
   case $load in
-  wrk)
+  wrk | wrk-close)
     completed=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$report")
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$report")
     p99=$(wrk_us "$(awk '$1 == "99%" { print $2 }' <<<"$report")")
@@ -235,6 +242,7 @@ command="bash benches/http_compare.sh --reps $reps --duration $duration --connec
     echo
     case $load in
     wrk) echo "## HTTP/1.1 (wrk)" ;;
+    wrk-close) echo "## HTTP/1.1, a new connection per request (wrk, Connection: close)" ;;
     h2load) echo "## HTTP/2 (h2load)" ;;
     esac
     echo

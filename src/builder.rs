@@ -43,7 +43,7 @@ pub const DEFAULT_EVENT_INTERVAL: u32 = 61;
 /// periodic task patterns or with the other.
 pub const DEFAULT_REMOTE_QUEUE_INTERVAL: u32 = 31;
 /// Whether [`Builder::multishot_accept`] is on unless set: decided by measurement
-/// (docs/benchmarks-micro.md, "Multishot accept").
+/// (docs/benchmarks-uring.md, "Multishot accept").
 const DEFAULT_MULTISHOT_ACCEPT: bool = false;
 /// Longest [`Builder::spin_before_park`]: beyond this, spinning is a busy loop, not a wait.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
