@@ -11,9 +11,9 @@ use std::net::Shutdown;
 use std::pin::pin;
 use std::time::Duration;
 
+use coreio::Builder;
 use coreio::net::{TcpListener, UnixListener, UnixStream};
 use coreio::time::{sleep, timeout};
-use coreio::Builder;
 use futures_lite::StreamExt;
 
 use util::block_on;
