@@ -62,7 +62,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 const USAGE: &str = "\
 usage: echo [--addr HOST:PORT | --unix PATH] [--udp] [--cores N] [--backend auto|uring|epoll]
             [--spin-us N] [--accept-cores K] [--balance PERCENT] [--recv pooled|owned]
-            [--sqpoll-ms N [--sqpoll-cpus LIST]]
+            [--sqpoll-ms N [--sqpoll-cpus LIST] [--sqpoll-shared]]
 
 An echo server: TCP with one SO_REUSEPORT listener per core (the default), a Unix stream
 socket (--unix) or UDP (--udp).
@@ -97,6 +97,8 @@ options:
   --sqpoll-cpus LIST with --sqpoll-ms: bind the i-th core's polling thread to the i-th CPU
                      of LIST (comma-separated CPU ids, reused in turn when shorter than
                      the cores); unbound, a thread shares its core's CPUs
+  --sqpoll-shared    with --sqpoll-ms: one polling thread for every core's ring (then
+                     --sqpoll-cpus takes one CPU)
   -h, --help         print this help
 
 Ctrl-C or SIGTERM stops the server; it prints what each core served and exits 0. Exit status
@@ -132,6 +134,7 @@ struct Options {
     pooled_recv: bool,
     sqpoll: Option<Duration>,
     sqpoll_cpus: Option<Vec<usize>>,
+    sqpoll_shared: bool,
 }
 
 /// `--recv`: whether stream connections receive into the core's pooled buffers (set once,
@@ -173,6 +176,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut pooled_recv = true;
     let mut sqpoll = None;
     let mut sqpoll_cpus = None;
+    let mut sqpoll_shared = false;
     let mut args = args;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -269,6 +273,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     }
                 }
             }
+            "--sqpoll-shared" => sqpoll_shared = true,
             "--sqpoll-cpus" => {
                 let text = value()?;
                 let cpus: Result<Vec<usize>, _> = text.split(',').map(str::parse).collect();
@@ -320,6 +325,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         pooled_recv,
         sqpoll,
         sqpoll_cpus,
+        sqpoll_shared,
     }))
 }
 
@@ -347,6 +353,7 @@ fn run(options: Options) -> Result<(), String> {
     if let Some(cpus) = options.sqpoll_cpus {
         builder = builder.sqpoll_cpus(cpus);
     }
+    builder = builder.sqpoll_shared(options.sqpoll_shared);
     if let Some(cores) = options.cores {
         builder = builder.cores(cores);
     }

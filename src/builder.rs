@@ -93,6 +93,7 @@ pub struct Builder {
     recv_pool: RecvPoolConfig,
     sqpoll: Option<Duration>,
     sqpoll_cpus: Option<Vec<usize>>,
+    sqpoll_shared: bool,
     zero_copy_sends: Option<usize>,
     multishot_accept: bool,
     registered_files: FileTableConfig,
@@ -125,6 +126,7 @@ impl Builder {
             recv_pool: RecvPoolConfig::default(),
             sqpoll: None,
             sqpoll_cpus: None,
+            sqpoll_shared: false,
             zero_copy_sends: None,
             multishot_accept: DEFAULT_MULTISHOT_ACCEPT,
             registered_files: FileTableConfig::default(),
@@ -211,6 +213,22 @@ impl Builder {
     /// ```
     pub fn sqpoll_cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Builder {
         self.sqpoll_cpus = Some(cpus.into_iter().collect());
+        self
+    }
+
+    /// io_uring: one polling thread for every core's ring instead of one per core
+    /// (`IORING_SETUP_ATTACH_WQ`): the first core's ring starts it, with
+    /// [`sqpoll`](Builder::sqpoll)'s idle time and, given, the one CPU of
+    /// [`sqpoll_cpus`](Builder::sqpoll_cpus), and the other cores' rings attach to it as they
+    /// start. One CPU then polls for all the cores, which suits a light load spread over many
+    /// cores; under a heavy one the thread becomes the bottleneck, as every submission of every
+    /// core waits for it. A ring the kernel will not attach starts a thread of its own, with a
+    /// warning; [`stats::ring`](crate::stats::ring)'s `sqpoll_shared` tells which did.
+    ///
+    /// [`build`](Builder::build) refuses it without `sqpoll`, or with more than one CPU in
+    /// `sqpoll_cpus`.
+    pub fn sqpoll_shared(mut self, shared: bool) -> Builder {
+        self.sqpoll_shared = shared;
         self
     }
 
@@ -382,7 +400,8 @@ impl Builder {
     /// may use; an unknown or repeated core id, or one outside the process's affinity mask; ring
     /// entries, event interval, remote queue interval or blocking threads out of range; a
     /// `sqpoll` idle time out of range, or `sqpoll_cpus` empty, naming a CPU this machine does
-    /// not have, or set without `sqpoll`; an unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
+    /// not have, or set without `sqpoll`; `sqpoll_shared` without `sqpoll` or with several
+    /// `sqpoll_cpus`; an unknown `COREIO_BACKEND`; io_uring forced but unavailable (the
     /// [`RingSetupError`](crate::RingSetupError) names the cause and the remedy).
     pub fn build(self) -> io::Result<Runtime> {
         let cores = self.select_cores()?;
@@ -512,6 +531,7 @@ impl Builder {
                 recv_pool,
                 sqpoll: self.sqpoll,
                 sqpoll_cpus,
+                sqpoll_shared: self.sqpoll_shared,
                 zero_copy_sends,
                 multishot_accept: driver::switch_from_env("COREIO_MULTISHOT_ACCEPT")?
                     .unwrap_or(self.multishot_accept),
@@ -533,11 +553,25 @@ impl Builder {
         })
     }
 
-    /// [`sqpoll_cpus`](Builder::sqpoll_cpus), checked: empty when not set.
+    /// [`sqpoll_cpus`](Builder::sqpoll_cpus), checked with
+    /// [`sqpoll_shared`](Builder::sqpoll_shared): empty when not set.
     fn checked_sqpoll_cpus(&self) -> io::Result<Vec<usize>> {
+        if self.sqpoll_shared && self.sqpoll.is_none() {
+            return Err(invalid(
+                "sqpoll_shared shares the polling thread of Builder::sqpoll, which is not set"
+                    .into(),
+            ));
+        }
         let Some(cpus) = &self.sqpoll_cpus else {
             return Ok(Vec::new());
         };
+        if self.sqpoll_shared && cpus.len() > 1 {
+            return Err(invalid(format!(
+                "sqpoll_shared runs one polling thread, on one CPU: sqpoll_cpus lists {} \
+                 ({cpus:?})",
+                cpus.len()
+            )));
+        }
         if self.sqpoll.is_none() {
             return Err(invalid(
                 "sqpoll_cpus binds the polling threads of Builder::sqpoll, which is not set".into(),

@@ -24,7 +24,8 @@ use crate::blocking::{BlockingConfig, BlockingPool};
 use crate::context::{self, CoreContext};
 use crate::coop::Budget;
 use crate::core::{CoreHandle, CoreId};
-use crate::driver::{Backend, Driver, DriverConfig};
+use crate::driver::uring::{Publisher, SqPollShare};
+use crate::driver::{Backend, Driver, DriverConfig, ResolvedBackend};
 use crate::executor::{JoinError, LocalExecutor};
 use crate::mesh::Mesh;
 use crate::net::ConnectionGauges;
@@ -227,6 +228,7 @@ impl Runtime {
         // Registered before any core starts: a trigger either wakes the cores, or came first
         // and every core sees it in its first pass.
         self.shutdown.register(&mesh);
+        let mut sqpoll_roles = SqPollRole::for_cores(&self.config.driver, self.cores.len());
         let (outputs, counts): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cores
@@ -235,6 +237,7 @@ impl Runtime {
                 .enumerate()
                 .map(|(index, (&core, root))| {
                     let config = &self.config;
+                    let sqpoll = std::mem::replace(&mut sqpoll_roles[index], SqPollRole::Alone);
                     let spawned = std::thread::Builder::new()
                         .name(format!("{}-{}", config.thread_name, core.0))
                         .spawn_scoped(scope, {
@@ -258,6 +261,7 @@ impl Runtime {
                                     connections,
                                     blocking,
                                     index,
+                                    sqpoll,
                                     shutdown,
                                     || root(core),
                                 );
@@ -315,6 +319,7 @@ where
         connections,
         pool,
         0,
+        SqPollRole::Alone,
         shutdown.clone(),
         || future,
     );
@@ -350,11 +355,40 @@ impl Drop for StopPoolOnExit {
     }
 }
 
+/// A core's part in sharing one submission-queue polling thread (`Builder::sqpoll_shared`).
+enum SqPollRole {
+    /// Its ring makes its own thread, if it has one.
+    Alone,
+    /// The first core: its ring starts the thread, then it offers the ring to the others
+    /// (whatever happens to it: dropped unused, the publisher tells them there is none).
+    First(Publisher),
+    /// Another core: its ring attaches to the first core's, once that is built.
+    Attach(Arc<SqPollShare>),
+}
+
+impl SqPollRole {
+    /// One role per core for a run with `config`.
+    fn for_cores(config: &DriverConfig, cores: usize) -> Vec<SqPollRole> {
+        let shared = config.sqpoll.is_some()
+            && config.sqpoll_shared
+            && config.backend == ResolvedBackend::IoUring
+            && cores > 1;
+        if !shared {
+            return (0..cores).map(|_| SqPollRole::Alone).collect();
+        }
+        let (share, publisher) = SqPollShare::new();
+        std::iter::once(SqPollRole::First(publisher))
+            .chain((1..cores).map(|_| SqPollRole::Attach(Arc::clone(&share))))
+            .collect()
+    }
+}
+
 /// Builds a core on the calling thread and runs `root` on it until it finishes (or, once
 /// `shutdown` is requested, until every task of the core has finished or the grace period has
 /// passed); `mesh` holds every core's handle and `connections` every core's connection count,
-/// this core's at `index`; `blocking` is the runtime's blocking pool. Returns the root's
-/// output and what the core counted for the shutdown report.
+/// this core's at `index`; `blocking` is the runtime's blocking pool; `sqpoll` is the core's
+/// part in sharing a polling thread. Returns the root's output and what the core counted for
+/// the shutdown report.
 #[allow(clippy::too_many_arguments)]
 fn run_core<Fut>(
     core: CoreId,
@@ -363,6 +397,7 @@ fn run_core<Fut>(
     connections: Arc<ConnectionGauges>,
     blocking: BlockingPool,
     index: usize,
+    sqpoll: SqPollRole,
     shutdown: Shutdown,
     root: impl FnOnce() -> Fut,
 ) -> (Result<Fut::Output, CoreError>, CoreCounts)
@@ -378,7 +413,21 @@ where
         shutdown.clone(),
     );
     let wake = handle.wake_target();
-    let driver = match Driver::new(&config.driver, index, wake.eventfd(), blocking.clone()) {
+    let sqpoll_ring = match &sqpoll {
+        SqPollRole::Attach(share) => share.wait(),
+        SqPollRole::Alone | SqPollRole::First(_) => None,
+    };
+    let driver = Driver::new(
+        &config.driver,
+        index,
+        sqpoll_ring,
+        wake.eventfd(),
+        blocking.clone(),
+    );
+    if let SqPollRole::First(publisher) = sqpoll {
+        publisher.publish(driver.as_ref().ok().and_then(Driver::sqpoll_ring));
+    }
+    let driver = match driver {
         Ok(driver) => driver,
         Err(error) => return (Err(io_error(error)), CoreCounts::default()),
     };

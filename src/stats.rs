@@ -41,6 +41,8 @@ pub struct RingStats {
     /// The CPU the kernel bound that thread to (`Builder::sqpoll_cpus`); `None` when it is
     /// not bound (not asked, or refused: the warning in the log says why).
     pub sqpoll_cpu: Option<usize>,
+    /// That thread is another core's, shared by this core's ring (`Builder::sqpoll_shared`).
+    pub sqpoll_shared: bool,
     /// Slots in the ring's registered file table (`Builder::registered_files`); zero when it
     /// has none (switched off, or refused by the kernel).
     pub file_table_slots: u32,

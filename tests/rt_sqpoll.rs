@@ -2,8 +2,9 @@
 //! other: sockets, timers, files, a wake from another core, and I/O after the thread went to
 //! sleep (its idle time passed), which the next submission must wake. On epoll the setting
 //! does nothing; under `COREIO_BACKEND=epoll` these run there and check the same behaviour.
-//! `Builder::sqpoll_cpus` binds each core's polling thread to the CPU asked for, and bad
-//! input is refused at build.
+//! `Builder::sqpoll_cpus` binds each core's polling thread to the CPU asked for,
+//! `Builder::sqpoll_shared` makes one thread poll every core's ring, and bad input is refused
+//! at build.
 
 #[macro_use]
 mod util;
@@ -118,6 +119,86 @@ both_backends! {
     }
 }
 
+/// One socket round trip on the current core: the ring's polling thread picks the
+/// submissions up, so it has started (and named itself) once this returns.
+async fn round_trip(conn: u64) {
+    let (client, server) = pair().await;
+    let (res, _) = server.write_all(pattern(conn, 0, 2000)).await;
+    res.unwrap();
+    let (res, buf) = timeout(PATIENCE, client.read_exact(Vec::with_capacity(2000)))
+        .await
+        .unwrap();
+    res.unwrap();
+    check_pattern(conn, 0, 0, &buf);
+}
+
+/// Runs a two-core (or one-core) runtime from `builder`, a round trip on each core; returns
+/// each core's `(sqpoll, sqpoll_shared)` (`None` on epoll) and the polling threads the process
+/// had while both cores were running.
+fn polling_threads_of_a_run(builder: Builder) -> (Vec<Option<(bool, bool)>>, usize) {
+    let rt = builder.cores(util::two_or_fewer_cores()).build().unwrap();
+    let cores = rt.cores().to_vec();
+    let (first, last) = (cores[0], *cores.last().unwrap());
+    let finish = coreio::sync::Event::new();
+    let flags = || coreio::stats::ring().map(|ring| (ring.sqpoll, ring.sqpoll_shared));
+    let results = rt.run(move |core| {
+        let finish = finish.clone();
+        async move {
+            if core != first {
+                finish.wait().await;
+                return (vec![], 0);
+            }
+            round_trip(4).await;
+            let mut seen = vec![flags()];
+            if last != first {
+                let other = mesh::submit_to(last, move || async move {
+                    round_trip(5).await;
+                    flags()
+                });
+                seen.push(other.await.unwrap());
+            }
+            // Both cores are still running: every ring's thread, if any, is alive.
+            let threads = polling_threads_cpus().len();
+            finish.set();
+            (seen, threads)
+        }
+    });
+    results.into_iter().next().unwrap().unwrap()
+}
+
+both_backends! {
+    fn one_polling_thread_serves_every_core_when_shared(backend: Backend) {
+        let (flags, threads) =
+            polling_threads_of_a_run(builder(backend).sqpoll_shared(true));
+        if flags[0].is_none() {
+            assert_eq!(threads, 0, "a polling thread on epoll");
+            return;
+        }
+        if !flags[0].unwrap().0 {
+            eprintln!("note: this kernel refused SQPOLL; nothing to share");
+            return;
+        }
+        // The first core's ring owns the thread; every other core's ring shares it.
+        let expected: Vec<_> =
+            (0..flags.len()).map(|i| Some((true, i > 0))).collect();
+        assert_eq!(flags, expected);
+        assert_eq!(threads, 1, "cores {}, flags {flags:?}", flags.len());
+    }
+
+    fn without_sharing_each_core_has_its_own_polling_thread(backend: Backend) {
+        let (flags, threads) = polling_threads_of_a_run(builder(backend));
+        if flags[0].is_none() {
+            assert_eq!(threads, 0, "a polling thread on epoll");
+            return;
+        }
+        if !flags[0].unwrap().0 {
+            return; // This kernel refused SQPOLL.
+        }
+        assert!(flags.iter().all(|f| *f == Some((true, false))), "{flags:?}");
+        assert_eq!(threads, flags.len());
+    }
+}
+
 #[test]
 fn bad_polling_thread_cpus_are_refused() {
     let polled = || Builder::new().cores(1).sqpoll(Duration::from_millis(5));
@@ -130,6 +211,14 @@ fn bad_polling_thread_cpus_are_refused() {
         (
             Builder::new().cores(1).sqpoll_cpus([0]),
             "Builder::sqpoll, which is not set",
+        ),
+        (
+            Builder::new().cores(1).sqpoll_shared(true),
+            "Builder::sqpoll, which is not set",
+        ),
+        (
+            polled().sqpoll_shared(true).sqpoll_cpus([0, 0]),
+            "one polling thread, on one CPU",
         ),
     ];
     for (builder, expected) in cases {

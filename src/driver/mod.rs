@@ -30,7 +30,7 @@ mod wake;
 use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -126,6 +126,8 @@ pub(crate) struct DriverConfig {
     /// The CPUs to bind those threads to, the `i`-th core's to the `i`-th CPU, cycling
     /// (`Builder::sqpoll_cpus`); empty leaves them unbound.
     pub(crate) sqpoll_cpus: Vec<usize>,
+    /// The cores' rings share the first core's polling thread (`Builder::sqpoll_shared`).
+    pub(crate) sqpoll_shared: bool,
     /// io_uring: stream writes of at least this many bytes are zero-copy sends
     /// (`Builder::zero_copy_sends`).
     pub(crate) zero_copy_sends: Option<usize>,
@@ -168,12 +170,13 @@ enum Io {
 }
 
 impl Driver {
-    /// Builds the driver of the `index`-th core on the calling (core) thread; `wake_fd` is the
-    /// core's wake eventfd, which remote wakers write to; `pool` runs the operations offloaded
-    /// to it.
+    /// Builds the driver of the `index`-th core on the calling (core) thread; `sqpoll_ring` is
+    /// the ring whose polling thread it shares (`Builder::sqpoll_shared`), `wake_fd` the core's
+    /// wake eventfd, which remote wakers write to; `pool` runs the operations offloaded to it.
     pub(crate) fn new(
         config: &DriverConfig,
         index: usize,
+        sqpoll_ring: Option<RawFd>,
         wake_fd: RawFd,
         pool: BlockingPool,
     ) -> io::Result<Driver> {
@@ -189,6 +192,7 @@ impl Driver {
                     idle,
                     cpu: (!config.sqpoll_cpus.is_empty())
                         .then(|| config.sqpoll_cpus[index % config.sqpoll_cpus.len()] as u32),
+                    attach_to: sqpoll_ring,
                 }),
                 config.registered_files,
                 config.recv_poll_first,
@@ -604,6 +608,15 @@ impl Driver {
 
     /// A duplicate of this core's ring fd, for other cores to wake it with `MSG_RING`; `None`
     /// on epoll or when the kernel lacks `MSG_RING` (Linux 5.18).
+    /// The ring, when a kernel thread of its own polls it: what the other cores' rings attach
+    /// to (`Builder::sqpoll_shared`).
+    pub(crate) fn sqpoll_ring(&self) -> Option<BorrowedFd<'_>> {
+        match &self.io {
+            Io::IoUring(driver) => driver.sqpoll_ring(),
+            Io::Epoll(_) => None,
+        }
+    }
+
     pub(crate) fn ring_fd_for_wakes(&self) -> Option<io::Result<OwnedFd>> {
         match &self.io {
             Io::IoUring(driver) => driver.ring_fd_for_wakes(),

@@ -29,6 +29,7 @@
 
 mod fixed_files;
 mod setup;
+mod sqpoll_share;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ pub use fixed_files::{DEFAULT_REGISTER_AFTER, DEFAULT_REGISTERED_FILES};
 pub(crate) use fixed_files::{FileTableConfig, FixedUse, uring_target};
 pub use setup::{RingSetupCause, RingSetupError};
 pub(crate) use setup::{SqPoll, build_ring, optional_opcodes};
+pub(crate) use sqpoll_share::{Publisher, SqPollShare};
 
 use super::op::Orphan;
 use super::recv_pool::{BUFFER_GROUP, RecvPool, RecvPoolConfig};
@@ -227,6 +229,8 @@ struct Inner {
     sqpoll: bool,
     /// The CPU that thread is bound to (`Builder::sqpoll_cpus`), when the kernel bound it.
     sqpoll_cpu: Option<u32>,
+    /// That thread is another core's ring's (`Builder::sqpoll_shared`).
+    sqpoll_attached: bool,
     /// The optional opcodes this kernel has (file and path operations; the others are
     /// required): one without its opcode runs on the blocking pool instead.
     opcodes: setup::Opcodes,
@@ -293,6 +297,7 @@ impl UringDriver {
                 msg_ring,
                 sqpoll: flags.sqpoll,
                 sqpoll_cpu: flags.sqpoll_cpu,
+                sqpoll_attached: flags.sqpoll_attached.is_some(),
                 opcodes,
                 ops: Slab::with_capacity(capacity),
                 wake_fd,
@@ -320,6 +325,15 @@ impl UringDriver {
         self.inner.borrow().registered_index.is_some()
     }
 
+    /// The ring, when it has a polling thread of its own (not one it attached to).
+    pub(crate) fn sqpoll_ring(&self) -> Option<BorrowedFd<'_>> {
+        let inner = self.inner.borrow();
+        let fd = inner.ring.as_raw_fd();
+        // SAFETY: the ring's descriptor is open as long as `self` (which owns the ring) lives,
+        // and the returned borrow lives no longer than `self`.
+        (inner.sqpoll && !inner.sqpoll_attached).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
     /// The ring's completion-queue counters (`coreio::stats::ring`).
     pub(crate) fn stats(&self) -> crate::stats::RingStats {
         let mut inner = self.inner.borrow_mut();
@@ -334,6 +348,7 @@ impl UringDriver {
             zero_copy_sends: 0,
             sqpoll: inner.sqpoll,
             sqpoll_cpu: inner.sqpoll_cpu.map(|cpu| cpu as usize),
+            sqpoll_shared: inner.sqpoll_attached,
             file_table_slots: inner.files.as_ref().map_or(0, FileTable::slots),
             registered_files: inner.files.as_ref().map_or(0, FileTable::taken),
         }

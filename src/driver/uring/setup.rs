@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode};
@@ -164,58 +165,53 @@ pub(crate) struct RingFlags {
     pub(crate) sqpoll: bool,
     /// That thread is bound to this CPU (`IORING_SETUP_SQ_AFF`).
     pub(crate) sqpoll_cpu: Option<u32>,
+    /// That thread is another ring's, this ring attached to it (`IORING_SETUP_ATTACH_WQ`).
+    pub(crate) sqpoll_attached: Option<RawFd>,
     pub(crate) single_issuer: bool,
     pub(crate) defer_taskrun: bool,
     pub(crate) coop_taskrun: bool,
     pub(crate) submit_all: bool,
 }
 
+/// No flag set: what each rung of [`SETUP_LADDER`] adds to.
+const PLAIN: RingFlags = RingFlags {
+    sqpoll: false,
+    sqpoll_cpu: None,
+    sqpoll_attached: None,
+    single_issuer: false,
+    defer_taskrun: false,
+    coop_taskrun: false,
+    submit_all: false,
+};
+
 /// Setups to try, fastest first; each drops one flag an older kernel may reject with EINVAL.
 const SETUP_LADDER: [RingFlags; 5] = [
     // 6.1+: completions run only when this core enters the kernel; no IPIs.
     RingFlags {
-        sqpoll: false,
-        sqpoll_cpu: None,
         single_issuer: true,
         defer_taskrun: true,
-        coop_taskrun: false,
         submit_all: true,
+        ..PLAIN
     },
     // 6.0: single issuer without deferred task work.
     RingFlags {
-        sqpoll: false,
-        sqpoll_cpu: None,
         single_issuer: true,
-        defer_taskrun: false,
         coop_taskrun: true,
         submit_all: true,
+        ..PLAIN
     },
     // 5.19.
     RingFlags {
-        sqpoll: false,
-        sqpoll_cpu: None,
-        single_issuer: false,
-        defer_taskrun: false,
         coop_taskrun: true,
         submit_all: true,
+        ..PLAIN
     },
     // 5.18.
     RingFlags {
-        sqpoll: false,
-        sqpoll_cpu: None,
-        single_issuer: false,
-        defer_taskrun: false,
-        coop_taskrun: false,
         submit_all: true,
+        ..PLAIN
     },
-    RingFlags {
-        sqpoll: false,
-        sqpoll_cpu: None,
-        single_issuer: false,
-        defer_taskrun: false,
-        coop_taskrun: false,
-        submit_all: false,
-    },
+    PLAIN,
 ];
 
 /// The opcodes coreio submits; a kernel missing one is "unsupported".
@@ -244,12 +240,16 @@ pub(crate) struct SqPoll {
     pub(crate) idle: Duration,
     /// The CPU to bind it to; `None` lets it run wherever the ring's thread may.
     pub(crate) cpu: Option<u32>,
+    /// Another ring whose polling thread to share instead of starting one
+    /// (`Builder::sqpoll_shared`; `idle` and `cpu` are then that ring's).
+    pub(crate) attach_to: Option<RawFd>,
 }
 
 /// [`build_ring`], with a submission-queue polling thread when asked (`sqpoll`). A kernel that
-/// refuses the CPU (one outside the process's cpuset, say) gets a thread that is not bound,
-/// and one that refuses the thread gets the ring without one, each with a warning: the mode
-/// is an optimisation, never a requirement.
+/// refuses to share another ring's thread gets a thread of this ring's own, one that refuses
+/// the CPU (one outside the process's cpuset, say) gets a thread that is not bound, and one
+/// that refuses the thread gets the ring without one, each with a warning: the mode is an
+/// optimisation, never a requirement.
 pub(crate) fn build_ring_with(
     entries: u32,
     sqpoll: Option<SqPoll>,
@@ -258,21 +258,31 @@ pub(crate) fn build_ring_with(
         return build_ring_from(entries, SETUP_LADDER.iter().copied(), None);
     };
     // Deferred task work needs the submitting task to run it, which a polling thread is not.
-    let polled = |cpu| {
+    let polled = |cpu, attached| {
         SETUP_LADDER
             .iter()
             .filter(|flags| !flags.defer_taskrun)
             .map(move |flags| RingFlags {
                 sqpoll: true,
                 sqpoll_cpu: cpu,
+                sqpoll_attached: attached,
                 ..*flags
             })
     };
     let idle_ms = u32::try_from(sqpoll.idle.as_millis())
         .unwrap_or(u32::MAX)
         .max(1);
+    if let Some(ring) = sqpoll.attach_to {
+        match build_ring_from(entries, polled(None, Some(ring)), Some(idle_ms)) {
+            Ok(built) => return Ok(built),
+            Err(err) => log::warn!(
+                "coreio: the kernel refused to share another core's submission-queue polling \
+                 thread ({err}); this core starts its own"
+            ),
+        }
+    }
     let unbound = || {
-        build_ring_from(entries, polled(None), Some(idle_ms)).or_else(|err| {
+        build_ring_from(entries, polled(None, None), Some(idle_ms)).or_else(|err| {
             log::warn!(
                 "coreio: the kernel refused a submission-queue polling thread ({err}); running \
                  without one"
@@ -283,7 +293,7 @@ pub(crate) fn build_ring_with(
     let Some(cpu) = sqpoll.cpu else {
         return unbound();
     };
-    build_ring_from(entries, polled(Some(cpu)), Some(idle_ms)).or_else(|err| {
+    build_ring_from(entries, polled(Some(cpu), None), Some(idle_ms)).or_else(|err| {
         log::warn!(
             "coreio: the kernel refused to bind the submission-queue polling thread to CPU \
              {cpu} ({err}; is the CPU in this process's cpuset?); running it unbound"
@@ -308,6 +318,9 @@ fn build_ring_from(
         }
         if let Some(cpu) = flags.sqpoll_cpu {
             builder.setup_sqpoll_cpu(cpu);
+        }
+        if let Some(ring) = flags.sqpoll_attached {
+            builder.setup_attach_wq(ring);
         }
         if flags.single_issuer {
             builder.setup_single_issuer();
@@ -463,6 +476,7 @@ mod tests {
         let unbound = SqPoll {
             idle: Duration::from_millis(5),
             cpu: None,
+            attach_to: None,
         };
         let Ok((_ring, expected)) = build_ring_with(8, Some(unbound)) else {
             return; // No io_uring on this machine: nothing to fall back from.
