@@ -6,8 +6,9 @@
 // This module owns the hand-over of the first ring between the cores' threads at start-up. It
 // must never leave a core waiting: whatever becomes of the first core (its ring without a
 // polling thread, its driver failing, its thread never starting), the others are told, and
-// build a ring of their own. It holds a duplicate of the first ring's descriptor, so the ring
-// the others attach to stays open until the run ends whatever the first core does meanwhile.
+// build a ring of their own. It holds a duplicate of the first ring's descriptor, closed with
+// the share once every core has built its ring, so the ring the others attach to stays open
+// until then whatever the first core does meanwhile.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
