@@ -424,8 +424,14 @@ where
         wake.eventfd(),
         blocking.clone(),
     );
-    if let SqPollRole::First(publisher) = sqpoll {
-        publisher.publish(driver.as_ref().ok().and_then(Driver::sqpoll_ring));
+    match sqpoll {
+        SqPollRole::First(publisher) => {
+            publisher.publish(driver.as_ref().ok().and_then(Driver::sqpoll_ring));
+        }
+        // Attached (or not): the last core to let go of the share closes its duplicate of the
+        // first ring.
+        SqPollRole::Attach(share) => drop(share),
+        SqPollRole::Alone => {}
     }
     let driver = match driver {
         Ok(driver) => driver,
