@@ -418,7 +418,9 @@ fn targets(out: &mut String, input: &Input) {
         "\nWhy these ratios sit near 1×: most of every server's CPU per message is the kernel's \
          TCP work, the same kernel code whatever the runtime. `benches/echo_profile.sh` measures \
          the split (docs/profile-echo.md), including the ratio a runtime would have reached had it \
-         spent nothing outside TCP.\n",
+         spent nothing outside TCP. What each io_uring feature changes (multishot receives, \
+         registered files, POLL_FIRST, SQPOLL, zero-copy sends, multishot accepts), measured \
+         on and off side by side, is in docs/benchmarks-uring.md.\n",
     );
 
     let peers: Vec<&String> = input
