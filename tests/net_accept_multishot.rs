@@ -68,8 +68,6 @@ impl<F: Future> Future for CountPolls<F> {
     }
 }
 
-/// Lets the core park a few times: what the kernel does for an armed multishot accept, and
-/// the cancellation of a dropped one, is seen by then.
 /// Whether this kernel cancels synchronously (`IORING_REGISTER_SYNC_CANCEL`, Linux 6.0), so a
 /// listener lets its multishot accept go before its drop or `into_std` returns.
 fn sync_cancel_expected() -> bool {
@@ -79,6 +77,8 @@ fn sync_cancel_expected() -> bool {
     major >= 6
 }
 
+/// Lets the core park a few times: what the kernel does for an armed multishot accept, and
+/// the cancellation of a dropped one, is seen by then.
 async fn settle() {
     for _ in 0..10 {
         sleep(Duration::from_millis(1)).await;
