@@ -11,6 +11,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use coreio::stats::RingStats;
 use coreio::time::{sleep, timeout};
 use coreio::{Backend, Builder, mesh};
 
@@ -30,18 +31,19 @@ fn sqpoll_on() -> bool {
     coreio::stats::ring().is_some_and(|ring| ring.sqpoll)
 }
 
-/// The CPUs each of this process's submission-queue polling threads (`iou-sqp-PID`) may run
-/// on, as `/proc` lists them (`Cpus_allowed_list`), sorted.
-fn polling_threads_cpus() -> Vec<String> {
-    let mut cpus = Vec::new();
+/// This process's submission-queue polling threads: for each, the thread id in its name
+/// (`iou-sqp-TID`: the thread that made the ring, a core's thread here) and the CPUs it may run
+/// on, as `/proc` lists them (`Cpus_allowed_list`); sorted.
+fn polling_threads() -> Vec<(String, String)> {
+    let mut threads = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let task = task.unwrap().path();
         let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
             continue; // The thread ended meanwhile.
         };
-        if !comm.starts_with("iou-sqp-") {
+        let Some(maker) = comm.trim().strip_prefix("iou-sqp-") else {
             continue;
-        }
+        };
         let Ok(status) = std::fs::read_to_string(task.join("status")) else {
             continue;
         };
@@ -49,8 +51,18 @@ fn polling_threads_cpus() -> Vec<String> {
             .lines()
             .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
             .expect("a task's status lists its CPUs");
-        cpus.push(allowed.trim().to_owned());
+        threads.push((maker.to_owned(), allowed.trim().to_owned()));
     }
+    threads.sort();
+    threads
+}
+
+/// The CPUs of [`polling_threads`], sorted.
+fn polling_threads_cpus() -> Vec<String> {
+    let mut cpus: Vec<String> = polling_threads()
+        .into_iter()
+        .map(|(_, cpus)| cpus)
+        .collect();
     cpus.sort();
     cpus
 }
@@ -86,37 +98,6 @@ both_backends! {
             })
             .unwrap();
     }
-
-    fn each_core_s_polling_thread_takes_its_own_cpu_in_turn(backend: Backend) {
-        // Two cores (or one), their threads bound in the reverse order of the cores' CPUs,
-        // then a list shorter than the cores: it starts over.
-        let rt = builder(backend).cores(util::two_or_fewer_cores()).build().unwrap();
-        let cores: Vec<usize> = rt.cores().iter().map(|core| core.0).collect();
-        let reversed: Vec<usize> = cores.iter().rev().copied().collect();
-        for cpus in [reversed, vec![cores[0]]] {
-            let rt = builder(backend)
-                .cores(cores.len())
-                .sqpoll_cpus(cpus.clone())
-                .build()
-                .unwrap();
-            let bound: Vec<Option<Option<usize>>> = rt
-                .run(|_| async { coreio::stats::ring().filter(|ring| ring.sqpoll).map(|ring| ring.sqpoll_cpu) })
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
-            if rt.backend() != Backend::IoUring {
-                assert!(bound.iter().all(Option::is_none), "{bound:?}");
-                continue;
-            }
-            if bound.iter().any(Option::is_none) {
-                eprintln!("note: this kernel refused SQPOLL; nothing to bind");
-                return;
-            }
-            let expected: Vec<Option<Option<usize>>> =
-                (0..cores.len()).map(|i| Some(Some(cpus[i % cpus.len()]))).collect();
-            assert_eq!(bound, expected, "cores {cores:?}, sqpoll_cpus {cpus:?}");
-        }
-    }
 }
 
 /// One socket round trip on the current core: the ring's polling thread picks the
@@ -132,44 +113,95 @@ async fn round_trip(conn: u64) {
     check_pattern(conn, 0, 0, &buf);
 }
 
-/// Runs a two-core (or one-core) runtime from `builder`, a round trip on each core; returns
-/// each core's `(sqpoll, sqpoll_shared)` (`None` on epoll) and the polling threads the process
-/// had while both cores were running.
-fn polling_threads_of_a_run(builder: Builder) -> (Vec<Option<(bool, bool)>>, usize) {
+/// What a run of [`polling_threads_of_a_run`] saw.
+struct RunSeen {
+    /// Each core's ring counters (`None` on epoll) and its thread's id.
+    cores: Vec<(Option<RingStats>, libc::pid_t)>,
+    /// The process's polling threads while every core was running ([`polling_threads`]).
+    threads: Vec<(String, String)>,
+}
+
+/// Runs a two-core (or one-core) runtime from `builder`, a round trip on each core, and
+/// reports what each core's ring says and which polling threads the process had meanwhile.
+fn polling_threads_of_a_run(builder: Builder) -> RunSeen {
     let rt = builder.cores(util::two_or_fewer_cores()).build().unwrap();
     let cores = rt.cores().to_vec();
     let (first, last) = (cores[0], *cores.last().unwrap());
     let finish = coreio::sync::Event::new();
-    let flags = || coreio::stats::ring().map(|ring| (ring.sqpoll, ring.sqpoll_shared));
     let results = rt.run(move |core| {
         let finish = finish.clone();
         async move {
             if core != first {
                 finish.wait().await;
-                return (vec![], 0);
+                return None;
             }
             round_trip(4).await;
-            let mut seen = vec![flags()];
+            let mut cores = vec![(coreio::stats::ring(), util::gettid())];
             if last != first {
                 let other = mesh::submit_to(last, move || async move {
                     round_trip(5).await;
-                    flags()
+                    (coreio::stats::ring(), util::gettid())
                 });
-                seen.push(other.await.unwrap());
+                cores.push(other.await.unwrap());
             }
-            // Both cores are still running: every ring's thread, if any, is alive.
-            let threads = polling_threads_cpus().len();
+            // Every core is still running: every ring's thread, if any, is alive.
+            let threads = polling_threads();
             finish.set();
-            (seen, threads)
+            Some(RunSeen { cores, threads })
         }
     });
-    results.into_iter().next().unwrap().unwrap()
+    results.into_iter().next().unwrap().unwrap().unwrap()
+}
+
+/// Runs two cores (or one) with their polling threads bound to `cpus` and checks the i-th
+/// core's thread runs on the i-th of them, in turn: in what the rings report and in the
+/// affinity the kernel gave the thread that core's ring made. One run per test: the threads of
+/// a ring that is gone end a little later, in the kernel's time.
+fn check_bound_threads(backend: Backend, cpus: Vec<usize>) {
+    let seen = polling_threads_of_a_run(builder(backend).sqpoll_cpus(cpus.clone()));
+    if seen.cores[0].0.is_none() {
+        assert!(seen.threads.is_empty(), "a polling thread on epoll");
+        return;
+    }
+    if !seen.cores.iter().all(|(ring, _)| ring.unwrap().sqpoll) {
+        eprintln!("note: this kernel refused SQPOLL; nothing to bind");
+        return;
+    }
+    let mut expected = Vec::new();
+    for (i, (ring, tid)) in seen.cores.iter().enumerate() {
+        let cpu = cpus[i % cpus.len()];
+        assert_eq!(ring.unwrap().sqpoll_cpu, Some(cpu), "core {i}");
+        expected.push((tid.to_string(), cpu.to_string()));
+    }
+    expected.sort();
+    assert_eq!(seen.threads, expected, "sqpoll_cpus {cpus:?}");
+}
+
+/// Each core's `(sqpoll, sqpoll_shared)`, `None` on epoll, and how many polling threads there
+/// were.
+fn sqpoll_flags(seen: &RunSeen) -> (Vec<Option<(bool, bool)>>, usize) {
+    let flags = seen
+        .cores
+        .iter()
+        .map(|(ring, _)| ring.map(|ring| (ring.sqpoll, ring.sqpoll_shared)))
+        .collect();
+    (flags, seen.threads.len())
 }
 
 both_backends! {
+    fn each_core_s_polling_thread_takes_its_own_cpu_in_turn(backend: Backend) {
+        // Two cores (or one), their threads bound in the reverse order of the cores' CPUs.
+        let cores = util::allowed_cpus()[..util::two_or_fewer_cores()].to_vec();
+        check_bound_threads(backend, cores.iter().rev().copied().collect());
+    }
+
+    fn a_list_shorter_than_the_cores_starts_over(backend: Backend) {
+        check_bound_threads(backend, vec![util::allowed_cpus()[0]]);
+    }
+
     fn one_polling_thread_serves_every_core_when_shared(backend: Backend) {
         let (flags, threads) =
-            polling_threads_of_a_run(builder(backend).sqpoll_shared(true));
+            sqpoll_flags(&polling_threads_of_a_run(builder(backend).sqpoll_shared(true)));
         if flags[0].is_none() {
             assert_eq!(threads, 0, "a polling thread on epoll");
             return;
@@ -186,7 +218,7 @@ both_backends! {
     }
 
     fn without_sharing_each_core_has_its_own_polling_thread(backend: Backend) {
-        let (flags, threads) = polling_threads_of_a_run(builder(backend));
+        let (flags, threads) = sqpoll_flags(&polling_threads_of_a_run(builder(backend)));
         if flags[0].is_none() {
             assert_eq!(threads, 0, "a polling thread on epoll");
             return;
